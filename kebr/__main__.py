@@ -1,0 +1,3 @@
+from kebr.cli import main
+
+main()

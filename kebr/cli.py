@@ -1,0 +1,127 @@
+"""The ``kebr`` command: a thin argparse layer over the library, one subcommand per stage.
+
+Each Snakemake rule runs exactly one of these; every one also works by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from kebr.config import load_config
+
+
+def _shard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--plan", required=True, type=Path, help="the shard's plan TSV (results/<ds>/plan/<shard>.tsv)")
+    p.add_argument("--out", required=True, type=Path)
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from kebr.ingest import plan_clips, write_plan
+
+    config = load_config(args.config)
+    clips = plan_clips(config["datasets"][args.dataset], seed=config["seed"], shard_size=config["shard_size"],
+                       valid_fraction=config["split"]["valid_fraction"],
+                       test_fraction=config["split"]["test_fraction"])
+    shards = write_plan(clips, args.out)
+    print(json.dumps({"dataset": args.dataset, "clips": len(clips), "shards": len(shards)}))
+
+
+def cmd_stage(args: argparse.Namespace) -> None:
+    from kebr import stages
+    from kebr.ingest import read_clip_table
+
+    config = load_config(args.config)
+    clips = read_clip_table(args.plan)
+    {"asr": stages.run_asr, "audio": stages.run_audio, "visual": stages.run_visual}[args.command](
+        config, clips, args.out)
+
+
+def cmd_assemble(args: argparse.Namespace) -> None:
+    from kebr import stages
+    from kebr.ingest import read_clip_table
+
+    config = load_config(args.config)
+    stages.run_assemble(config, args.dataset, args.plan.stem, read_clip_table(args.plan), args.asr, args.audio,
+                        args.visual, args.out, args.status)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from kebr.stages import write_report
+
+    plans = sorted(args.plan_dir.glob("*.tsv"))
+    statuses = [args.status_dir / p.name for p in plans]
+    counts = write_report(plans, statuses, args.out)
+    print(json.dumps({"clips": sum(counts.values()), **counts}))
+
+
+def cmd_demo_corpus(args: argparse.Namespace) -> None:
+    from kebr.democorpus import write_demo_corpora
+
+    paths = write_demo_corpora(args.out, seed=args.seed)
+    print(json.dumps({k: str(v) for k, v in paths.items()}))
+
+
+def cmd_config_check(args: argparse.Namespace) -> None:
+    print(json.dumps(load_config(args.config), indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kebr", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plan", help="list a dataset's clips, splits and shards")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True, type=Path, help="folder for one plan TSV per shard")
+    p.set_defaults(func=cmd_plan)
+
+    for name, text in (("asr", "transcribe a shard (gold text where the corpus has it)"),
+                       ("audio", "audio features of a shard"), ("visual", "visual features of a shard")):
+        p = sub.add_parser(name, help=text)
+        _shard_args(p)
+        p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("assemble", help="English filter + masking + features -> HDF5 shard and status")
+    _shard_args(p)
+    p.add_argument("--dataset", required=True)
+    for name in ("asr", "audio", "visual"):
+        p.add_argument(f"--{name}", required=True, type=Path)
+    p.add_argument("--status", required=True, type=Path)
+    p.set_defaults(func=cmd_assemble)
+
+    p = sub.add_parser("report", help="clips.tsv: every planned clip with status and reason")
+    p.add_argument("--plan-dir", required=True, type=Path)
+    p.add_argument("--status-dir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo-corpus", help="write the embedded demo corpora (TTS speech over a real face)")
+    p.add_argument("out", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo_corpus)
+
+    p = sub.add_parser("config-check", help="validate a config and print it with every default filled in")
+    p.add_argument("config", nargs="?", default="config.yaml")
+    p.set_defaults(func=cmd_config_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"kebr {args.command}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

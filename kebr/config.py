@@ -1,0 +1,69 @@
+"""Load config.yaml, validate it against the JSON schema and fill in every default.
+
+The same schema file is used by the Snakefile (``snakemake.utils.validate``) and by the CLI, so a
+key means the same thing on both paths.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(str(resources.files("kebr") / "schemas" / "config.schema.yaml"))
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that writes each property's schema default into the instance (jsonschema FAQ)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):  # type: ignore[no-untyped-def]
+        for name, sub in properties.items():
+            if isinstance(instance, dict) and "default" in sub:
+                instance.setdefault(name, sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate in place, fill defaults, and return the config; raises ``ValueError`` with the path."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = _with_defaults(jsonschema.Draft7Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        lines = [f"  {'/'.join(map(str, e.path)) or '<top>'}: {e.message}" for e in errors]
+        raise ValueError("invalid config:\n" + "\n".join(lines))
+    for name, dataset in config["datasets"].items():
+        key = "manifest" if dataset["layout"] == "manifest" else "root"
+        if key not in dataset:
+            raise ValueError(f"invalid config:\n  datasets/{name}: layout {dataset['layout']} needs `{key}`")
+    return config
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    config = yaml.safe_load(Path(path).read_text()) or {}
+    return validate_config(config)
+
+
+def dataset_dir(config: dict[str, Any], dataset: str) -> Path:
+    """Where every output of one dataset lives."""
+    if dataset not in config["datasets"]:
+        raise KeyError(f"dataset {dataset!r} is not in config datasets: {sorted(config['datasets'])}")
+    return Path(config["results"]) / dataset
+
+
+def write_resolved_config(config: dict[str, Any], path: str | Path) -> Path:
+    """Write the validated config (with Snakemake's --config overrides) for the CLI jobs to read.
+
+    Rewritten only when it changed, so an unchanged config never looks new.
+    """
+    path = Path(path)
+    text = yaml.safe_dump(config, sort_keys=True)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return path

@@ -1,0 +1,1 @@
+"""Per-clip audio and visual feature extraction."""

