@@ -192,7 +192,7 @@ def _youtube_ids(rng: np.random.Generator, n: int) -> list[str]:
 
 
 def _write_voxceleb2(root: Path, n_clips: int, photo: np.ndarray, rng: np.random.Generator) -> None:
-    n_speakers = max(1, n_clips // 4)
+    n_speakers = max(1, math.ceil(n_clips / 4))
     speakers = [_new_speaker(rng) for _ in range(n_speakers)]
     videos = [_youtube_ids(rng, int(rng.integers(1, 3))) for _ in range(n_speakers)]
     sentences = _sentence_order(rng)

@@ -1,6 +1,6 @@
 """HDF5 shards: the one format between feature extraction and training.
 
-Layout of schema version 1 (N clips; every string is UTF-8):
+Layout of schema version 2 (N clips; every string is UTF-8):
 
     /                 attrs: schema_version, dataset, shard, kebr_version, library_versions (JSON),
                              feature_config (JSON), text_model, vocab_sha1, pad_token_id
@@ -10,9 +10,11 @@ Layout of schema version 1 (N clips; every string is UTF-8):
     text/char_start, text/char_end, text/word_index (N,) int32
     text/mask_label, text/mask_score                (N,) float32
     text/no_sentiment_word                          (N,) bool
-    text/input_ids            (N, L) int32, padded with pad_token_id
+    text/input_ids            (N, L) int32, the MASKED text (pretraining), padded with pad_token_id
     text/attention_mask       (N, L) bool
     text/mask_index           (N,) int32
+    text/raw_input_ids        (N, L) int32, the unmasked text/raw (fine-tuning), truncated to L tokens
+    text/raw_attention_mask   (N, L) bool
     asr/avg_logprob, asr/no_speech_prob, asr/language_prob (N,) float32; asr/language (N,) str;
     asr/words                 (N,) str, JSON [[word, start_s, end_s, probability], ...]
     audio/features            (N, T_a, d_a) float32, zero-padded after audio/lengths (N,) int32;
@@ -35,7 +37,7 @@ import h5py
 import numpy as np
 import torch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: text/raw_input_ids, text/raw_attention_mask
 STR = h5py.string_dtype("utf-8")
 
 
@@ -75,12 +77,17 @@ def _put(group: h5py.Group, name: str, data: np.ndarray, **kw: Any) -> h5py.Data
 
 def write_shard(path: str | Path, rows: Sequence[ShardRow], *, audio_columns: Sequence[str],
                 visual_columns: Sequence[str], audio_frames: int, visual_frames: int, text_length: int,
-                pad_token_id: int, attrs: dict[str, Any]) -> Path:
-    """Write ``rows`` as one shard at ``path`` (atomically)."""
+                tokenizer: Any, attrs: dict[str, Any]) -> Path:
+    """Write ``rows`` as one shard at ``path`` (atomically).
+
+    ``tokenizer`` is the one that made the rows' masked ``input_ids``; it also tokenizes the unmasked
+    transcript for fine-tuning (ordinary truncation to ``text_length``) and gives the padding id.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     n = len(rows)
+    pad_token_id = tokenizer.pad_token_id
     strings = lambda values: np.array(list(values), dtype=object)  # noqa: E731
     with h5py.File(tmp, "w") as f:
         f.attrs["schema_version"] = SCHEMA_VERSION
@@ -104,13 +111,16 @@ def write_shard(path: str | Path, rows: Sequence[ShardRow], *, audio_columns: Se
         text.create_dataset("mask_label", data=np.array([x.label for x in m], dtype=np.float32))
         text.create_dataset("mask_score", data=np.array([x.score for x in m], dtype=np.float32))
         text.create_dataset("no_sentiment_word", data=np.array([x.no_sentiment_word for x in m], dtype=bool))
-        ids = np.full((n, text_length), pad_token_id, dtype=np.int32)
-        attention = np.zeros((n, text_length), dtype=bool)
-        for i, x in enumerate(m):
-            ids[i, : len(x.input_ids)] = x.input_ids
-            attention[i, : len(x.input_ids)] = True
-        _put(text, "input_ids", ids)
-        _put(text, "attention_mask", attention)
+        raw_ids = [tokenizer(x.text, truncation=True, max_length=text_length, verbose=False)["input_ids"]
+                   for x in m]
+        for prefix, sequences in (("", [x.input_ids for x in m]), ("raw_", raw_ids)):
+            ids = np.full((n, text_length), pad_token_id, dtype=np.int32)
+            attention = np.zeros((n, text_length), dtype=bool)
+            for i, seq in enumerate(sequences):
+                ids[i, : len(seq)] = seq
+                attention[i, : len(seq)] = True
+            _put(text, f"{prefix}input_ids", ids)
+            _put(text, f"{prefix}attention_mask", attention)
 
         asr = f.create_group("asr")
         t = [r.transcript for r in rows]
@@ -191,6 +201,8 @@ class ShardDataset(torch.utils.data.Dataset):
         return {
             "input_ids": torch.from_numpy(f["text/input_ids"][row].astype(np.int64)),
             "attention_mask": torch.from_numpy(f["text/attention_mask"][row]),
+            "raw_input_ids": torch.from_numpy(f["text/raw_input_ids"][row].astype(np.int64)),
+            "raw_attention_mask": torch.from_numpy(f["text/raw_attention_mask"][row]),
             "mask_index": torch.tensor(int(f["text/mask_index"][row])),
             "mask_label": torch.tensor(float(f["text/mask_label"][row])),
             "label": torch.tensor(float(f["label"][row])),

@@ -85,7 +85,9 @@ def synthesize(text: str, voice: str = "en-us", rate: int = 160, pitch: int = 50
     """Speak ``text``; returns (mono float32 samples in [-1, 1], eSpeak's native sample rate).
 
     ``voice`` is an eSpeak voice name, optionally with a variant ("en-us+f3"); ``rate`` is in words
-    per minute (80-450) and ``pitch`` in 0-100.
+    per minute (80-450) and ``pitch`` in 0-100. The same calls in the same order give the same
+    samples in every process, but one call's samples depend slightly on the calls before it: eSpeak
+    keeps its pitch-flutter phase and gain control in statics that no API call resets.
     """
     if not text.strip():
         raise ValueError("tts: empty text")

@@ -6,15 +6,14 @@ import math
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
+from kebr.masking import load_tokenizer
 from kebr.model import (
     KEBR,
     TCMF,
     CrossModalAttention,
     KEBRConfig,
     TCMFLayer,
-    bundled_text_model_path,
     gather_at,
     masked_mean,
 )
@@ -27,7 +26,7 @@ SENTENCES = ["i really [MASK] this movie", "the plot was slow and the acting was
 @pytest.fixture(scope="module")
 def batch() -> dict[str, torch.Tensor]:
     """Two real tokenised sentences of different lengths, non-verbal inputs with padding."""
-    tokenizer = AutoTokenizer.from_pretrained(str(bundled_text_model_path()), local_files_only=True)
+    tokenizer = load_tokenizer("bundled")
     enc = tokenizer(SENTENCES, padding=True, return_tensors="pt")
     gen = torch.Generator().manual_seed(0)
     audio_mask = torch.ones(2, T_A, dtype=torch.bool)

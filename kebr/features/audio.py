@@ -8,7 +8,7 @@ Feature sets (config ``audio.feature_sets``; one, or several concatenated in the
   ``t * hop_length / sample_rate`` seconds (librosa's ``center=True``).
 - ``egemaps`` - openSMILE eGeMAPSv02 low-level descriptors (25 columns, openSMILE's own names),
   one frame per 10 ms (openSMILE rounds the hop to whole samples: 221 samples at 22,050 Hz).
-  Frame times are the centres of openSMILE's reported frames.
+  openSMILE reports each frame as [start, start + 20 ms]; its time here is the centre, start + 10 ms.
 
 When several sets are concatenated, the FIRST set's frames are the time base: each other set is
 linearly interpolated, column by column, at the first set's frame-centre times (held at its edge
@@ -17,8 +17,8 @@ columns, and ``["egemaps", "librosa33"]`` gives 10 ms rows.
 
 Every set is computed on the whole waveform and only then truncated to ``max_frames``: chroma_cqt
 estimates the tuning from the whole signal, so cropping the waveform first would change the values
-the reference computes. Padding to ``max_frames`` is the shard writer's job; rows returned here
-are all real frames.
+the reference computes. ``max_frames`` counts rows of the first set (400 eGeMAPS rows are 4 s).
+Padding to ``max_frames`` is the shard writer's job; rows returned here are all real frames.
 
 librosa's first call compiles its numba kernels (seconds to tens of seconds). Call
 ``AudioFeatureExtractor.warm()`` once per worker process before the first clip.
@@ -40,6 +40,9 @@ FEATURE_SETS = ("librosa33", "egemaps")
 
 CHROMA_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 LIBROSA33_COLUMNS = ["zcr", *(f"mfcc_{i:02d}" for i in range(20)), *(f"chroma_{n}" for n in CHROMA_NAMES)]
+
+# The frame length openSMILE reports for eGeMAPSv02 LLDs (its 20 ms analysis frames, 10 ms apart).
+EGEMAPS_FRAME_S = 0.020
 
 # Peak amplitude below which a waveform is digital silence (-80 dBFS, about 3 LSB of 16-bit PCM).
 # Such a clip has no signal to describe, so it is skipped rather than written as a row of
@@ -139,6 +142,7 @@ class AudioFeatureExtractor:
             frame = self._smile.process_signal(y, self.sample_rate)
         if frame.isna().to_numpy().any():
             raise ClipError(f"audio: {y.size / self.sample_rate * 1000:.0f} ms is too short for eGeMAPS LLDs")
+        # Not (start + end) / 2: the opensmile wrapper stretches the last frame's end to the end of
+        # the signal, which would move that frame's centre by up to tens of milliseconds.
         start = frame.index.get_level_values("start").total_seconds().to_numpy()
-        end = frame.index.get_level_values("end").total_seconds().to_numpy()
-        return (start + end) / 2, frame.to_numpy(dtype=np.float32)
+        return start + EGEMAPS_FRAME_S / 2, frame.to_numpy(dtype=np.float32)

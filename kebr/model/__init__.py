@@ -1,6 +1,6 @@
 """The KEBR model: language model -> text-based cross-modal fusion (TCMF) -> regression head."""
 
-from kebr.model.encoder import TextEncoder, bundled_text_model_path, resolve_text_model
+from kebr.model.encoder import TextEncoder, resolve_text_model
 from kebr.model.heads import RegressionHead, gather_at, masked_mean
 from kebr.model.kebr import KEBR, KEBRConfig
 from kebr.model.tcmf import TCMF, CrossModalAttention, TCMFLayer
@@ -13,7 +13,6 @@ __all__ = [
     "CrossModalAttention",
     "RegressionHead",
     "TextEncoder",
-    "bundled_text_model_path",
     "resolve_text_model",
     "gather_at",
     "masked_mean",

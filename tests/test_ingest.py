@@ -1,0 +1,90 @@
+"""Corpus layouts, speaker-disjoint splits and deterministic sharding."""
+
+from pathlib import Path
+
+import pytest
+
+from kebr.config import validate_config
+from kebr.ingest import plan_clips, read_clip_table, write_plan
+
+
+def touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def voxceleb2(root: Path, speakers: int = 12, per_speaker: int = 3) -> Path:
+    for s in range(speakers):
+        for u in range(per_speaker):
+            touch(root / "dev" / "mp4" / f"id{s:05d}" / f"yt{s % 2}abcdefgh" / f"{u + 1:05d}.mp4")
+    touch(root / "dev" / "aac" / "id00000" / "yt0abcdefgh" / "00001.m4a")
+    return root
+
+
+def test_voxceleb2_ids_audio_and_speaker_disjoint_splits(tmp_path):
+    root = voxceleb2(tmp_path / "vox2")
+    clips = plan_clips({"layout": "voxceleb2", "root": str(root), "subsets": ["dev"]}, seed=3,
+                       shard_size=10, valid_fraction=0.25, test_fraction=0.25)
+    assert len(clips) == 36
+    first = clips[0]
+    assert first.clip_id == "id00000/yt0abcdefgh/00001"
+    assert first.audio.endswith("dev/aac/id00000/yt0abcdefgh/00001.m4a")
+    assert clips[1].audio is None and clips[1].video.endswith("00002.mp4")
+    splits_by_speaker = {}
+    for c in clips:
+        splits_by_speaker.setdefault(c.speaker, set()).add(c.split)
+    assert all(len(s) == 1 for s in splits_by_speaker.values())
+    assert {s for v in splits_by_speaker.values() for s in v} == {"train", "valid", "test"}
+    # shards: consecutive runs of shard_size clips in id order
+    assert [c.shard for c in clips].count("00000") == 10 and clips[-1].shard == "00003"
+    again = plan_clips({"layout": "voxceleb2", "root": str(root), "subsets": ["dev"]}, seed=3,
+                       shard_size=10, valid_fraction=0.25, test_fraction=0.25)
+    assert again == clips
+
+
+def test_mmsa_raw_reads_label_csv_and_rejects_split_leaks(tmp_path):
+    root = tmp_path / "mosi"
+    touch(root / "Raw" / "vidA" / "1.mp4")
+    rows = ["video_id,clip_id,text,label,annotation,mode,label_by",
+            'vidA,1,"it was great, really",2.4,Positive,train,0',
+            "vidA,2,meh,-0.2,Negative,train,0",
+            "vidB,1,awful film,-3.0,Negative,test,0"]
+    (root / "label.csv").write_text("\n".join(rows) + "\n")
+    clips = plan_clips({"layout": "mmsa_raw", "root": str(root)}, 0, 1000, 0.1, 0.1)
+    assert [c.clip_id for c in clips] == ["vidA/1", "vidA/2", "vidB/1"]
+    assert clips[0].text == "it was great, really" and clips[0].label == pytest.approx(2.4)
+    assert [c.split for c in clips] == ["train", "train", "test"] and clips[0].speaker == "vidA"
+    (root / "label.csv").write_text("\n".join(rows[:2] + ["vidA,2,meh,-0.2,Negative,valid,0"]) + "\n")
+    with pytest.raises(ValueError, match="more than one split"):
+        plan_clips({"layout": "mmsa_raw", "root": str(root)}, 0, 1000, 0.1, 0.1)
+
+
+def test_manifest_relative_paths_and_plan_round_trip(tmp_path):
+    (tmp_path / "m").mkdir()
+    manifest = tmp_path / "m" / "clips.csv"
+    manifest.write_text("clip_id,audio,text\nc1,a b/ü.wav,\"tab\there, \"\"quoted\"\"\"\nc2,x.wav,\n")
+    clips = plan_clips({"layout": "manifest", "manifest": str(manifest)}, 0, 1, 0.0, 0.0)
+    assert clips[0].audio == str(tmp_path / "m" / "a b" / "ü.wav")
+    assert clips[0].text == 'tab\there, "quoted"' and clips[1].text is None
+    assert clips[0].speaker == "c1" and {c.split for c in clips} == {"train"}
+    shards = write_plan(clips, tmp_path / "plan")
+    assert shards == ["00000", "00001"]
+    assert read_clip_table(tmp_path / "plan" / "00000.tsv") == [clips[0]]
+
+
+def test_manifest_needs_media_column(tmp_path):
+    manifest = tmp_path / "bad.csv"
+    manifest.write_text("clip_id,text\nc1,hello\n")
+    with pytest.raises(ValueError, match="one of video/audio"):
+        plan_clips({"layout": "manifest", "manifest": str(manifest)}, 0, 10, 0.1, 0.1)
+
+
+def test_config_validation_fills_defaults_and_names_bad_keys():
+    config = validate_config({"datasets": {"x": {"layout": "manifest", "manifest": "m.csv"}}})
+    assert config["shard_size"] == 1000 and config["visual"]["max_frames"] == 55
+    assert config["audio"]["feature_sets"] == ["librosa33"] and config["datasets"]["x"]["demo"] is False
+    with pytest.raises(ValueError, match="visual/backend"):
+        validate_config({"visual": {"backend": "openface"}})
+    with pytest.raises(ValueError, match="needs `root`"):
+        validate_config({"datasets": {"v": {"layout": "voxceleb2"}}})
