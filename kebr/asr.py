@@ -89,11 +89,15 @@ def _combine(windows: list[_Window], clip_duration_s: float, language: str, lang
             start = min(w.start_s + start, clip_duration_s)
             words.append((word.strip(), start, min(max(w.start_s + end, start), clip_duration_s), float(prob)))
     weights = np.array([max(w.duration_s, 1e-3) for w in windows])
+    avg_logprob = float(np.average([w.avg_logprob for w in windows], weights=weights))
+    no_speech_prob = float(np.average([w.no_speech_prob for w in windows], weights=weights))
+    if not (math.isfinite(avg_logprob) and math.isfinite(no_speech_prob)):
+        raise RuntimeError(f"asr: non-finite decoder scores (avg_logprob={avg_logprob}, no_speech_prob={no_speech_prob})")
     return Transcript(
         text=" ".join(w.text.strip() for w in windows if w.text.strip()),
         words=[w for w in words if w[0]],
-        avg_logprob=float(np.average([w.avg_logprob for w in windows], weights=weights)),
-        no_speech_prob=float(np.average([w.no_speech_prob for w in windows], weights=weights)),
+        avg_logprob=avg_logprob,
+        no_speech_prob=no_speech_prob,
         language=language,
         language_prob=float(language_prob),
         source="asr",
@@ -114,8 +118,12 @@ class FasterWhisperTranscriber:
     gives different values). The pipeline also always returns a segment per window, even an empty
     one, so every clip has confidence numbers. Its trade-offs: no temperature fallback (a failed
     decode shows up as a low avg_logprob, which the filter drops) and a word straddling a 30 s cut
-    of a long clip may be lost. No VAD: on short clips it trims onsets and can remove quiet speech
-    entirely; silence is left to the no-speech rule of the filter instead.
+    of a long clip may be lost. Decoding is deterministic for a given batch, but CTranslate2's int8
+    kernels differ slightly with batch size, so a borderline clip (non-English speech, where beam
+    search is unsure) can decode differently in another batch; confident English did not (40 of
+    40 identical texts with batch size 1 and 16). No VAD (vad_filter off): the pipeline uses it to cut long recordings
+    into windows, which we do ourselves, and on clips of a few seconds it could only cut away
+    onsets or quiet speech; silence and noise are judged by the filter from the model's own scores.
     """
 
     def __init__(self, model: Any, batch_size: int = 16, beam_size: int = 5) -> None:
@@ -187,8 +195,9 @@ class FasterWhisperTranscriber:
 class OpenAIWhisperTranscriber:
     """The reference openai-whisper implementation, one clip at a time (it has no batched decoding).
 
-    ``no_speech_threshold=None`` keeps windows whisper would skip as silent, so every clip has
-    confidence numbers and silence is judged by the English filter, as for faster-whisper.
+    Decoded like the faster-whisper pipeline: temperature 0 without fallback, no conditioning on
+    the previous window, and ``no_speech_threshold=None`` so windows whisper would skip as silent
+    are kept; every clip then has confidence numbers and the English filter judges silence.
     """
 
     batch_size = 1

@@ -121,7 +121,7 @@ class _Speaker:
 def _new_speaker(rng: np.random.Generator) -> _Speaker:
     return _Speaker(
         voice=str(rng.choice(ENGLISH_VOICES)),
-        rate=int(rng.integers(140, 191)),
+        rate=int(rng.integers(140, 176)),
         pitch=int(rng.integers(30, 71)),
         zoom=float(rng.uniform(0.92, 1.12)),
         mirror=bool(rng.integers(2)),
@@ -231,7 +231,11 @@ def _write_mosi(root: Path, n_videos: int, clips_per_video: int, photo: np.ndarr
 
 def write_demo_corpora(out_dir: Path, seed: int = 0, n_unlabelled: int = 24, n_labelled_videos: int = 8,
                        clips_per_video: int = 4) -> dict[str, Path]:
-    """Write both demo corpora and a README under ``out_dir``; the same seed writes the same clips.
+    """Write both demo corpora and a README under ``out_dir``.
+
+    The same seed gives the same sentences, ids, splits, voices and motion; the audio is identical
+    run to run from a fresh process (see ``kebr.tts.synthesize``). Needs ``n_labelled_videos >= 5``
+    (at least 2 valid, 2 test and 1 train video).
 
     Returns the corpus roots as the config's ``datasets.<name>.root`` expects them:
     ``{"voxceleb2": <out>/voxceleb2, "mosi": <out>/mosi, "readme": <out>/README.txt}``.

@@ -52,14 +52,13 @@ def _run_journaled(clips: list[Clip], out: Path, meta: Callable[[], dict[str, An
 
 
 def run_asr(config: dict[str, Any], clips: list[Clip], out: Path) -> None:
-    from kebr.asr import make_transcriber, transcribe_clips
+    from kebr.asr import make_transcriber, needs_asr, transcribe_clips
 
     asr = config["asr"]
     state: dict[str, Any] = {}
 
     def process(todo: list[Clip]):  # type: ignore[no-untyped-def]
-        needs_model = any(not (asr["use_gold_text"] and c.text) for c in todo)
-        if needs_model:
+        if any(needs_asr(c, asr["use_gold_text"]) for c in todo):
             state["transcriber"] = make_transcriber(
                 backend=asr["backend"], model=asr["model"], device=asr["device"],
                 compute_type=asr["compute_type"], batch_size=asr["batch_size"], beam_size=asr["beam_size"])

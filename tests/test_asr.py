@@ -1,0 +1,216 @@
+"""ASR and the English filter on real speech: eSpeak NG voices through the bundled tiny.en.
+
+Speech goes through the pipeline's real path: synthesized, written to MP4 (AAC) with
+kebr.media.write_clip, decoded and resampled to 16 kHz by kebr.media.load_audio, then transcribed.
+
+Values observed while tuning the filter (tiny.en int8 on CPU, batched pipeline, beam 5):
+avg_logprob of English TTS (10 sentences x 6 voices/rates) -0.05 to -0.70; the same English with
+white noise at 20 / 10 / 5 dB SNR down to -0.78 / -0.87 / -0.91; non-English TTS (de, es, fr, it, pt,
+nl, pl, ru, hi; 26 sentences), all transcribed as English words, -0.53 to -1.59, 21 of 26 below
+-0.8. Silence: text ". . .", no_speech_prob 0.95; white noise and a tone melody: "you" with
+no_speech_prob 0.84-0.96 and avg_logprob -1.3 to -1.4. Hence min_avg_logprob = -0.8: it kept every
+clean English clip and 27 of 30 noisy ones, and dropped 21 of 26 non-English ones (German, closest to
+English, is the hardest: 5 of 8).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from whisper.model import ModelDimensions, Whisper
+
+from kebr.asr import SAMPLE_RATE, Transcript, make_transcriber, needs_asr, transcribe_clips
+from kebr.clips import Clip
+from kebr.language import english_filter, english_word_fraction
+from kebr.media import load_audio, write_clip
+from kebr.tts import synthesize
+
+SPOKEN = {
+    "english": ("This movie was really wonderful.", "en-us"),
+    "english2": ("We went to the beach and played football all afternoon.", "en-gb-x-rp"),
+    "spanish": ("Ayer vi una película muy bonita en el cine.", "es"),
+    "german": ("Meine Mutter kocht jeden Sonntag für die ganze Familie.", "de"),
+}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Clip]:
+    """Real media files, one per case, written as the pipeline would meet them."""
+    root = tmp_path_factory.mktemp("asr")
+    out: dict[str, Clip] = {}
+    for name, (text, voice) in SPOKEN.items():
+        samples, rate = synthesize(text, voice)
+        out[name] = Clip(name, audio=str(write_clip(root / f"{name}.mp4", None, 25, samples, rate)))
+    rng = np.random.default_rng(0)
+    tone = np.repeat([440.0, 554.0, 659.0, 880.0, 659.0, 554.0], SAMPLE_RATE // 2)
+    nonspeech = {
+        "silence": np.zeros(3 * SAMPLE_RATE, np.float32),
+        "noise": 0.1 * rng.standard_normal(3 * SAMPLE_RATE),
+        "music": 0.3 * np.sin(2 * np.pi * np.cumsum(tone) / SAMPLE_RATE),
+    }
+    # A 36 s clip: two 30 s decoding windows, the second sentence starting at 31 s.
+    first, second = (load_audio(out[name].media, SAMPLE_RATE) for name in ("english", "english2"))
+    long = np.zeros(36 * SAMPLE_RATE, np.float32)
+    long[: len(first)] = first
+    long[31 * SAMPLE_RATE : 31 * SAMPLE_RATE + len(second)] = second
+    nonspeech["long"] = long
+    for name, samples in nonspeech.items():
+        out[name] = Clip(name, audio=str(write_clip(root / f"{name}.mp4", None, 25, samples, SAMPLE_RATE)))
+    frames = np.full((5, 32, 32, 3), 128, np.uint8)
+    out["no_audio"] = Clip("no_audio", video=str(write_clip(root / "video only.mp4", frames, 25, audio=None)))
+    out["gold"] = Clip("gold", video=str(root / "never read.mp4"), text=" What a great film! ")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_en():
+    return make_transcriber(cpu_threads=2)  # the bundled tiny.en, int8 on this CPU-only machine
+
+
+@pytest.fixture(scope="module")
+def results(clips: dict[str, Clip], tiny_en) -> dict[str, dict]:
+    rows = list(transcribe_clips(list(clips.values()), tiny_en))
+    assert [r["clip_id"] for r in rows] == list(clips), "one row per clip, in input order"
+    for r in rows:
+        if "error" not in r:
+            print(r["clip_id"], round(r["avg_logprob"], 3), round(r["no_speech_prob"], 3), repr(r["text"]))
+    return {r["clip_id"]: r for r in rows}
+
+
+def _transcript(row: dict) -> Transcript:
+    # Through JSON text, as the jsonl file stores it.
+    return Transcript.from_json(json.loads(json.dumps({k: v for k, v in row.items() if k != "clip_id"})))
+
+
+def test_english_speech_is_transcribed_with_word_times(results: dict[str, dict], clips: dict[str, Clip]) -> None:
+    t = _transcript(results["english"])
+    assert t.source == "asr" and t.language == "en" and t.language_prob == 1.0
+    assert "movie" in t.text.lower() and "wonderful" in t.text.lower()
+    assert -0.6 < t.avg_logprob < 0 and 0 <= t.no_speech_prob < 0.3
+    duration = len(load_audio(clips["english"].media, SAMPLE_RATE)) / SAMPLE_RATE
+    starts = [w[1] for w in t.words]
+    assert starts == sorted(starts) and len(t.words) >= 4
+    assert all(0 <= s <= e <= duration and 0 <= p <= 1 for _, s, e, p in t.words)
+    spoken = [w[0].lower().strip(".,") for w in t.words]
+    assert "wonderful" in spoken and spoken.index("movie") < spoken.index("wonderful")
+    assert english_filter(t, multilingual=False) is None
+    assert english_word_fraction(t.text) == 1.0
+
+
+def test_long_clip_is_decoded_in_30s_windows(results: dict[str, dict]) -> None:
+    t = _transcript(results["long"])
+    assert "movie" in t.text.lower() and "football" in t.text.lower()
+    times = {w[0].lower().strip(".,"): w[1] for w in t.words}
+    assert times["movie"] < 3 and 31 <= times["football"] <= 36
+    assert english_filter(t, multilingual=False) is None
+
+
+def test_non_english_speech_is_dropped_by_the_english_only_rule(results: dict[str, dict]) -> None:
+    for name in ("spanish", "german"):
+        t = _transcript(results[name])
+        # tiny.en writes English words for it; its confidence gives it away.
+        assert t.language == "en" and t.text
+        reason = english_filter(t, multilingual=False)
+        assert reason is not None and reason.startswith("language: low ASR confidence"), (name, t.avg_logprob, reason)
+        assert t.avg_logprob < -0.85
+
+
+def test_silence_noise_and_music_are_dropped(results: dict[str, dict]) -> None:
+    silence = _transcript(results["silence"])
+    assert english_filter(silence, multilingual=False) == "language: empty transcript (no speech)"
+    assert silence.no_speech_prob > 0.8
+    # Through AAC, white noise came out as ". . ." (no_speech_prob 0.60) and the tone melody as
+    # "beep" (no_speech_prob 0.45, avg_logprob -1.9): dropped as empty or as undecodable.
+    for name in ("noise", "music"):
+        t = _transcript(results[name])
+        reason = english_filter(t, multilingual=False)
+        assert reason is not None and reason.split(" (")[0] in (
+            "language: empty transcript", "language: no speech detected", "language: low ASR confidence"), (name, t)
+        assert t.avg_logprob < -1.0
+
+
+def test_clip_without_audio_stream_is_an_error_row(results: dict[str, dict]) -> None:
+    assert results["no_audio"] == {"clip_id": "no_audio", "error": "media: no audio stream"}
+
+
+def test_gold_text_skips_audio_and_model(clips: dict[str, Clip]) -> None:
+    gold = clips["gold"]  # its media file does not exist: reading it would be an error row
+    assert not needs_asr(gold) and needs_asr(gold, use_gold_text=False)
+    assert needs_asr(Clip("blank", audio="x.wav", text="  "))
+    (row,) = transcribe_clips([gold], transcriber=None)
+    assert row == {"clip_id": "gold", "text": "What a great film!", "words": [], "avg_logprob": 0.0,
+                   "no_speech_prob": 0.0, "language": "en", "language_prob": 1.0, "source": "gold"}
+    assert english_filter(_transcript(row), multilingual=False) is None
+    with pytest.raises(ValueError, match="no transcriber"):
+        list(transcribe_clips([gold], transcriber=None, use_gold_text=False))
+
+
+def test_batch_and_single_clip_decoding_agree(results: dict[str, dict], clips: dict[str, Clip], tiny_en) -> None:
+    single = tiny_en.transcribe(load_audio(clips["english2"].media, SAMPLE_RATE))
+    assert single.text == results["english2"]["text"]
+    assert "football" in single.text.lower()
+    assert math.isclose(single.avg_logprob, results["english2"]["avg_logprob"], abs_tol=0.02)
+
+
+def _transcript_of(**fields) -> Transcript:
+    base = dict(text="I really liked it", words=[], avg_logprob=-0.3, no_speech_prob=0.05,
+                language="en", language_prob=0.98, source="asr")
+    return Transcript(**{**base, **fields})
+
+
+def test_english_filter_rules() -> None:
+    # Multilingual models: their language ID decides.
+    assert english_filter(_transcript_of(), multilingual=True) is None
+    assert english_filter(_transcript_of(text="Ich mag es", language="de", language_prob=0.93),
+                          multilingual=True) == "language: detected 'de' (p=0.93)"
+    assert english_filter(_transcript_of(language_prob=0.4), multilingual=True) == "language: detected 'en' (p=0.40)"
+    # English-only models: the transcript-based rules, in order.
+    assert english_filter(_transcript_of(text=" ... "), multilingual=False) == "language: empty transcript (no speech)"
+    assert english_filter(_transcript_of(text="you", no_speech_prob=0.9, avg_logprob=-1.2), multilingual=False) == (
+        "language: no speech detected (no_speech_prob=0.90, avg_logprob=-1.20)")
+    assert english_filter(_transcript_of(avg_logprob=-0.9), multilingual=False) == (
+        "language: low ASR confidence (avg_logprob=-0.90 < -0.8)")
+    german = _transcript_of(text="Ich habe gestern einen schönen Film gesehen")  # 2 of 7 words in the vocab
+    assert english_filter(german, multilingual=False) == "language: transcript not English (29% English words < 60%)"
+    # A confident English transcript with no speech token probability above the limit is kept.
+    assert english_filter(_transcript_of(no_speech_prob=0.9), multilingual=False) is None
+    # Gold transcripts: kept unless empty.
+    assert english_filter(_transcript_of(text="Ich mag es", avg_logprob=0.0, source="gold"), multilingual=False) is None
+    assert english_filter(_transcript_of(text="", source="gold"), multilingual=False) is not None
+
+
+@pytest.mark.parametrize("n_vocab", [51864, 51865])  # English-only and multilingual vocabularies
+def test_openai_whisper_loads_a_local_checkpoint(tmp_path, clips: dict[str, Clip], n_vocab: int) -> None:
+    torch.manual_seed(0)
+    # n_text_ctx 32 bounds decoding at 16 tokens: random weights never stop on their own.
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=n_vocab, n_text_ctx=32, n_text_state=64, n_text_head=2, n_text_layer=1)
+    model = Whisper(dims)
+    # whisper leaves the decoder's positional embedding uninitialised (torch.empty) for loading.
+    torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)
+    path = tmp_path / "random.pt"
+    torch.save({"dims": dims.__dict__, "model_state_dict": model.state_dict()}, path)
+
+    transcriber = make_transcriber(backend="openai-whisper", model=str(path), device="cpu")
+    assert transcriber.multilingual is (n_vocab == 51865)
+    audio = load_audio(clips["english"].media, SAMPLE_RATE)[:SAMPLE_RATE]
+    (t,) = transcriber.transcribe_batch([audio])
+    assert isinstance(t, Transcript) and t.source == "asr" and isinstance(t.text, str)
+    assert math.isfinite(t.avg_logprob) and t.avg_logprob <= 0 and 0 <= t.no_speech_prob <= 1
+    assert all(isinstance(w, str) and 0 <= s <= e <= 1.0 and 0 <= p <= 1 for w, s, e, p in t.words)
+    if n_vocab == 51865:
+        assert len(t.language) in (2, 3) and 0 < t.language_prob <= 1
+    else:
+        assert (t.language, t.language_prob) == ("en", 1.0)
+    assert Transcript.from_json(json.loads(json.dumps(t.to_json()))) == t
+
+
+def test_unknown_backend_and_bundled_openai_model_are_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown backend"):
+        make_transcriber(backend="kaldi")
+    with pytest.raises(ValueError, match="bundled model is for faster-whisper"):
+        make_transcriber(backend="openai-whisper")
