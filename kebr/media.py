@@ -133,7 +133,8 @@ def write_clip(
             video_stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             video_stream.height, video_stream.width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
             video_stream.pix_fmt = "yuv420p"
-            video_stream.options = {"preset": "veryfast", "crf": "23"}
+            # one encoder thread: multithreaded x264 does not give the same bytes twice
+            video_stream.options = {"preset": "veryfast", "crf": "23", "x264-params": "threads=1"}
         if audio is not None:
             audio_stream = container.add_stream("aac", rate=sample_rate)
             audio_stream.layout = "mono"

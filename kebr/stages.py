@@ -167,7 +167,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
     feature_config = {k: config[k] for k in ("seed", "asr", "language", "text", "audio", "visual")}
     write_shard(out_shard, rows, audio_columns=audio_meta["columns"], visual_columns=visual_meta["columns"],
                 audio_frames=config["audio"]["max_frames"], visual_frames=config["visual"]["max_frames"],
-                text_length=text["max_length"], pad_token_id=tokenizer.pad_token_id,
+                text_length=text["max_length"], tokenizer=tokenizer,
                 attrs={"dataset": dataset, "shard": shard, "kebr_version": kebr.__version__,
                        "library_versions": library_versions(), "feature_config": feature_config,
                        "text_model": text["model"], "vocab_sha1": vocab_sha1(tokenizer)})
