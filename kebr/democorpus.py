@@ -205,6 +205,34 @@ def _write_voxceleb2(root: Path, n_clips: int, photo: np.ndarray, rng: np.random
         _write_talking_clip(path, next(sentences)[0], speakers[s], photo, rng)
 
 
+DIRTY_SPEAKER = "id99999"
+
+
+def write_dirty_clips(folder: Path, photo: np.ndarray, rng: np.random.Generator) -> dict[str, str]:
+    """The bad inputs real corpora hold (spec/DATA.md), one clip each, into ``folder``.
+
+    Returns {file name: what is wrong with it}. Every one must end in clips.tsv as a skip with its
+    reason (the Spanish clip may pass as English if the ASR is fooled: then it is an ok row).
+    """
+    speaker = _new_speaker(rng)
+    good = folder / "00001.mp4"
+    _write_talking_clip(good, "This one is fine, a perfectly good clip.", speaker, photo, rng)
+    speech, sr = synthesize("I bought a coffee and it was awful.", "en-us")
+    no_face = np.broadcast_to(transform.resize(data.coffee(), (FRAME_SIZE, FRAME_SIZE), preserve_range=True)
+                              .astype(np.uint8), (int(len(speech) / sr * FPS) + 1, FRAME_SIZE, FRAME_SIZE, 3))
+    write_clip(folder / "00002.mp4", no_face, FPS, speech, sr)
+    face = _frames(50, speaker, photo, rng)
+    write_clip(folder / "00003.mp4", face, FPS, np.zeros(2 * sr, dtype=np.float32), sr)
+    write_clip(folder / "00004.mp4", face, FPS, None)
+    (folder / "00005.mp4").write_bytes(b"")
+    (folder / "00006.mp4").write_bytes(good.read_bytes()[:2048])
+    spanish, sr = synthesize("El perro de mi vecino ladra toda la noche y no puedo dormir.", "es")
+    write_clip(folder / "00007.mp4", _frames(int(len(spanish) / sr * FPS) + 1, speaker, photo, rng), FPS,
+               spanish, sr)
+    return {"00001.mp4": "good", "00002.mp4": "no face", "00003.mp4": "silence", "00004.mp4": "no audio track",
+            "00005.mp4": "zero bytes", "00006.mp4": "truncated", "00007.mp4": "Spanish speech"}
+
+
 def _write_mosi(root: Path, n_videos: int, clips_per_video: int, photo: np.ndarray,
                 rng: np.random.Generator) -> None:
     if n_videos < 5:
@@ -245,6 +273,7 @@ def write_demo_corpora(out_dir: Path, seed: int = 0, n_unlabelled: int = 24, n_l
     photo = data.astronaut()[_PHOTO_REGION].astype(np.float32)
     paths = {"voxceleb2": out_dir / "voxceleb2", "mosi": out_dir / "mosi", "readme": out_dir / "README.txt"}
     _write_voxceleb2(paths["voxceleb2"], n_unlabelled, photo, rng)
+    write_dirty_clips(paths["voxceleb2"] / "dev" / "mp4" / DIRTY_SPEAKER / "dirtyclips0", photo, rng)
     _write_mosi(paths["mosi"], n_labelled_videos, clips_per_video, photo, rng)
     paths["readme"].write_text(README, encoding="utf-8")
     return paths

@@ -118,6 +118,11 @@ def vocab_sha1(tokenizer: Any) -> str:
     return hashlib.sha1(json.dumps(vocab).encode()).hexdigest()
 
 
+def _reason(stage: str, error: str) -> str:
+    """A stage's error as a skip reason: prefixed with the stage unless it names its own origin."""
+    return error if error.split(":")[0] in (stage, "media") else f"{stage}: {error}"
+
+
 def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[Clip], asr_path: Path,
                  audio_path: Path, visual_path: Path, out_shard: Path, out_status: Path) -> None:
     from kebr.language import english_filter
@@ -141,7 +146,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
         record = transcripts[clip.clip_id]
         masked = None
         if "error" in record:
-            reasons.append(f"asr: {record['error']}")
+            reasons.append(_reason("asr", record["error"]))
         else:
             transcript = Transcript.from_json(record)
             dropped = english_filter(transcript, multilingual=record.get("multilingual", False), **lang)
@@ -154,9 +159,10 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
                     reasons.append(describe_error(exc))
         for stage, records in (("audio", audio), ("visual", visual)):
             if "error" in records[clip.clip_id]:
-                reasons.append(f"{stage}: {records[clip.clip_id]['error']}")
+                reasons.append(_reason(stage, records[clip.clip_id]["error"]))
         if reasons:
-            status.append({"clip_id": clip.clip_id, "status": "skipped", "reason": "; ".join(reasons), "shard": shard})
+            reason = "; ".join(dict.fromkeys(reasons))  # one unreadable file fails every stage alike
+            status.append({"clip_id": clip.clip_id, "status": "skipped", "reason": reason, "shard": shard})
             continue
         rows.append(ShardRow(clip_id=clip.clip_id, split=clip.split, speaker=clip.speaker, label=clip.label,
                              transcript=record, masked=masked,

@@ -55,7 +55,7 @@ CONFIG = KEBRConfig(d_audio=D_A, d_video=D_V, num_layers=1, d_embed=32, head_hid
                     freeze_text=True)
 FT_CONFIG = KEBRConfig(**{**CONFIG.to_dict(), "freeze_text": False})  # fine-tuning trains the LM
 PRETRAIN = dict(model_config=CONFIG, epochs=6, batch_size=8, lr=2e-3, save_epochs=(2,), seed=0, device="cpu")
-FINETUNE = dict(model_config=FT_CONFIG, epochs=4, batch_size=8, lr_backbone=5e-4, lr_head=2e-3, t_max=4,
+FINETUNE = dict(model_config=FT_CONFIG, epochs=8, batch_size=8, lr_backbone=2e-4, lr_head=2e-3, t_max=8,
                 seed=1, device="cpu")
 
 
@@ -206,14 +206,15 @@ def test_finetune_writes_metrics_and_predictions(finetuned, runs):
     assert log[0]["lr_head"] == pytest.approx(2e-3) and log[1]["lr_head"] < log[0]["lr_head"]
 
 
-def test_finetune_lowers_training_loss(finetuned, runs):
+def test_finetune_learns_the_label(finetuned, runs):
     log = read_log(runs / "finetune")
-    assert log[-1]["l_task"] < 0.8 * log[0]["l_task"], [r["l_task"] for r in log]
+    assert log[-1]["l_task"] < 0.5 * log[0]["l_task"], [r["l_task"] for r in log]
+    assert finetuned["corr"] > 0.8  # audio column 0 carries the label
 
 
 def test_finetune_resume_equals_uninterrupted_run(shards, runs, pretrained, finetuned):
     run = runs / "finetune_resumed"
-    finetune(shards, run, pretrained=pretrained, **{**FINETUNE, "epochs": 2})
+    finetune(shards, run, pretrained=pretrained, **{**FINETUNE, "epochs": 3})
     metrics = finetune(shards, run, pretrained=pretrained, **FINETUNE)
-    assert_same_weights(runs / "finetune" / "epoch-0004", run / "epoch-0004")
+    assert_same_weights(runs / "finetune" / "epoch-0008", run / "epoch-0008")
     assert metrics == pytest.approx(finetuned, nan_ok=True)

@@ -55,7 +55,8 @@ def build_finetune_model(model_config: KEBRConfig, pretrained: str | Path | None
     if pretrained is not None:
         stored, _ = read_configs(Path(pretrained))
         ours = model_config.to_dict()
-        differ = sorted(k for k in ours.keys() | stored.keys() if k not in STAGE_SPECIFIC and ours.get(k) != stored.get(k))
+        differ = sorted(k for k in ours.keys() | stored.keys()
+                        if k not in STAGE_SPECIFIC and ours.get(k) != stored.get(k))
         if differ:
             raise ValueError(f"{pretrained} was pretrained with another architecture: {differ} differ")
         model.load_pretrained(read_weights(Path(pretrained)))

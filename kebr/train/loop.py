@@ -15,8 +15,9 @@ the saved state, giving the same weights as an uninterrupted run (world size 1).
 DDP. Under torchrun (WORLD_SIZE > 1) each process trains on its DistributedSampler part of the data
 with ``batch_size`` samples per process; rank 0 writes checkpoints and logs; every rank evaluates the
 whole valid/test set (identical results, no gather needed). On resume every rank restores rank 0's
-RNG state (their dropout streams then coincide; gradients stay unbiased). Only world size 1 can be
-tested on this machine: the DDP path is untested here.
+RNG state (their dropout streams then coincide; gradients stay unbiased). The test suite covers world
+size 1 only; a 2-process CPU run (``torchrun --nproc_per_node=2``, gloo) was checked by hand; NCCL on
+several GPUs is untested.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from kebr.train.checkpoint import latest_state, link, load_state, prune, read_co
 log = logging.getLogger("kebr")
 
 MCC_KEYS = {"enabled", "variant", "g", "weight"}
-# Training settings a resumed run may change: they do not alter the numbers of the epochs to come.
+# Training settings a resumed run may change (how long, which states to keep, where data and compute live).
 RESUMABLE_CHANGES = {"epochs", "save_epochs", "device", "num_workers", "shard_paths", "pretrained"}
 LOSS_TERMS = ("loss", "l_task", "l_mcc", "cos_a", "cos_v")
 
@@ -275,7 +276,8 @@ def fit(run_dir: Path, *, model: nn.Module, train_loader: DataLoader, optimizer:
     forward = model
     if runtime.world_size > 1:
         ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        forward = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # find_unused_parameters: a trainable LM has parameters outside the loss (BERT's pooler).
+        forward = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     if compile:
         forward = torch.compile(forward)
     writer = _summary_writer(run_dir) if runtime.is_main else None
