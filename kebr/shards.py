@@ -27,6 +27,7 @@ whole. ``ShardDataset`` reads rows lazily; each DataLoader worker opens its own 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -75,6 +76,13 @@ def _put(group: h5py.Group, name: str, data: np.ndarray, **kw: Any) -> h5py.Data
     return group.create_dataset(name, data=data, **kw)
 
 
+def vocab_sha1(tokenizer: Any) -> str:
+    """Fingerprint of a tokenizer's vocabulary: shards and models must agree on token ids (every
+    uncased BERT, MiniLM included, shares one vocabulary, so their shards are interchangeable)."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha1(json.dumps(vocab).encode()).hexdigest()
+
+
 def write_shard(path: str | Path, rows: Sequence[ShardRow], *, audio_columns: Sequence[str],
                 visual_columns: Sequence[str], audio_frames: int, visual_frames: int, text_length: int,
                 tokenizer: Any, attrs: dict[str, Any]) -> Path:
@@ -92,6 +100,7 @@ def write_shard(path: str | Path, rows: Sequence[ShardRow], *, audio_columns: Se
     with h5py.File(tmp, "w") as f:
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["pad_token_id"] = pad_token_id
+        f.attrs["vocab_sha1"] = vocab_sha1(tokenizer)
         for key, value in attrs.items():
             f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value, sort_keys=True)
         f.create_dataset("id", data=strings(r.clip_id for r in rows), dtype=STR)

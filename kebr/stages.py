@@ -9,7 +9,6 @@ status table. Every stage records a failure per clip, never per shard, and journ
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import time
@@ -112,12 +111,6 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def vocab_sha1(tokenizer: Any) -> str:
-    """Fingerprint of a tokenizer's vocabulary: shards and models must agree on token ids."""
-    vocab = sorted(tokenizer.get_vocab().items())
-    return hashlib.sha1(json.dumps(vocab).encode()).hexdigest()
-
-
 def _reason(stage: str, error: str) -> str:
     """A stage's error as a skip reason: prefixed with the stage unless it names its own origin."""
     return error if error.split(":")[0] in (stage, "media") else f"{stage}: {error}"
@@ -176,7 +169,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
                 text_length=text["max_length"], tokenizer=tokenizer,
                 attrs={"dataset": dataset, "shard": shard, "kebr_version": kebr.__version__,
                        "library_versions": library_versions(), "feature_config": feature_config,
-                       "text_model": text["model"], "vocab_sha1": vocab_sha1(tokenizer)})
+                       "text_model": text["model"]})
     write_status(status, out_status)
 
 

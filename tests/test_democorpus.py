@@ -69,7 +69,7 @@ def test_every_listed_voice_exists_and_unknown_voice_is_an_error() -> None:
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_demo_corpora(tmp_path_factory.mktemp("demo"), seed=3, n_unlabelled=5,
-                              n_labelled_videos=5, clips_per_video=2)
+                              n_labelled_videos=5, clips_per_video=2, dirty=False)
 
 
 def _mp4s(root: Path) -> list[Path]:
@@ -165,7 +165,7 @@ def test_same_seed_writes_the_same_corpora(tmp_path: Path) -> None:
     phase from call to call), and multithreaded libx264 is not bit-reproducible, so frames are
     compared with a tolerance: same-seed frames differ by about 1 grey level, different clips by 13.
     """
-    small = dict(n_unlabelled=1, n_labelled_videos=5, clips_per_video=1)
+    small = dict(n_unlabelled=1, n_labelled_videos=5, clips_per_video=1, dirty=False)
     a = write_demo_corpora(tmp_path / "a", seed=7, **small)
     b = write_demo_corpora(tmp_path / "b", seed=7, **small)
     c = write_demo_corpora(tmp_path / "c", seed=8, **small)

@@ -18,7 +18,6 @@ from kebr.masking import SentimentMasker, load_tokenizer
 from kebr.metrics import METRIC_KEYS, evaluate_predictions_csv
 from kebr.model import KEBR, KEBRConfig
 from kebr.shards import ShardDataset, ShardRow, write_shard
-from kebr.stages import vocab_sha1
 from kebr.train import finetune, pretrain
 from kebr.train.checkpoint import WEIGHTS, read_weights
 from kebr.train.finetune import build_finetune_model
@@ -82,7 +81,7 @@ def shards(tmp_path_factory, tokenizer) -> list[Path]:
                       "language": "en", "words": []}
         rows.append(ShardRow(clip_id, SPLITS[i % 6], f"spk{i % 4}", label, transcript, masked, audio, video))
     root = tmp_path_factory.mktemp("shards")
-    attrs = {"dataset": "tiny", "text_model": "bundled", "vocab_sha1": vocab_sha1(tokenizer)}
+    attrs = {"dataset": "tiny", "text_model": "bundled"}
     return [write_shard(root / f"{k:05d}.h5", rows[12 * k: 12 * (k + 1)],
                         audio_columns=[f"a{j}" for j in range(D_A)], visual_columns=[f"v{j}" for j in range(D_V)],
                         audio_frames=T_A, visual_frames=T_V, text_length=L, tokenizer=tokenizer,

@@ -29,7 +29,8 @@ class TextEncoder(nn.Module):
         super().__init__()
         path = resolve_text_model(name_or_path)
         # A local directory must never trigger a hub lookup (air-gapped clusters, DATA.md).
-        self.model = AutoModel.from_pretrained(path, local_files_only=Path(path).exists())
+        # No pooler: KEBR reads the token states only, and an unused pooler trips DDP.
+        self.model = AutoModel.from_pretrained(path, local_files_only=Path(path).exists(), add_pooling_layer=False)
         self.frozen = freeze
         self.model.requires_grad_(not freeze)
         if freeze:

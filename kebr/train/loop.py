@@ -102,7 +102,7 @@ def mcc_settings(given: dict[str, Any] | None, defaults: dict[str, Any]) -> dict
 def check_shards(dataset: Any, model_config: KEBRConfig, what: str) -> None:
     """The shards must match the model: feature widths and the tokenizer's vocabulary."""
     from kebr.masking import load_tokenizer
-    from kebr.stages import vocab_sha1
+    from kebr.shards import vocab_sha1
 
     if len(dataset) == 0:
         raise ValueError(f"no {what} clips in the shards")
@@ -276,7 +276,7 @@ def fit(run_dir: Path, *, model: nn.Module, train_loader: DataLoader, optimizer:
     forward = model
     if runtime.world_size > 1:
         ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        # find_unused_parameters: a trainable LM has parameters outside the loss (BERT's pooler).
+        # find_unused_parameters: the other stage's head never enters this stage's loss.
         forward = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     if compile:
         forward = torch.compile(forward)

@@ -1,0 +1,70 @@
+"""Feature-extraction throughput on the embedded demo corpus: clips/s per stage and end to end.
+
+    python bench/features.py [--out-dir DIR] [--asr-batch-size N]
+
+Writes the demo corpora (unless DIR already holds them), plans both, runs every per-shard stage in
+this process, and prints one JSON object. ASR runs on every clip (gold text off) so that its cost
+is measured on the labelled corpus too. Model loading is included: it is part of a shard job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from kebr import stages
+from kebr.config import validate_config
+from kebr.democorpus import write_demo_corpora
+from kebr.ingest import plan_clips
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out-dir", type=Path, default=Path(tempfile.mkdtemp(prefix="kebr-bench-")))
+    parser.add_argument("--asr-batch-size", type=int, default=1)
+    args = parser.parse_args()
+
+    corpus = args.out_dir / "demo"
+    if not (corpus / "README.txt").exists():
+        write_demo_corpora(corpus)
+    config = validate_config({
+        "results": str(args.out_dir / "results"),
+        "datasets": {"demo_unlabelled": {"layout": "voxceleb2", "root": str(corpus / "voxceleb2")},
+                     "demo_labelled": {"layout": "mmsa_raw", "root": str(corpus / "mosi")}},
+        "asr": {"use_gold_text": False, "batch_size": args.asr_batch_size},
+    })
+    clips = [c for name, d in config["datasets"].items()
+             for c in plan_clips(d, config["seed"], 10**9, 0.1, 0.1)]
+    work = args.out_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    paths = {s: work / f"{s}.jsonl" for s in ("asr", "audio", "visual")}
+    for p in [*paths.values(), work / "shard.h5", work / "status.tsv"]:
+        p.unlink(missing_ok=True)
+
+    seconds: dict[str, float] = {}
+    for stage, run in (("asr", stages.run_asr), ("audio", stages.run_audio), ("visual", stages.run_visual)):
+        start = time.perf_counter()
+        run(config, clips, paths[stage])
+        seconds[stage] = time.perf_counter() - start
+    start = time.perf_counter()
+    stages.run_assemble(config, "bench", "00000", clips, paths["asr"], paths["audio"], paths["visual"],
+                        work / "shard.h5", work / "status.tsv")
+    seconds["assemble"] = time.perf_counter() - start
+    ok = sum(r["status"] == "ok" for r in stages.read_status(work / "status.tsv"))
+
+    n = len(clips)
+    print(json.dumps({
+        "clips": n, "ok": ok, "cpus": os.cpu_count(), "machine": platform.machine(),
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "clips_per_s": {k: round(n / v, 2) for k, v in seconds.items()},
+        "end_to_end_clips_per_s": round(n / sum(seconds.values()), 2),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
