@@ -15,3 +15,4 @@ validate(config, "kebr/schemas/config.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/features.smk"
+include: "rules/training.smk"

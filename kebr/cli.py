@@ -66,6 +66,48 @@ def cmd_demo_corpus(args: argparse.Namespace) -> None:
     print(json.dumps({k: str(v) for k, v in paths.items()}))
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from kebr.experiments import run_pretraining
+
+    final = run_pretraining(load_config(args.config), args.dataset, args.variant, args.out)
+    print(json.dumps({"final_state": str(final)}))
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from kebr.experiments import run_finetuning
+
+    pretrained = None if args.pretrained in (None, "none") else Path(args.pretrained)
+    metrics = run_finetuning(load_config(args.config), args.dataset, pretrained, args.variant, args.seed, args.out)
+    print(json.dumps(metrics))
+
+
+def cmd_table(args: argparse.Namespace) -> None:
+    from kebr.experiments import table_runs
+    from kebr.tables import build_table
+
+    build_table(args.name, table_runs(args.name, load_config(args.config)), args.out_md, args.out_csv)
+    print(args.out_md.read_text())
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from kebr.metrics import evaluate_predictions_csv
+
+    print(json.dumps(evaluate_predictions_csv(args.predictions), indent=2))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from kebr.predict import predict_videos
+
+    results = predict_videos(args.videos, args.checkpoint)
+    for row in results:
+        print(json.dumps(row))
+    failed = [r for r in results if "error" in r]
+    for row in failed:
+        print(f"kebr predict: cannot score {row['clip']}: {row['error']}", file=sys.stderr)
+    if failed:
+        sys.exit(1)
+
+
 def cmd_config_check(args: argparse.Namespace) -> None:
     print(json.dumps(load_config(args.config), indent=2))
 
@@ -105,6 +147,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo_corpus)
+
+    p = sub.add_parser("pretrain", help="pretrain KEBR on a dataset's shards (spec 5)")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", default="full", help="full, no_tcmf, no_mcc, bert_base, bert_large (kebr/experiments.py)")
+    p.add_argument("--out", required=True, type=Path, help="run directory (resumes if it holds a state)")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune one seed on a labelled dataset's shards (spec 6)")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--pretrained", help="pretraining run directory, or none")
+    p.add_argument("--variant", default="full", help="full, no_pretrain, no_tcmf, no_mcc, none, bert_base, bert_large, g<value>")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("table", help="a paper table (table2, table3, table4, gsweep, demo) from finished runs")
+    p.add_argument("name")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--out-md", required=True, type=Path)
+    p.add_argument("--out-csv", required=True, type=Path)
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("evaluate", help="MMSA metrics of a predictions CSV (columns prediction, label)")
+    p.add_argument("predictions", type=Path)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="sentiment score of new videos with a fine-tuned run")
+    p.add_argument("videos", nargs="+", type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path, help="a fine-tuning run directory (results/finetune/...)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("config-check", help="validate a config and print it with every default filled in")
     p.add_argument("config", nargs="?", default="config.yaml")

@@ -19,7 +19,10 @@ its own g (the paper does not say it swept both).
 from __future__ import annotations
 
 import copy
+import json
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 ABLATIONS = {
@@ -44,16 +47,18 @@ def variant_changes(variant: str) -> dict[str, Any]:
     raise ValueError(f"unknown variant {variant!r}: one of {sorted(ABLATIONS)}, {sorted(TEXT_MODELS)} or g<value>")
 
 
-def recipe(config: dict[str, Any], variant: str) -> dict[str, Any]:
+def recipe(config: dict[str, Any], variant: str, dataset: str | None = None) -> dict[str, Any]:
     """The full training recipe of a variant: model config dict, pretraining and fine-tuning settings.
 
-    The LM is config ``text.model`` unless the variant names its own (bert_base, bert_large).
+    The LM is config ``text.model`` unless the variant names its own (bert_base, bert_large). A
+    dataset's own ``pretrain:``/``finetune:`` keys override the top-level ones for runs on it.
     """
     changes = variant_changes(variant)
     model = {**config["model"], **changes.get("model", {})}
     model["text_model"] = changes.get("text_model", config["text"]["model"])
-    pretrain = copy.deepcopy(config["pretrain"])
-    finetune = copy.deepcopy(config["finetune"])
+    own = config["datasets"][dataset] if dataset else {}
+    pretrain = {**copy.deepcopy(config["pretrain"]), **own.get("pretrain", {})}
+    finetune = {**copy.deepcopy(config["finetune"]), **own.get("finetune", {})}
     pretrain["mcc"]["enabled"] &= changes.get("pretrain_mcc", True)
     finetune["mcc"]["enabled"] &= changes.get("finetune_mcc", True)
     if "finetune_g" in changes:
@@ -94,6 +99,8 @@ TABLES = {
     "table2": [(f, p, "full") for f in ("mosi", "mosei") for p in ("voxceleb1", "voxceleb2")],
     "table3": [(f, "voxceleb1", v) for f in ("mosi", "mosei") for v in ("bert_base", "bert_large")],
     "table4": [("mosi", "voxceleb1", v) for v in ("full", "no_pretrain", "no_tcmf", "no_mcc", "none")],
+    # The embedded demo, with the MOSI / VoxCeleb1 numbers beside it for scale (not a reproduction).
+    "demo": [("mosi", "voxceleb1", v) for v in ("full", "no_pretrain")],
 }
 
 
@@ -108,9 +115,90 @@ def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
         rows = TABLES[name]
     else:
         raise ValueError(f"unknown table {name!r}: one of {sorted(TABLES) + ['gsweep']}")
-    names = config["paper_datasets"]
+    names = config["demo_datasets"] if name == "demo" else config["paper_datasets"]
     missing = sorted({names[c] for f, p, _ in rows for c in (f, p)} - set(config["datasets"]))
     if missing:
         raise ValueError(f"{name} needs datasets {missing} in config.yaml `datasets:` (see `paper_datasets`)")
     return [{"label": f"{f.upper()} / {p} / {v}", "finetune": names[f], "pretrain": names[p], "variant": v,
              "paper": PAPER.get((f, p, v))} for f, p, v in rows]
+
+
+def shard_paths(config: dict[str, Any], dataset: str) -> list[Path]:
+    paths = sorted((Path(config["results"]) / dataset / "shards").glob("*.h5"))
+    if not paths:
+        raise ValueError(f"no shards for dataset {dataset!r}: run `snakemake features_{dataset}` first")
+    return paths
+
+
+def model_config(config: dict[str, Any], variant: str, shards: list[Path], freeze_text: bool):
+    """KEBRConfig of a variant, feature widths read from the shards."""
+    from kebr.model import KEBRConfig
+    from kebr.shards import read_attrs
+
+    attrs = read_attrs(shards[0])
+    return KEBRConfig(d_audio=len(attrs["audio_columns"]), d_video=len(attrs["visual_columns"]),
+                      freeze_text=freeze_text, **recipe(config, variant)["model"])
+
+
+def run_pretraining(config: dict[str, Any], dataset: str, variant: str, out_dir: Path) -> Path:
+    """Pretrain on ``dataset`` with a variant's recipe; writes ``out_dir/final.json`` naming the
+    final state and returns that state's directory."""
+    from kebr.train import pretrain
+
+    settings = recipe(config, variant, dataset)["pretrain"]
+    shards = shard_paths(config, dataset)
+    final = pretrain(
+        shards, out_dir, model_config=model_config(config, variant, shards, settings["freeze_text"]),
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"], lr=settings["lr"], mcc=settings["mcc"],
+        save_epochs=settings["save_epochs"], seed=config["seed"], device=settings["device"],
+        num_workers=settings["num_workers"], amp=settings["amp"], compile=settings["compile"])
+    (out_dir / "final.json").write_text(json.dumps({"state": final.name}) + "\n")
+    return final
+
+
+def run_finetuning(config: dict[str, Any], dataset: str, pretrained: Path | None, variant: str, seed: int,
+                   out_dir: Path) -> dict[str, Any]:
+    """Fine-tune one seed; ``pretrained`` is a pretraining run directory (its final.json) or None.
+
+    Writes metrics.json and predictions.csv (kebr/train/finetune.py) and feature_config.json, the
+    feature settings of the shards, so ``kebr predict`` extracts new clips the same way."""
+    from kebr.shards import read_attrs
+    from kebr.train import finetune
+    from kebr.train.checkpoint import link, prune
+
+    done_marker = out_dir / "feature_config.json"
+    if done_marker.exists():  # a finished run asked for again starts over: its pruned states cannot resume
+        shutil.rmtree(out_dir)
+    settings = recipe(config, variant, dataset)["finetune"]
+    shards = shard_paths(config, dataset)
+    state = None
+    if pretrained is not None:
+        state = pretrained / json.loads((pretrained / "final.json").read_text())["state"]
+    metrics = finetune(
+        shards, out_dir, model_config=model_config(config, variant, shards, freeze_text=False), pretrained=state,
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"], lr_backbone=settings["lr_backbone"], lr_head=settings["lr_head"],
+        t_max=settings["t_max"], mcc=settings["mcc"], seed=seed, device=settings["device"],
+        num_workers=settings["num_workers"], amp=settings["amp"])
+    # A finished run needs only its best state (for `kebr predict`); the rest were for resuming.
+    prune(out_dir, keep=[metrics["best_epoch"]])
+    link(out_dir, "last", metrics["best_epoch"])
+    done_marker.write_text(read_attrs(shards[0])["feature_config"] + "\n")
+    return metrics
+
+
+def finetune_run_dir(results: str | Path, finetune: str, pretrain: str | None, variant: str, seed: int) -> Path:
+    """Where one fine-tuning run lives; variants without pretraining live under ``none``."""
+    source = pretrain if pretrain_variant(variant) else "none"
+    return Path(results) / "finetune" / finetune / source / variant / f"seed{seed}"
+
+
+def table_runs(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """``table_rows`` with each row's metrics.json paths over the configured seeds."""
+    rows = table_rows(name, config)
+    for row in rows:
+        row["metrics_files"] = [
+            finetune_run_dir(config["results"], row["finetune"], row["pretrain"], row["variant"], seed) / "metrics.json"
+            for seed in recipe(config, row["variant"], row["finetune"])["finetune"]["seeds"]]
+    return rows

@@ -56,7 +56,23 @@ class ShardRow:
     visual: np.ndarray  # (T, d_v), T <= visual frames
 
 
-def _pad(arrays: Sequence[np.ndarray], length: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def encode_raw_text(tokenizer: Any, text: str, length: int) -> list[int]:
+    """The unmasked transcript's token ids (fine-tuning, prediction): plain truncation to ``length``."""
+    return tokenizer(text, truncation=True, max_length=length, verbose=False)["input_ids"]
+
+
+def pad_ids(sequences: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (N, length) int32 padded with ``pad_id``, attention mask (N, length) bool)."""
+    ids = np.full((len(sequences), length), pad_id, dtype=np.int32)
+    attention = np.zeros((len(sequences), length), dtype=bool)
+    for i, seq in enumerate(sequences):
+        ids[i, : len(seq)] = seq
+        attention[i, : len(seq)] = True
+    return ids, attention
+
+
+def pad_frames(arrays: Sequence[np.ndarray], length: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, length, width) float32 zero-padded, lengths (N,) int32)."""
     out = np.zeros((len(arrays), length, width), dtype=np.float32)
     lengths = np.zeros(len(arrays), dtype=np.int32)
     for i, a in enumerate(arrays):
@@ -120,14 +136,9 @@ def write_shard(path: str | Path, rows: Sequence[ShardRow], *, audio_columns: Se
         text.create_dataset("mask_label", data=np.array([x.label for x in m], dtype=np.float32))
         text.create_dataset("mask_score", data=np.array([x.score for x in m], dtype=np.float32))
         text.create_dataset("no_sentiment_word", data=np.array([x.no_sentiment_word for x in m], dtype=bool))
-        raw_ids = [tokenizer(x.text, truncation=True, max_length=text_length, verbose=False)["input_ids"]
-                   for x in m]
+        raw_ids = [encode_raw_text(tokenizer, x.text, text_length) for x in m]
         for prefix, sequences in (("", [x.input_ids for x in m]), ("raw_", raw_ids)):
-            ids = np.full((n, text_length), pad_token_id, dtype=np.int32)
-            attention = np.zeros((n, text_length), dtype=bool)
-            for i, seq in enumerate(sequences):
-                ids[i, : len(seq)] = seq
-                attention[i, : len(seq)] = True
+            ids, attention = pad_ids(sequences, text_length, pad_token_id)
             _put(text, f"{prefix}input_ids", ids)
             _put(text, f"{prefix}attention_mask", attention)
 
@@ -143,7 +154,7 @@ def write_shard(path: str | Path, rows: Sequence[ShardRow], *, audio_columns: Se
             ("visual", [r.visual for r in rows], visual_frames, visual_columns),
         ):
             group = f.create_group(name)
-            features, lengths = _pad(arrays, frames, len(columns))
+            features, lengths = pad_frames(arrays, frames, len(columns))
             _put(group, "features", features)
             group.create_dataset("lengths", data=lengths)
             group.attrs["columns"] = json.dumps(list(columns))

@@ -50,18 +50,39 @@ def _run_journaled(clips: list[Clip], out: Path, meta: Callable[[], dict[str, An
     log.info("%s: done in %.1f s", out, time.perf_counter() - started)
 
 
-def run_asr(config: dict[str, Any], clips: list[Clip], out: Path) -> None:
-    from kebr.asr import make_transcriber, needs_asr, transcribe_clips
+def make_transcriber(config: dict[str, Any]) -> Any:
+    from kebr.asr import make_transcriber
 
     asr = config["asr"]
-    state: dict[str, Any] = {}
+    return make_transcriber(backend=asr["backend"], model=asr["model"], device=asr["device"],
+                            compute_type=asr["compute_type"], batch_size=asr["batch_size"],
+                            beam_size=asr["beam_size"])
+
+
+def make_audio_extractor(config: dict[str, Any]) -> Any:
+    from kebr.features.audio import AudioFeatureExtractor
+
+    a = config["audio"]
+    return AudioFeatureExtractor(feature_sets=a["feature_sets"], sample_rate=a["sample_rate"],
+                                 hop_length=a["hop_length"], max_frames=a["max_frames"])
+
+
+def make_visual_extractor(config: dict[str, Any]) -> Any:
+    from kebr.features.visual import make_visual_extractor
+
+    v = config["visual"]
+    return make_visual_extractor(v["backend"], fps=v["fps"], max_frames=v["max_frames"],
+                                 require_face=v["require_face"], openface_dir=v["openface_dir"])
+
+
+def run_asr(config: dict[str, Any], clips: list[Clip], out: Path) -> None:
+    from kebr.asr import needs_asr, transcribe_clips
+
+    asr = config["asr"]
 
     def process(todo: list[Clip]):  # type: ignore[no-untyped-def]
-        if any(needs_asr(c, asr["use_gold_text"]) for c in todo):
-            state["transcriber"] = make_transcriber(
-                backend=asr["backend"], model=asr["model"], device=asr["device"],
-                compute_type=asr["compute_type"], batch_size=asr["batch_size"], beam_size=asr["beam_size"])
-        transcriber = state.get("transcriber")
+        # The model loads only when some clip lacks a gold transcript.
+        transcriber = make_transcriber(config) if any(needs_asr(c, asr["use_gold_text"]) for c in todo) else None
         for record in transcribe_clips(todo, transcriber, use_gold_text=asr["use_gold_text"]):
             if transcriber is not None and "error" not in record:
                 record["multilingual"] = transcriber.multilingual
@@ -84,21 +105,11 @@ def _run_features(extractor: Any, clips: list[Clip], out: Path, stage: str) -> N
 
 
 def run_audio(config: dict[str, Any], clips: list[Clip], out: Path) -> None:
-    from kebr.features.audio import AudioFeatureExtractor
-
-    a = config["audio"]
-    extractor = AudioFeatureExtractor(feature_sets=a["feature_sets"], sample_rate=a["sample_rate"],
-                                      hop_length=a["hop_length"], max_frames=a["max_frames"])
-    _run_features(extractor, clips, out, "audio")
+    _run_features(make_audio_extractor(config), clips, out, "audio")
 
 
 def run_visual(config: dict[str, Any], clips: list[Clip], out: Path) -> None:
-    from kebr.features.visual import make_visual_extractor
-
-    v = config["visual"]
-    extractor = make_visual_extractor(v["backend"], fps=v["fps"], max_frames=v["max_frames"],
-                                      require_face=v["require_face"], openface_dir=v["openface_dir"])
-    _run_features(extractor, clips, out, "visual")
+    _run_features(make_visual_extractor(config), clips, out, "visual")
 
 
 def library_versions() -> dict[str, str]:

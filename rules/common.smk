@@ -1,4 +1,5 @@
 from kebr.config import write_resolved_config
+from kebr.experiments import finetune_run_dir, pretrain_variant, recipe, table_runs
 
 RESULTS = config["results"]
 DATASETS = list(config["datasets"])
@@ -20,3 +21,32 @@ def shards_of(dataset):
     """Shard names, known once the dataset's plan checkpoint has run."""
     plan_dir = checkpoints.plan.get(dataset=dataset).output[0]
     return sorted(glob_wildcards(f"{plan_dir}/{{shard}}.tsv").shard)
+
+
+wildcard_constraints:
+    pretrained="|".join(DATASETS + ["none"]),
+    variant=r"[A-Za-z0-9_.\-]+",
+    pvariant=r"[A-Za-z0-9_.\-]+",
+    seed=r"\d+",
+    table=r"[a-z0-9]+",
+
+
+def pretrained_input(wildcards):
+    """The pretraining run a fine-tuning run starts from (none: ablations without pretraining)."""
+    if wildcards.pretrained == "none":
+        return []
+    return f"{RESULTS}/pretrain/{wildcards.pretrained}/{pretrain_variant(wildcards.variant)}/final.json"
+
+
+def table_metrics(wildcards):
+    return [str(p) for row in table_runs(wildcards.table, config) for p in row["metrics_files"]]
+
+
+def finetune_metrics(dataset):
+    """`finetune_<dataset>`: the full recipe over every seed, from the dataset's `pretrained_on`."""
+    source = config["datasets"][dataset].get("pretrained_on")
+    variant = "full" if source else "no_pretrain"
+    return [
+        str(finetune_run_dir(RESULTS, dataset, source, variant, seed) / "metrics.json")
+        for seed in recipe(config, variant, dataset)["finetune"]["seeds"]
+    ]

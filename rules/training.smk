@@ -1,0 +1,100 @@
+# HDF5 shards -> pretraining -> fine-tuning over seeds -> the paper's tables (issue: training).
+# Runs live at results/pretrain/<dataset>/<variant>/ and
+# results/finetune/<dataset>/<pretraining dataset | none>/<variant>/seed<seed>/ (kebr/experiments.py).
+
+
+rule pretrain:
+    input:
+        f"{RESULTS}/{{dataset}}/clips.tsv",
+    output:
+        f"{RESULTS}/pretrain/{{dataset}}/{{pvariant}}/final.json",
+    log:
+        f"{RESULTS}/logs/pretrain/{{dataset}}/{{pvariant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain/{{dataset}}/{{pvariant}}.tsv"
+    params:
+        config=CONFIG,
+        run_dir=subpath(output[0], parent=True),
+    threads: 4
+    resources:
+        mem_mb=32000,
+        runtime=60 * 24 * 3,
+        gpu=1 if config["pretrain"]["device"] == "cuda" else 0,
+    shell:
+        "kebr pretrain --config {params.config} --dataset {wildcards.dataset}"
+        " --variant {wildcards.pvariant} --out {params.run_dir} > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        shards=f"{RESULTS}/{{dataset}}/clips.tsv",
+        pretrained=pretrained_input,
+    output:
+        metrics=f"{RESULTS}/finetune/{{dataset}}/{{pretrained}}/{{variant}}/seed{{seed}}/metrics.json",
+        predictions=f"{RESULTS}/finetune/{{dataset}}/{{pretrained}}/{{variant}}/seed{{seed}}/predictions.csv",
+    log:
+        f"{RESULTS}/logs/finetune/{{dataset}}/{{pretrained}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/finetune/{{dataset}}/{{pretrained}}/{{variant}}/seed{{seed}}.tsv"
+    params:
+        config=CONFIG,
+        run_dir=subpath(output.metrics, parent=True),
+        pretrained=lambda wc, input: (
+            subpath(input.pretrained, parent=True) if input.pretrained else "none"
+        ),
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=60 * 12,
+        gpu=1 if config["finetune"]["device"] == "cuda" else 0,
+    shell:
+        "kebr finetune --config {params.config} --dataset {wildcards.dataset}"
+        " --pretrained {params.pretrained} --variant {wildcards.variant} --seed {wildcards.seed}"
+        " --out {params.run_dir} > {log} 2>&1"
+
+
+rule table:
+    input:
+        table_metrics,
+    output:
+        md=f"{RESULTS}/tables/{{table}}.md",
+        csv=f"{RESULTS}/tables/{{table}}.csv",
+    log:
+        f"{RESULTS}/logs/tables/{{table}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tables/{{table}}.tsv"
+    params:
+        config=CONFIG,
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "kebr table {wildcards.table} --config {params.config}"
+        " --out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+
+
+for _table in ("table2", "table3", "table4", "gsweep", "demo"):
+
+    rule:
+        name:
+            _table
+        input:
+            f"{RESULTS}/tables/{_table}.md",
+        localrule: True
+
+
+for _dataset in DATASETS:
+
+    rule:
+        name:
+            f"pretrain_{_dataset}"
+        input:
+            f"{RESULTS}/pretrain/{_dataset}/full/final.json",
+        localrule: True
+
+    rule:
+        name:
+            f"finetune_{_dataset}"
+        input:
+            finetune_metrics(_dataset),
+        localrule: True
