@@ -2,7 +2,9 @@
 # Wiring only: every rule runs one `kebr` CLI command; the logic lives in the kebr package.
 
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from kebr.config import validate_config
 
 min_version("8.0")
 
@@ -10,7 +12,11 @@ min_version("8.0")
 configfile: "config.yaml"
 
 
-validate(config, "kebr/schemas/config.schema.yaml")
+# JSON schema kebr/schemas/config.schema.yaml: the same validation, defaults and checks as the CLI.
+validate_config(config)
+
+# Every rule runs `python -m kebr ...`: this checkout's kebr, in a venv or a --use-conda env alike.
+shell.prefix(f"export PYTHONPATH={workflow.basedir}:$PYTHONPATH; ")
 
 
 include: "rules/common.smk"

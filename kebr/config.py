@@ -32,7 +32,7 @@ def _with_defaults(validator_class: type) -> type:
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate in place, fill defaults, and return the config; raises ``ValueError`` with the path."""
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = _with_defaults(jsonschema.Draft7Validator)(schema)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
     if errors:
         lines = [f"  {'/'.join(map(str, e.path)) or '<top>'}: {e.message}" for e in errors]

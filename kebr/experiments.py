@@ -119,8 +119,14 @@ def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     missing = sorted({names[c] for f, p, _ in rows for c in (f, p)} - set(config["datasets"]))
     if missing:
         raise ValueError(f"{name} needs datasets {missing} in config.yaml `datasets:` (see `paper_datasets`)")
-    return [{"label": f"{f.upper()} / {p} / {v}", "finetune": names[f], "pretrain": names[p], "variant": v,
-             "paper": PAPER.get((f, p, v))} for f, p, v in rows]
+    return [{"label": f"{f.upper()} / {p} / {v}", "finetune": names[f], "pretrain": names[p],
+             "variant": canonical_variant(config, v), "paper": PAPER.get((f, p, v))} for f, p, v in rows]
+
+
+def canonical_variant(config: dict[str, Any], variant: str) -> str:
+    """``full`` for a variant whose recipe equals the full one under this config (bert_large when
+    text.model is bert-large-uncased, g0.2 when fine-tuning g is 0.2), so no run is trained twice."""
+    return "full" if variant != "full" and recipe(config, variant) == recipe(config, "full") else variant
 
 
 def shard_paths(config: dict[str, Any], dataset: str) -> list[Path]:

@@ -14,7 +14,11 @@ wildcard_constraints:
 
 def demo_inputs(wildcards):
     """A demo dataset is written by the demo_corpus rule before it is planned."""
-    return ["demo_data/README.txt"] if config["datasets"][wildcards.dataset]["demo"] else []
+    return (
+        ["demo_data/README.txt"]
+        if config["datasets"][wildcards.dataset]["demo"]
+        else []
+    )
 
 
 def shards_of(dataset):
@@ -39,7 +43,11 @@ def pretrained_input(wildcards):
 
 
 def table_metrics(wildcards):
-    return [str(p) for row in table_runs(wildcards.table, config) for p in row["metrics_files"]]
+    return [
+        str(p)
+        for row in table_runs(wildcards.table, config)
+        for p in row["metrics_files"]
+    ]
 
 
 def finetune_metrics(dataset):

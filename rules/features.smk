@@ -8,11 +8,13 @@ rule demo_corpus:
         f"{RESULTS}/logs/demo_corpus.log",
     benchmark:
         f"{RESULTS}/benchmarks/demo_corpus.tsv"
+    conda:
+        "../envs/kebr.yaml"
     resources:
         mem_mb=2000,
         runtime=30,
     shell:
-        "kebr demo-corpus demo_data > {log} 2>&1"
+        "python -m kebr demo-corpus demo_data > {log} 2>&1"
 
 
 checkpoint plan:
@@ -24,13 +26,15 @@ checkpoint plan:
         f"{RESULTS}/logs/{{dataset}}/plan.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/plan.tsv"
-    params:
-        config=CONFIG,
+    conda:
+        "../envs/kebr.yaml"
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        config=CONFIG,
     shell:
-        "kebr plan --config {params.config} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "python -m kebr plan --config {params.config} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
 rule asr:
@@ -42,15 +46,17 @@ rule asr:
         f"{RESULTS}/logs/{{dataset}}/asr/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/asr/{{shard}}.tsv"
-    params:
-        config=CONFIG,
+    conda:
+        "../envs/kebr.yaml"
     threads: 2
     resources:
         mem_mb=6000,
         runtime=240,
         gpu=1 if config["asr"]["device"] == "cuda" else 0,
+    params:
+        config=CONFIG,
     shell:
-        "kebr asr --config {params.config} --plan {input.plan} --out {output} > {log} 2>&1"
+        "python -m kebr asr --config {params.config} --plan {input.plan} --out {output} > {log} 2>&1"
 
 
 rule audio_features:
@@ -62,14 +68,16 @@ rule audio_features:
         f"{RESULTS}/logs/{{dataset}}/audio/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/audio/{{shard}}.tsv"
-    params:
-        config=CONFIG,
+    conda:
+        "../envs/kebr.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=240,
+    params:
+        config=CONFIG,
     shell:
-        "kebr audio --config {params.config} --plan {input.plan} --out {output} > {log} 2>&1"
+        "python -m kebr audio --config {params.config} --plan {input.plan} --out {output} > {log} 2>&1"
 
 
 rule visual_features:
@@ -81,14 +89,16 @@ rule visual_features:
         f"{RESULTS}/logs/{{dataset}}/visual/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/visual/{{shard}}.tsv"
-    params:
-        config=CONFIG,
+    conda:
+        "../envs/kebr.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=480,
+    params:
+        config=CONFIG,
     shell:
-        "kebr visual --config {params.config} --plan {input.plan} --out {output} > {log} 2>&1"
+        "python -m kebr visual --config {params.config} --plan {input.plan} --out {output} > {log} 2>&1"
 
 
 rule assemble_shard:
@@ -104,13 +114,15 @@ rule assemble_shard:
         f"{RESULTS}/logs/{{dataset}}/assemble/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/assemble/{{shard}}.tsv"
-    params:
-        config=CONFIG,
+    conda:
+        "../envs/kebr.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        config=CONFIG,
     shell:
-        "kebr assemble --config {params.config} --dataset {wildcards.dataset} --plan {input.plan}"
+        "python -m kebr assemble --config {params.config} --dataset {wildcards.dataset} --plan {input.plan}"
         " --asr {input.asr} --audio {input.audio} --visual {input.visual}"
         " --out {output.shard} --status {output.status} > {log} 2>&1"
 
@@ -130,13 +142,15 @@ rule clips_report:
         f"{RESULTS}/logs/{{dataset}}/clips_report.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/clips_report.tsv"
-    params:
-        status_dir=f"{RESULTS}/{{dataset}}/status",
+    conda:
+        "../envs/kebr.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        status_dir=f"{RESULTS}/{{dataset}}/status",
     shell:
-        "kebr report --plan-dir {input.plan} --status-dir {params.status_dir} --out {output} > {log} 2>&1"
+        "python -m kebr report --plan-dir {input.plan} --status-dir {params.status_dir} --out {output} > {log} 2>&1"
 
 
 for _dataset in DATASETS:

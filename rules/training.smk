@@ -12,16 +12,18 @@ rule pretrain:
         f"{RESULTS}/logs/pretrain/{{dataset}}/{{pvariant}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/pretrain/{{dataset}}/{{pvariant}}.tsv"
-    params:
-        config=CONFIG,
-        run_dir=subpath(output[0], parent=True),
+    conda:
+        "../envs/kebr.yaml"
     threads: 4
     resources:
         mem_mb=32000,
         runtime=60 * 24 * 3,
         gpu=1 if config["pretrain"]["device"] == "cuda" else 0,
+    params:
+        config=CONFIG,
+        run_dir=subpath(output[0], parent=True),
     shell:
-        "kebr pretrain --config {params.config} --dataset {wildcards.dataset}"
+        "python -m kebr pretrain --config {params.config} --dataset {wildcards.dataset}"
         " --variant {wildcards.pvariant} --out {params.run_dir} > {log} 2>&1"
 
 
@@ -36,19 +38,21 @@ rule finetune:
         f"{RESULTS}/logs/finetune/{{dataset}}/{{pretrained}}/{{variant}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/finetune/{{dataset}}/{{pretrained}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/kebr.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=60 * 12,
+        gpu=1 if config["finetune"]["device"] == "cuda" else 0,
     params:
         config=CONFIG,
         run_dir=subpath(output.metrics, parent=True),
         pretrained=lambda wc, input: (
             subpath(input.pretrained, parent=True) if input.pretrained else "none"
         ),
-    threads: 2
-    resources:
-        mem_mb=16000,
-        runtime=60 * 12,
-        gpu=1 if config["finetune"]["device"] == "cuda" else 0,
     shell:
-        "kebr finetune --config {params.config} --dataset {wildcards.dataset}"
+        "python -m kebr finetune --config {params.config} --dataset {wildcards.dataset}"
         " --pretrained {params.pretrained} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --out {params.run_dir} > {log} 2>&1"
 
@@ -63,13 +67,15 @@ rule table:
         f"{RESULTS}/logs/tables/{{table}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/tables/{{table}}.tsv"
-    params:
-        config=CONFIG,
+    conda:
+        "../envs/kebr.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        config=CONFIG,
     shell:
-        "kebr table {wildcards.table} --config {params.config}"
+        "python -m kebr table {wildcards.table} --config {params.config}"
         " --out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
 
 

@@ -1,0 +1,88 @@
+"""The demo chain through Snakemake on a small demo corpus: shards -> pretraining -> fine-tuning over
+seeds -> the demo table, then `kebr predict` and `kebr evaluate` on its outputs."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kebr.democorpus import write_demo_corpora
+from kebr.metrics import regression_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+CONFIG = """
+results: out
+datasets:
+  demo_unlabelled:
+    layout: voxceleb2
+    root: corpus/voxceleb2
+    pretrain: {epochs: 2, batch_size: 4, num_workers: 0}
+  demo_labelled:
+    layout: mmsa_raw
+    root: corpus/mosi
+    pretrained_on: demo_unlabelled
+    finetune: {epochs: 3, batch_size: 4, seeds: [0, 1], num_workers: 0, lr_backbone: 5.0e-5, lr_head: 1.0e-3}
+model: {num_layers: 1, d_embed: 32}
+"""
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    write_demo_corpora(root / "corpus", seed=1, n_unlabelled=6, n_labelled_videos=5, clips_per_video=3, dirty=False)
+    (root / "config.yaml").write_text(CONFIG)
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", "demo"],
+                            cwd=root, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return root
+
+
+def test_demo_table_is_the_mean_over_seeds(demo):
+    table = (demo / "out" / "tables" / "demo.md").read_text()
+    assert "| MOSI / voxceleb1 / full | 2 |" in table and "| MOSI / voxceleb1 / no_pretrain | 2 |" in table
+    assert "84.4/87.2" in table  # the paper's MOSI numbers beside ours
+    with (demo / "out" / "tables" / "demo.csv").open() as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    runs = demo / "out" / "finetune" / "demo_labelled"
+    for label, run_dir in (("MOSI / voxceleb1 / full", runs / "demo_unlabelled" / "full"),
+                           ("MOSI / voxceleb1 / no_pretrain", runs / "none" / "no_pretrain")):
+        metrics = [json.loads((run_dir / f"seed{s}" / "metrics.json").read_text()) for s in (0, 1)]
+        assert float(rows[label]["mae_mean"]) == pytest.approx(np.mean([m["mae"] for m in metrics]))
+        assert float(rows[label]["acc2_has0_std"]) == pytest.approx(np.std([m["acc2_has0"] for m in metrics]))
+
+
+def test_finetune_run_outputs_agree(demo):
+    run = demo / "out" / "finetune" / "demo_labelled" / "demo_unlabelled" / "full" / "seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    with (run / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == metrics["n_test"] > 0
+    recomputed = regression_metrics([float(r["prediction"]) for r in rows], [float(r["label"]) for r in rows])
+    assert recomputed["mae"] == pytest.approx(metrics["mae"], abs=1e-5)
+    # a finished run keeps only its best state, which `kebr predict` loads
+    assert sorted(p.name for p in run.glob("epoch-*")) == [f"epoch-{metrics['best_epoch']:04d}"]
+    result = subprocess.run([sys.executable, "-m", "kebr", "evaluate", str(run / "predictions.csv")],
+                            capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout)["mae"] == pytest.approx(metrics["mae"], abs=1e-5)
+    pretrain_log = (demo / "out" / "pretrain" / "demo_unlabelled" / "full" / "log.csv").read_text().splitlines()
+    assert len(pretrain_log) == 3 and pretrain_log[0].startswith("epoch,loss,l_task,l_mcc,cos_a,cos_v")
+
+
+def test_predict_scores_a_video_and_names_a_bad_one(demo, tmp_path):
+    run = demo / "out" / "finetune" / "demo_labelled" / "demo_unlabelled" / "full" / "seed0"
+    video = next((demo / "corpus" / "mosi" / "Raw").rglob("*.mp4"))
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"")
+    result = subprocess.run([sys.executable, "-m", "kebr", "predict", str(video), str(broken), "--checkpoint", str(run)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    good, bad = (json.loads(line) for line in result.stdout.splitlines())
+    assert good["clip"] == str(video) and math.isfinite(good["score"]) and len(good["text"]) > 5
+    assert "zero-byte" in bad["error"] and f"cannot score {broken}" in result.stderr
