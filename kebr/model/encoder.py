@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoModel
+from transformers.utils import logging as hf_logging
 
 from kebr.masking import bundled_text_model_path
 
@@ -30,7 +31,16 @@ class TextEncoder(nn.Module):
         path = resolve_text_model(name_or_path)
         # A local directory must never trigger a hub lookup (air-gapped clusters, DATA.md).
         # No pooler: KEBR reads the token states only, and an unused pooler trips DDP.
-        self.model = AutoModel.from_pretrained(path, local_files_only=Path(path).exists(), add_pooling_layer=False)
+        # (Its stored weights then show up in transformers' load report as unexpected: quiet that.)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            self.model = AutoModel.from_pretrained(path, local_files_only=Path(path).exists(),
+                                                   add_pooling_layer=False)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
         self.frozen = freeze
         self.model.requires_grad_(not freeze)
         if freeze:
