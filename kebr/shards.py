@@ -86,7 +86,9 @@ def _put(group: h5py.Group, name: str, data: np.ndarray, **kw: Any) -> h5py.Data
     if data.shape[0] == 0:  # h5py cannot chunk an empty dataset
         return group.create_dataset(name, data=data)
     if data.ndim >= 2:
-        chunks = (min(len(data), 64),) + data.shape[1:]
+        # Training reads single rows in random order: a frame array gets one chunk per clip so a
+        # read decompresses that clip only; small per-token arrays share chunks of 64 rows.
+        chunks = (1 if data.ndim == 3 else min(len(data), 64),) + data.shape[1:]
         return group.create_dataset(name, data=data, chunks=chunks, compression="gzip",
                                     compression_opts=4, shuffle=True, **kw)
     return group.create_dataset(name, data=data, **kw)
