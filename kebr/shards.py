@@ -112,7 +112,6 @@ def write_shard(path: str | Path, rows: Sequence[ShardRow], *, audio_columns: Se
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    n = len(rows)
     pad_token_id = tokenizer.pad_token_id
     strings = lambda values: np.array(list(values), dtype=object)  # noqa: E731
     with h5py.File(tmp, "w") as f:

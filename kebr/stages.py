@@ -9,14 +9,12 @@ status table. Every stage records a failure per clip, never per shard, and journ
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 import kebr
 from kebr.clips import Clip, describe_error

@@ -88,3 +88,18 @@ def test_config_validation_fills_defaults_and_names_bad_keys():
         validate_config({"visual": {"backend": "openface"}})
     with pytest.raises(ValueError, match="needs `root`"):
         validate_config({"datasets": {"v": {"layout": "voxceleb2"}}})
+
+
+def test_voxceleb1_audio_with_face_track_folders(tmp_path):
+    root = tmp_path / "vox1"
+    (root).mkdir()
+    (root / "vox1_meta.csv").write_text("VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet\n"
+                                        "id10001\tA.J._Buckley\tm\tIreland\tdev\n")
+    touch(root / "wav" / "id10001" / "1zcIwhmdeo4" / "00001.wav")
+    touch(root / "wav" / "id10001" / "1zcIwhmdeo4" / "00002.wav")
+    face = touch(root / "unzippedIntervalFaces" / "data" / "A.J._Buckley" / "1.6" / "1zcIwhmdeo4" / "1" / "01.jpg")
+    clips = plan_clips({"layout": "voxceleb1", "root": str(root)}, 0, 1000, 0.0, 0.0)
+    assert [c.clip_id for c in clips] == ["id10001/1zcIwhmdeo4/00001", "id10001/1zcIwhmdeo4/00002"]
+    assert clips[0].audio.endswith("00001.wav") and clips[0].video == str(face.parent)
+    assert clips[1].video is None  # no face track: the visual stage records the skip
+    assert {c.speaker for c in clips} == {"id10001"}

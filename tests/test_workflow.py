@@ -59,3 +59,12 @@ def test_conda_env_matches_pyproject():
     env = yaml.safe_load((REPO / "envs" / "kebr.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert [d for d in pip if not d.startswith("torch")] == [d for d in deps if not d.startswith("torch")]
+
+
+def test_snakefmt_and_ruff_clean():
+    snakefmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=REPO,
+                              capture_output=True, text=True)
+    assert snakefmt.returncode == 0, snakefmt.stderr
+    ruff = subprocess.run([sys.executable, "-m", "ruff", "check", "kebr", "bench", "tests"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert ruff.returncode == 0, ruff.stdout
