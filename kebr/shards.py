@@ -83,8 +83,11 @@ def pad_frames(arrays: Sequence[np.ndarray], length: int, width: int) -> tuple[n
 
 
 def _put(group: h5py.Group, name: str, data: np.ndarray, **kw: Any) -> h5py.Dataset:
+    """Every dataset of a shard is made here. No modification times are stored, so the same clips
+    and config give a byte-identical shard."""
+    kw["track_times"] = False
     if data.shape[0] == 0:  # h5py cannot chunk an empty dataset
-        return group.create_dataset(name, data=data)
+        return group.create_dataset(name, data=data, **kw)
     if data.ndim >= 2:
         # Training reads single rows in random order: a frame array gets one chunk per clip so a
         # read decompresses that clip only; small per-token arrays share chunks of 64 rows.
@@ -120,23 +123,23 @@ def write_shard(path: str | Path, rows: Sequence[ShardRow], *, audio_columns: Se
         f.attrs["vocab_sha1"] = vocab_sha1(tokenizer)
         for key, value in attrs.items():
             f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value, sort_keys=True)
-        f.create_dataset("id", data=strings(r.clip_id for r in rows), dtype=STR)
-        f.create_dataset("split", data=strings(r.split for r in rows), dtype=STR)
-        f.create_dataset("speaker", data=strings(r.speaker for r in rows), dtype=STR)
-        f.create_dataset("label", data=np.array([np.nan if r.label is None else r.label for r in rows],
+        _put(f, "id", strings(r.clip_id for r in rows), dtype=STR)
+        _put(f, "split", strings(r.split for r in rows), dtype=STR)
+        _put(f, "speaker", strings(r.speaker for r in rows), dtype=STR)
+        _put(f, "label", np.array([np.nan if r.label is None else r.label for r in rows],
                                                 dtype=np.float32))
 
         text = f.create_group("text")
         m = [r.masked for r in rows]
-        text.create_dataset("raw", data=strings(x.text for x in m), dtype=STR)
-        text.create_dataset("masked", data=strings(x.masked_text for x in m), dtype=STR)
-        text.create_dataset("word", data=strings(x.word for x in m), dtype=STR)
-        text.create_dataset("source", data=strings(r.transcript["source"] for r in rows), dtype=STR)
+        _put(text, "raw", strings(x.text for x in m), dtype=STR)
+        _put(text, "masked", strings(x.masked_text for x in m), dtype=STR)
+        _put(text, "word", strings(x.word for x in m), dtype=STR)
+        _put(text, "source", strings(r.transcript["source"] for r in rows), dtype=STR)
         for name in ("char_start", "char_end", "word_index", "mask_index"):
-            text.create_dataset(name, data=np.array([getattr(x, name) for x in m], dtype=np.int32))
-        text.create_dataset("mask_label", data=np.array([x.label for x in m], dtype=np.float32))
-        text.create_dataset("mask_score", data=np.array([x.score for x in m], dtype=np.float32))
-        text.create_dataset("no_sentiment_word", data=np.array([x.no_sentiment_word for x in m], dtype=bool))
+            _put(text, name, np.array([getattr(x, name) for x in m], dtype=np.int32))
+        _put(text, "mask_label", np.array([x.label for x in m], dtype=np.float32))
+        _put(text, "mask_score", np.array([x.score for x in m], dtype=np.float32))
+        _put(text, "no_sentiment_word", np.array([x.no_sentiment_word for x in m], dtype=bool))
         raw_ids = [encode_raw_text(tokenizer, x.text, text_length) for x in m]
         for prefix, sequences in (("", [x.input_ids for x in m]), ("raw_", raw_ids)):
             ids, attention = pad_ids(sequences, text_length, pad_token_id)
@@ -146,9 +149,9 @@ def write_shard(path: str | Path, rows: Sequence[ShardRow], *, audio_columns: Se
         asr = f.create_group("asr")
         t = [r.transcript for r in rows]
         for name in ("avg_logprob", "no_speech_prob", "language_prob"):
-            asr.create_dataset(name, data=np.array([x[name] for x in t], dtype=np.float32))
-        asr.create_dataset("language", data=strings(x["language"] for x in t), dtype=STR)
-        asr.create_dataset("words", data=strings(json.dumps(x["words"]) for x in t), dtype=STR)
+            _put(asr, name, np.array([x[name] for x in t], dtype=np.float32))
+        _put(asr, "language", strings(x["language"] for x in t), dtype=STR)
+        _put(asr, "words", strings(json.dumps(x["words"]) for x in t), dtype=STR)
 
         for name, arrays, frames, columns in (
             ("audio", [r.audio for r in rows], audio_frames, audio_columns),
@@ -157,7 +160,7 @@ def write_shard(path: str | Path, rows: Sequence[ShardRow], *, audio_columns: Se
             group = f.create_group(name)
             features, lengths = pad_frames(arrays, frames, len(columns))
             _put(group, "features", features)
-            group.create_dataset("lengths", data=lengths)
+            _put(group, "lengths", lengths)
             group.attrs["columns"] = json.dumps(list(columns))
     os.replace(tmp, path)
     return path

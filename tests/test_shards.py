@@ -81,3 +81,9 @@ def test_other_schema_version_is_refused(tmp_path, tokenizer):
         f.attrs["schema_version"] = SCHEMA_VERSION + 1
     with pytest.raises(ValueError, match="schema"):
         read_attrs(path)
+
+
+def test_same_rows_give_a_byte_identical_shard(tmp_path, tokenizer):
+    a = write(tmp_path / "a.h5", tokenizer, rows(tokenizer))
+    b = write(tmp_path / "b.h5", tokenizer, rows(tokenizer))
+    assert a.read_bytes() == b.read_bytes()
