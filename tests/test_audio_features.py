@@ -186,3 +186,35 @@ def test_a_one_frame_clip_still_works():
     # Too short for eGeMAPS' 60 ms pitch window: a skip with the reason, not a NaN row.
     with pytest.raises(ClipError, match="too short for eGeMAPS"):
         AudioFeatureExtractor(["egemaps"]).from_waveform(tone(440.0, 0.03))
+
+
+WARM_AND_EXTRACT = """
+import sys
+import numpy as np
+from kebr.features.audio import AudioFeatureExtractor
+extractor = AudioFeatureExtractor()
+extractor.warm()
+np.save(sys.argv[1], extractor.from_waveform(np.load(sys.argv[2])))
+"""
+
+
+def test_parallel_workers_compile_one_at_a_time(tmp_path, monkeypatch):
+    """Workers starting together on a cold numba cache queue on the compile lock (two at once can
+    corrupt librosa's cached kernels, numba #10128) and then agree with an in-process computation."""
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    y = tone(440.0, 1.5)
+    np.save(tmp_path / "y.npy", y)
+    with audio.numba_compile_lock():
+        workers = [subprocess.Popen([sys.executable, "-c", WARM_AND_EXTRACT, str(tmp_path / f"out{i}.npy"),
+                                     str(tmp_path / "y.npy")]) for i in range(2)]
+        time.sleep(5)
+        assert [w.poll() for w in workers] == [None, None]  # both wait for the lock
+    assert [w.wait(timeout=300) for w in workers] == [0, 0]
+    assert (tmp_path / "numba" / "kebr-compile.lock").exists()
+    expected = librosa33(y)
+    for i in range(2):
+        np.testing.assert_allclose(np.load(tmp_path / f"out{i}.npy"), expected, atol=1e-5)

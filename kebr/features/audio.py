@@ -21,13 +21,24 @@ the reference computes. ``max_frames`` counts rows of the first set (400 eGeMAPS
 Padding to ``max_frames`` is the shard writer's job; rows returned here are all real frames.
 
 librosa's first call compiles its numba kernels (seconds to tens of seconds). Call
-``AudioFeatureExtractor.warm()`` once per worker process before the first clip.
+``AudioFeatureExtractor.warm()`` once per worker process before the first clip. It compiles under
+an inter-process lock: numba caches librosa's kernels on disk, and two processes that compile and
+cache the same ``@guvectorize`` kernels at once can leave a cache that segfaults every later process
+(numba issue #10128). That is exactly what a parallel Snakemake run on a fresh install does. The lock
+file sits in the directory numba caches librosa's kernels in (``NUMBA_CACHE_DIR``, else librosa's
+own ``__pycache__`` when writable, else ``~/.cache/numba``), so processes on other nodes that share
+that directory over NFS wait for it too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -48,6 +59,37 @@ EGEMAPS_FRAME_S = 0.020
 # Such a clip has no signal to describe, so it is skipped rather than written as a row of
 # silence features. Real room silence or music sits far above this and is kept.
 SILENCE_PEAK = 1e-4
+
+log = logging.getLogger("kebr")
+
+
+def _numba_cache_dir() -> Path:
+    """Where numba caches librosa's kernels (numba's own order of choice, spelt out)."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    in_tree = Path(librosa.__file__).parent / "__pycache__"
+    if os.access(in_tree, os.W_OK):
+        return in_tree
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "numba"
+
+
+@contextlib.contextmanager
+def numba_compile_lock() -> Iterator[None]:
+    """Hold an exclusive lock while librosa's numba kernels compile (see the module docstring)."""
+    path = _numba_cache_dir() / "kebr-compile.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a")
+    except OSError as exc:
+        log.warning("no numba compile lock at %s (%s); compiling unlocked", path, exc)
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as exc:  # e.g. a network file system without lock support
+            log.warning("cannot lock %s (%s); compiling unlocked", path, exc)
+        yield
 
 
 def librosa33(waveform: np.ndarray, sample_rate: int = 22050, hop_length: int = 512) -> np.ndarray:
@@ -100,10 +142,17 @@ class AudioFeatureExtractor:
             self.columns += LIBROSA33_COLUMNS if name == "librosa33" else list(self._smile.feature_names)
 
     def warm(self) -> None:
-        """Run every configured set once on a synthetic second of audio, so numba compiles now."""
+        """Run every configured set once on a synthetic second of audio, so numba compiles (or loads
+        its cache) now, one process at a time."""
         t = np.arange(self.sample_rate, dtype=np.float32) / self.sample_rate
         tone = 0.3 * np.sin(2 * np.pi * 220.0 * t) + 0.1 * np.sin(2 * np.pi * 440.0 * t)
-        self.from_waveform(tone.astype(np.float32))
+        with numba_compile_lock():
+            # librosa imports its submodules lazily, and some compile their kernels on import.
+            import librosa.core  # noqa: F401
+            import librosa.feature  # noqa: F401
+            import librosa.util  # noqa: F401
+
+            self.from_waveform(tone.astype(np.float32))
 
     def extract(self, clip: Clip) -> np.ndarray:
         """Decode the clip's audio once, at ``sample_rate`` mono, and compute its features."""
