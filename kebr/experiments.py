@@ -119,8 +119,10 @@ def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     missing = sorted({names[c] for f, p, _ in rows for c in (f, p)} - set(config["datasets"]))
     if missing:
         raise ValueError(f"{name} needs datasets {missing} in config.yaml `datasets:` (see `paper_datasets`)")
-    return [{"label": f"{f.upper()} / {p} / {v}", "finetune": names[f], "pretrain": names[p],
-             "variant": canonical_variant(config, v), "paper": PAPER.get((f, p, v))} for f, p, v in rows]
+    # Rows are labelled with the config's datasets, the paper row they stand for in its own column.
+    return [{"label": f"{names[f]} / {names[p] if pretrain_variant(v) else 'none'} / {v}", "paper_row": f"{f.upper()} / {p} / {v}",
+             "finetune": names[f], "pretrain": names[p], "variant": canonical_variant(config, v),
+             "paper": PAPER.get((f, p, v))} for f, p, v in rows]
 
 
 def canonical_variant(config: dict[str, Any], variant: str) -> str:

@@ -33,24 +33,26 @@ def _cells(s: dict[str, tuple[float, float]]) -> dict[str, str]:
 
 
 def build_table(title: str, rows: list[dict[str, Any]], out_md: Path, out_csv: Path) -> None:
-    """``rows``: each ``{"label", "metrics_files": [...], "paper": {...} | None}``."""
+    """``rows``: each ``{"label", "metrics_files": [...], "paper_row", "paper": {...} | None}``."""
     md = [f"# {title}", "",
           "Mean±std over seeds; Acc-2 and F1 as Has0/Non0 (negative/non-negative, negative/positive), "
-          "in percent like the paper. `paper` columns: the published numbers (spec section 8).", "",
-          "| run | seeds | " + " | ".join(COLUMNS) + " | paper Acc-2 | paper F1 | paper Acc-7 | paper MAE | paper Corr |",
-          "|---" * (len(COLUMNS) + 7) + "|"]
+          "in percent like the paper. Runs are fine-tuning dataset / pretraining dataset / variant; `paper` "
+          "columns: the published numbers of the paper row named (spec section 8).", "",
+          "| run | seeds | " + " | ".join(COLUMNS) + " | paper row | paper Acc-2 | paper F1 | paper Acc-7 | paper MAE | paper Corr |",
+          "|---" * (len(COLUMNS) + 8) + "|"]
     records = []
     for row in rows:
         metrics = [json.loads(Path(p).read_text()) for p in row["metrics_files"]]
         stats = summarize(metrics)
         cells = _cells(stats)
         paper = row.get("paper") or {}
-        paper_cells = [str(paper.get(k, "-")) for k in ("acc2", "f1", "acc7", "mae", "corr")]
+        paper_cells = [row.get("paper_row", "-")] + [str(paper.get(k, "-")) for k in ("acc2", "f1", "acc7", "mae", "corr")]
         md.append(f"| {row['label']} | {len(metrics)} | " + " | ".join(cells[c] for c in COLUMNS) + " | "
                   + " | ".join(paper_cells) + " |")
         record = {"run": row["label"], "seeds": len(metrics)}
         for key, (mean, std) in stats.items():
             record[f"{key}_mean"], record[f"{key}_std"] = mean, std
+        record["paper_row"] = row.get("paper_row", "")
         record.update({f"paper_{k}": paper.get(k, "") for k in ("acc2", "f1", "acc7", "mae", "corr")})
         records.append(record)
     out_md.parent.mkdir(parents=True, exist_ok=True)
