@@ -300,7 +300,7 @@ def fit(run_dir: Path, *, model: nn.Module, train_loader: DataLoader, optimizer:
             scheduler.step()
         state["history"].append(row)
         state["epoch"], state["global_step"] = epoch, state["global_step"] + steps
-        log.info("%s epoch %d: %s", run_dir, epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
+        log.info("%s epoch %d: %s", run_dir, epoch, {k: float(f"{v:.4g}") for k, v in row.items() if k != "epoch"})
         if runtime.is_main:
             save_state(run_dir, epoch, model=model, optimizer=optimizer, scheduler=scheduler,
                        generator=generator, global_step=state["global_step"], history=state["history"],
