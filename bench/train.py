@@ -59,6 +59,19 @@ def batch(b: int, device: torch.device, vocab: int) -> dict[str, torch.Tensor]:
     }
 
 
+def seconds_per_call(fn, calls: int, device: torch.device) -> float:
+    """Mean wall seconds of ``fn()`` over ``calls`` calls, after one untimed warm-up call."""
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls
+
+
 def time_steps(model: KEBR, inputs: dict[str, torch.Tensor], stage: str, mcc, steps: int,
                device: torch.device) -> float:
     """Seconds per training step (after one warm-up step)."""
@@ -75,15 +88,7 @@ def time_steps(model: KEBR, inputs: dict[str, torch.Tensor], stage: str, mcc, st
         loss.backward()
         optimizer.step()
 
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    return seconds_per_call(step, steps, device)
 
 
 def time_mcc_only(mcc, b: int, d_text: int, device: torch.device, steps: int) -> float:
@@ -92,15 +97,7 @@ def time_mcc_only(mcc, b: int, d_text: int, device: torch.device, steps: int) ->
     fused = torch.randn(b, 39, d_text, generator=g).to(device).requires_grad_()
     audio = torch.randn(b, 400, 33, generator=g).to(device)
     video = torch.randn(b, 55, 709, generator=g).to(device)
-    mcc(fused, audio, video).backward()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        mcc(fused, audio, video).backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    return seconds_per_call(lambda: mcc(fused, audio, video).backward(), steps, device)
 
 
 def main() -> None:
