@@ -77,6 +77,11 @@ def pretrain_variant(variant: str) -> str | None:
     return variant
 
 
+def pretraining_source(pretrain: str | None, variant: str) -> str | None:
+    """The pretraining dataset a fine-tuning variant starts from, ``"none"`` for variants without one."""
+    return pretrain if pretrain_variant(variant) else "none"
+
+
 # The paper's numbers (spec section 8), keyed (finetune corpus, pretraining corpus, variant) with the
 # paper's BERT-large as the LM of every variant but bert_base: acc2 and f1 as "Has0/Non0" percent.
 PAPER = {
@@ -120,7 +125,7 @@ def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     if missing:
         raise ValueError(f"{name} needs datasets {missing} in config.yaml `datasets:` (see `paper_datasets`)")
     # Rows are labelled with the config's datasets, the paper row they stand for in its own column.
-    return [{"label": f"{names[f]} / {names[p] if pretrain_variant(v) else 'none'} / {v}", "paper_row": f"{f.upper()} / {p} / {v}",
+    return [{"label": f"{names[f]} / {pretraining_source(names[p], v)} / {v}", "paper_row": f"{f.upper()} / {p} / {v}",
              "finetune": names[f], "pretrain": names[p], "variant": canonical_variant(config, v),
              "paper": PAPER.get((f, p, v))} for f, p, v in rows]
 
@@ -198,8 +203,7 @@ def run_finetuning(config: dict[str, Any], dataset: str, pretrained: Path | None
 
 def finetune_run_dir(results: str | Path, finetune: str, pretrain: str | None, variant: str, seed: int) -> Path:
     """Where one fine-tuning run lives; variants without pretraining live under ``none``."""
-    source = pretrain if pretrain_variant(variant) else "none"
-    return Path(results) / "finetune" / finetune / source / variant / f"seed{seed}"
+    return Path(results) / "finetune" / finetune / pretraining_source(pretrain, variant) / variant / f"seed{seed}"
 
 
 def table_runs(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:

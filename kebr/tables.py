@@ -12,6 +12,7 @@ import numpy as np
 from kebr.metrics import format_has0_non0
 
 COLUMNS = ("acc2", "f1", "acc7", "acc5", "acc3", "mae", "corr")
+PAPER_COLUMNS = ("acc2", "f1", "acc7", "mae", "corr")  # what the paper prints
 
 
 def summarize(metrics: Sequence[dict[str, float]]) -> dict[str, tuple[float, float]]:
@@ -39,21 +40,21 @@ def build_table(title: str, rows: list[dict[str, Any]], out_md: Path, out_csv: P
           "in percent like the paper. Runs are fine-tuning dataset / pretraining dataset / variant; `paper` "
           "columns: the published numbers of the paper row named (spec section 8).", "",
           "| run | seeds | " + " | ".join(COLUMNS) + " | paper row | paper Acc-2 | paper F1 | paper Acc-7 | paper MAE | paper Corr |",
-          "|---" * (len(COLUMNS) + 8) + "|"]
+          "|---" * (3 + len(COLUMNS) + len(PAPER_COLUMNS)) + "|"]
     records = []
     for row in rows:
         metrics = [json.loads(Path(p).read_text()) for p in row["metrics_files"]]
         stats = summarize(metrics)
         cells = _cells(stats)
         paper = row.get("paper") or {}
-        paper_cells = [row.get("paper_row", "-")] + [str(paper.get(k, "-")) for k in ("acc2", "f1", "acc7", "mae", "corr")]
+        paper_cells = [row["paper_row"]] + [str(paper.get(k, "-")) for k in PAPER_COLUMNS]
         md.append(f"| {row['label']} | {len(metrics)} | " + " | ".join(cells[c] for c in COLUMNS) + " | "
                   + " | ".join(paper_cells) + " |")
         record = {"run": row["label"], "seeds": len(metrics)}
         for key, (mean, std) in stats.items():
             record[f"{key}_mean"], record[f"{key}_std"] = mean, std
-        record["paper_row"] = row.get("paper_row", "")
-        record.update({f"paper_{k}": paper.get(k, "") for k in ("acc2", "f1", "acc7", "mae", "corr")})
+        record["paper_row"] = row["paper_row"]
+        record.update({f"paper_{k}": paper.get(k, "") for k in PAPER_COLUMNS})
         records.append(record)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(md) + "\n")
