@@ -10,6 +10,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import hashlib
+import json
+
 import jsonschema
 import yaml
 
@@ -67,3 +70,53 @@ def write_resolved_config(config: dict[str, Any], path: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return path
+
+
+# The config keys each per-shard stage's output depends on, as dotted paths; "dataset.<key>" is a
+# key of the dataset's own entry under `datasets:`. A stage's fingerprint hashes exactly these values,
+# so editing any other key (training settings, other datasets, `results`) leaves its outputs valid,
+# and editing one of these reruns the stage and everything downstream of it. A stage that starts to
+# read another key must list it here, or edits of that key will go unnoticed.
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "plan": ("seed", "shard_size", "split", "dataset.layout", "dataset.root", "dataset.manifest",
+             "dataset.subsets", "dataset.meta"),
+    "asr": ("asr",),
+    "audio": ("audio",),
+    "visual": ("visual",),
+    "assemble": ("seed", "language", "text", "audio.max_frames", "visual.max_frames"),
+}
+# The stages whose outputs make up a shard, in DAG order.
+FEATURE_STAGES = ("plan", "asr", "audio", "visual", "assemble")
+
+
+def _lookup(config: dict[str, Any], dotted: str, dataset: str | None) -> Any:
+    if dotted.startswith("dataset."):
+        if dataset is None:
+            raise ValueError(f"config key {dotted!r} needs a dataset")
+        node: Any = config["datasets"][dataset]
+        dotted = dotted[len("dataset."):]
+    else:
+        node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def fingerprint(values: Any) -> str:
+    """A short stable hash of JSON-able ``values`` (key order does not matter)."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stage_fingerprint(config: dict[str, Any], stage: str, dataset: str | None = None) -> str:
+    """The fingerprint of the config keys ``stage`` reads (STAGE_KEYS), for one dataset."""
+    if stage not in STAGE_KEYS:
+        raise ValueError(f"unknown stage {stage!r}: one of {sorted(STAGE_KEYS)}")
+    return fingerprint({key: _lookup(config, key, dataset) for key in STAGE_KEYS[stage]})
+
+
+def features_fingerprint(config: dict[str, Any], dataset: str) -> str:
+    """The fingerprint a dataset's shards carry: every feature stage's keys, combined."""
+    return fingerprint([stage_fingerprint(config, stage, dataset) for stage in FEATURE_STAGES])

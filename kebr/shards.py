@@ -3,7 +3,8 @@
 Layout of schema version 2 (N clips; every string is UTF-8):
 
     /                 attrs: schema_version, dataset, shard, kebr_version, library_versions (JSON),
-                             feature_config (JSON), text_model, vocab_sha1, pad_token_id
+                             feature_config (JSON), text_model, vocab_sha1, pad_token_id,
+                             fingerprint (kebr.config.features_fingerprint of the config that made it)
     id, split, speaker        (N,) str
     label                     (N,) float32, NaN for unlabelled clips
     text/raw, text/masked, text/word, text/source   (N,) str   (source: gold | asr)

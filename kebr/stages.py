@@ -127,6 +127,7 @@ def _reason(stage: str, error: str) -> str:
 
 def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[Clip], asr_path: Path,
                  audio_path: Path, visual_path: Path, out_shard: Path, out_status: Path) -> None:
+    from kebr.config import features_fingerprint
     from kebr.language import english_filter
     from kebr.masking import SentimentMasker, load_tokenizer
     from kebr.shards import ShardRow, write_shard
@@ -177,6 +178,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
                 audio_frames=config["audio"]["max_frames"], visual_frames=config["visual"]["max_frames"],
                 text_length=text["max_length"], tokenizer=tokenizer,
                 attrs={"dataset": dataset, "shard": shard, "kebr_version": kebr.__version__,
+                       "fingerprint": features_fingerprint(config, dataset),
                        "library_versions": library_versions(), "feature_config": feature_config,
                        "text_model": text["model"]})
     write_status(status, out_status)

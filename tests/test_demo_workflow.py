@@ -4,44 +4,18 @@ seeds -> the demo table, then `kebr predict` and `kebr evaluate` on its outputs.
 import csv
 import json
 import math
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kebr.democorpus import write_demo_corpora
 from kebr.metrics import regression_metrics
-
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-CONFIG = """
-results: out
-datasets:
-  demo_unlabelled:
-    layout: voxceleb2
-    root: corpus/voxceleb2
-    pretrain: {epochs: 2, batch_size: 4, num_workers: 0}
-  demo_labelled:
-    layout: mmsa_raw
-    root: corpus/mosi
-    pretrained_on: demo_unlabelled
-    finetune: {epochs: 3, batch_size: 4, seeds: [0, 1], num_workers: 0, lr_backbone: 5.0e-5, lr_head: 1.0e-3}
-model: {num_layers: 1, d_embed: 32}
-"""
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    write_demo_corpora(root / "corpus", seed=1, n_unlabelled=6, n_labelled_videos=5, clips_per_video=3, dirty=False)
-    (root / "config.yaml").write_text(CONFIG)
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", "demo"],
-                            cwd=root, env=ENV, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return root
+def demo(demo_run):
+    return demo_run
 
 
 def test_demo_table_is_the_mean_over_seeds(demo):

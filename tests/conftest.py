@@ -1,0 +1,48 @@
+"""Fixtures several test modules share. The small demo chain (shards -> pretraining -> fine-tuning
+over two seeds -> the demo table) is run once per session: the demo, report and SLURM tests all read
+its outputs, and running it again for each would cost minutes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kebr.democorpus import write_demo_corpora
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+# A demo small enough for the test suite: 6 unlabelled clips, 15 labelled ones, a one-layer TCMF.
+DEMO_CONFIG = """
+results: out
+datasets:
+  demo_unlabelled:
+    layout: voxceleb2
+    root: corpus/voxceleb2
+    pretrain: {epochs: 2, batch_size: 4, num_workers: 0}
+  demo_labelled:
+    layout: mmsa_raw
+    root: corpus/mosi
+    pretrained_on: demo_unlabelled
+    finetune: {epochs: 3, batch_size: 4, seeds: [0, 1], num_workers: 0, lr_backbone: 5.0e-5, lr_head: 1.0e-3}
+model: {num_layers: 1, d_embed: 32}
+"""
+
+
+def write_small_demo(root: Path) -> Path:
+    """The test demo's corpora and config.yaml in ``root`` (what `demo_run` runs Snakemake on)."""
+    write_demo_corpora(root / "corpus", seed=1, n_unlabelled=6, n_labelled_videos=5, clips_per_video=3, dirty=False)
+    (root / "config.yaml").write_text(DEMO_CONFIG)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The folder in which `snakemake --cores 2 demo` ran on the small demo (outputs under out/)."""
+    root = write_small_demo(tmp_path_factory.mktemp("demo"))
+    result = subprocess.run(SNAKEMAKE + ["--cores", "2", "demo"], cwd=root, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return root
