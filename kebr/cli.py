@@ -24,10 +24,15 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from kebr.ingest import plan_clips, write_plan
 
     config = load_config(args.config)
-    clips = plan_clips(config["datasets"][args.dataset], seed=config["seed"], shard_size=config["shard_size"],
+    dataset = config["datasets"][args.dataset]
+    clips = plan_clips(dataset, seed=config["seed"], shard_size=config["shard_size"],
                        valid_fraction=config["split"]["valid_fraction"],
                        test_fraction=config["split"]["test_fraction"])
     shards = write_plan(clips, args.out)
+    if dataset["layout"] == "mmsa_pickle":  # its features come with it, from this one unpickling
+        from kebr.mmsa import write_plan_arrays
+
+        write_plan_arrays(dataset, clips, args.out)
     print(json.dumps({"dataset": args.dataset, "clips": len(clips), "shards": len(shards)}))
 
 
@@ -48,6 +53,21 @@ def cmd_assemble(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     stages.run_assemble(config, args.dataset, args.plan.stem, read_clip_table(args.plan), args.asr, args.audio,
                         args.visual, args.out, args.status)
+
+
+def cmd_mmsa_import(args: argparse.Namespace) -> None:
+    from kebr.ingest import read_clip_table
+    from kebr.mmsa import import_shard
+
+    import_shard(read_clip_table(args.plan), args.arrays, args.asr, args.audio, args.visual)
+
+
+def cmd_export_mmsa(args: argparse.Namespace) -> None:
+    from kebr.experiments import shard_paths
+    from kebr.mmsa import export_mmsa
+
+    counts = export_mmsa(shard_paths(load_config(args.config), args.dataset), args.out, device=args.device)
+    print(json.dumps({"out": str(args.out), **counts}))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -136,6 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", required=True, type=Path)
     p.add_argument("--status", required=True, type=Path)
     p.set_defaults(func=cmd_assemble)
+
+    p = sub.add_parser("mmsa-import", help="an mmsa_pickle shard's gold text and features as the stage outputs")
+    p.add_argument("--plan", required=True, type=Path, help="the shard's plan TSV")
+    p.add_argument("--arrays", required=True, type=Path, help="the shard's arrays (plan/<shard>.mmsa.h5)")
+    for name in ("asr", "audio", "visual"):
+        p.add_argument(f"--{name}", required=True, type=Path, help=f"the {name} stage output to write")
+    p.set_defaults(func=cmd_mmsa_import)
+
+    p = sub.add_parser("export-mmsa", help="a dataset's labelled shards as an MMSA feature pickle")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True, type=Path, help="the pickle to write (e.g. unaligned.pkl)")
+    p.add_argument("--device", default="cpu", help="where the LM computes the `text` features")
+    p.set_defaults(func=cmd_export_mmsa)
 
     p = sub.add_parser("report", help="clips.tsv: every planned clip with status and reason")
     p.add_argument("--plan-dir", required=True, type=Path)

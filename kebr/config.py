@@ -41,9 +41,13 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         lines = [f"  {'/'.join(map(str, e.path)) or '<top>'}: {e.message}" for e in errors]
         raise ValueError("invalid config:\n" + "\n".join(lines))
     for name, dataset in config["datasets"].items():
-        key = "manifest" if dataset["layout"] == "manifest" else "root"
+        key = {"manifest": "manifest", "mmsa_pickle": "pickle"}.get(dataset["layout"], "root")
         if key not in dataset:
             raise ValueError(f"invalid config:\n  datasets/{name}: layout {dataset['layout']} needs `{key}`")
+        if dataset["layout"] == "mmsa_pickle" and not dataset["trust_pickle"]:
+            from kebr.mmsa import untrusted_pickle_message
+
+            raise ValueError(f"invalid config:\n  datasets/{name}: {untrusted_pickle_message(dataset['pickle'])}")
     return config
 
 
@@ -79,14 +83,23 @@ def write_resolved_config(config: dict[str, Any], path: str | Path) -> Path:
 # read another key must list it here, or edits of that key will go unnoticed.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "plan": ("seed", "shard_size", "split", "dataset.layout", "dataset.root", "dataset.manifest",
-             "dataset.subsets", "dataset.meta"),
+             "dataset.subsets", "dataset.meta", "dataset.pickle"),
     "asr": ("asr",),
     "audio": ("audio",),
     "visual": ("visual",),
+    # An mmsa_pickle dataset's features come from its plan (the pickle's arrays), no config key.
+    "mmsa_import": (),
     "assemble": ("seed", "language", "text", "audio.max_frames", "visual.max_frames"),
 }
-# The stages whose outputs make up a shard, in DAG order.
+# The stages whose outputs make up a shard, in DAG order; an mmsa_pickle dataset imports its
+# transcripts and features (kebr/mmsa.py) instead of extracting them.
 FEATURE_STAGES = ("plan", "asr", "audio", "visual", "assemble")
+IMPORT_STAGES = ("plan", "mmsa_import", "assemble")
+
+
+def feature_stages(config: dict[str, Any], dataset: str) -> tuple[str, ...]:
+    """The stages that make one dataset's shards."""
+    return IMPORT_STAGES if config["datasets"][dataset]["layout"] == "mmsa_pickle" else FEATURE_STAGES
 
 
 def _lookup(config: dict[str, Any], dotted: str, dataset: str | None) -> Any:
@@ -119,4 +132,4 @@ def stage_fingerprint(config: dict[str, Any], stage: str, dataset: str | None = 
 
 def features_fingerprint(config: dict[str, Any], dataset: str) -> str:
     """The fingerprint a dataset's shards carry: every feature stage's keys, combined."""
-    return fingerprint([stage_fingerprint(config, stage, dataset) for stage in FEATURE_STAGES])
+    return fingerprint([stage_fingerprint(config, stage, dataset) for stage in feature_stages(config, dataset)])

@@ -1,6 +1,7 @@
 """Corpus layouts -> one plan of every clip, with its split and shard.
 
-Layouts (spec/DATA.md): ``voxceleb1``, ``voxceleb2``, ``mmsa_raw`` (MOSI/MOSEI) and ``manifest``.
+Layouts (spec/DATA.md): ``voxceleb1``, ``voxceleb2``, ``mmsa_raw`` (MOSI/MOSEI), ``manifest`` and
+``mmsa_pickle`` (MMSA's processed feature pickles; the reader lives in kebr/mmsa.py).
 Clip ids are the corpus's own relative names (``id00012/21Uxsk56VDQ/00001`` for VoxCeleb,
 ``<video_id>/<clip_id>`` for MMSA), so an id points back at the file it came from.
 
@@ -147,6 +148,10 @@ def read_layout(dataset: dict[str, Any]) -> Iterator[dict[str, Any]]:
         return read_mmsa_raw(Path(dataset["root"]))
     if layout == "manifest":
         return read_manifest(Path(dataset["manifest"]))
+    if layout == "mmsa_pickle":
+        from kebr.mmsa import read_mmsa_pickle
+
+        return read_mmsa_pickle(Path(dataset["pickle"]), trusted=dataset.get("trust_pickle", False))
     raise ValueError(f"unknown layout {layout!r}")
 
 

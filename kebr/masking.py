@@ -76,15 +76,24 @@ def load_vader_lexicon(path: str | Path | None = None) -> dict[str, float]:
     """token -> VADER mean in [-4, 4], keys exactly as in the file (e.g. ":D", "lol").
 
     Lines are ``token<TAB>mean<TAB>std<TAB>ratings``. A few tokens occur twice ("lol", "ok", "xd"):
-    the later line wins, as in vaderSentiment's own loader. Default: the file the package ships.
+    the later line wins, as in vaderSentiment's own loader. Default (config ``text.lexicon: null``):
+    the file the vaderSentiment package ships; the reference ships its own ``vader_lexicon.txt``,
+    which differs in a few entries (spec section 10), and any file in this format can be given.
     """
     path = Path(path) if path is not None else _package_path("vaderSentiment", "vader_lexicon.txt")
+    if not path.is_file():
+        raise FileNotFoundError(f"VADER lexicon not found: {path}")
     lexicon: dict[str, float] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        token, mean = line.strip("\r\n").split("\t")[:2]
-        lexicon[token] = float(mean)
+        fields = line.strip("\r\n").split("\t")
+        try:
+            lexicon[fields[0]] = float(fields[1])
+        except (IndexError, ValueError):
+            raise ValueError(f"{path}:{number}: expected token<TAB>mean<TAB>std<TAB>ratings, got {line!r}") from None
+    if not lexicon:
+        raise ValueError(f"{path}: no lexicon entries")
     return lexicon
 
 

@@ -29,7 +29,11 @@ class Predictor:
         marker = run_dir / "feature_config.json"
         if not marker.exists():
             raise FileNotFoundError(f"{run_dir} is not a finished fine-tuning run (no feature_config.json)")
-        self.config = validate_config({**json.loads(marker.read_text()), "datasets": {}})
+        feature_config = json.loads(marker.read_text())
+        if "mmsa_pickle" in feature_config:  # kebr/mmsa.py: features someone else computed
+            raise ValueError(f"{run_dir} was fine-tuned on the features of the MMSA pickle "
+                             f"{feature_config['mmsa_pickle']['path']}, which kebr cannot compute for new videos")
+        self.config = validate_config({**feature_config, "datasets": {}})
         self.config["asr"]["use_gold_text"] = False
         state = (run_dir / "best").resolve()
         model_config, _ = read_configs(state)

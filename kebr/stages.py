@@ -62,7 +62,8 @@ def make_audio_extractor(config: dict[str, Any]) -> Any:
 
     a = config["audio"]
     return AudioFeatureExtractor(feature_sets=a["feature_sets"], sample_rate=a["sample_rate"],
-                                 hop_length=a["hop_length"], max_frames=a["max_frames"])
+                                 hop_length=a["hop_length"], max_frames=a["max_frames"],
+                                 resample_via=a["resample_via"])
 
 
 def make_visual_extractor(config: dict[str, Any]) -> Any:
@@ -71,6 +72,15 @@ def make_visual_extractor(config: dict[str, Any]) -> Any:
     v = config["visual"]
     return make_visual_extractor(v["backend"], fps=v["fps"], max_frames=v["max_frames"],
                                  require_face=v["require_face"], openface_dir=v["openface_dir"])
+
+
+def make_masker(config: dict[str, Any], tokenizer: Any) -> Any:
+    from kebr.masking import SentimentMasker, load_vader_lexicon
+
+    text = config["text"]
+    return SentimentMasker(tokenizer, lexicon=load_vader_lexicon(text["lexicon"]), max_length=text["max_length"],
+                           window_before=text["window_before"], window_after=text["window_after"],
+                           seed=config["seed"])
 
 
 def run_asr(config: dict[str, Any], clips: list[Clip], out: Path) -> None:
@@ -129,13 +139,12 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
                  audio_path: Path, visual_path: Path, out_shard: Path, out_status: Path) -> None:
     from kebr.config import features_fingerprint
     from kebr.language import english_filter
-    from kebr.masking import SentimentMasker, load_tokenizer
+    from kebr.masking import load_tokenizer
     from kebr.shards import ShardRow, write_shard
 
     text, lang = config["text"], config["language"]
     tokenizer = load_tokenizer(text["model"])
-    masker = SentimentMasker(tokenizer, max_length=text["max_length"], window_before=text["window_before"],
-                             window_after=text["window_after"], seed=config["seed"])
+    masker = make_masker(config, tokenizer)
     from kebr.asr import Transcript
 
     _, transcripts = read_stage_output(asr_path)
@@ -174,8 +183,12 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
         status.append({"clip_id": clip.clip_id, "status": "ok", "reason": "", "shard": shard})
 
     feature_config = {k: config[k] for k in ("seed", "asr", "language", "text", "audio", "visual")}
+    if "mmsa_pickle" in audio_meta:  # imported features (kebr/mmsa.py): their source, not our extractors
+        feature_config["mmsa_pickle"] = audio_meta["mmsa_pickle"]
+    # An imported stream keeps its own frame count (an MMSA pickle's T); extracted ones the config's.
     write_shard(out_shard, rows, audio_columns=audio_meta["columns"], visual_columns=visual_meta["columns"],
-                audio_frames=config["audio"]["max_frames"], visual_frames=config["visual"]["max_frames"],
+                audio_frames=audio_meta.get("max_frames", config["audio"]["max_frames"]),
+                visual_frames=visual_meta.get("max_frames", config["visual"]["max_frames"]),
                 text_length=text["max_length"], tokenizer=tokenizer,
                 attrs={"dataset": dataset, "shard": shard, "kebr_version": kebr.__version__,
                        "fingerprint": features_fingerprint(config, dataset),

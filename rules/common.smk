@@ -3,6 +3,10 @@ from kebr.experiments import finetune_run_dir, pretrain_variant, recipe, table_r
 
 RESULTS = config["results"]
 DATASETS = list(config["datasets"])
+# An mmsa_pickle dataset brings its transcripts and features (kebr/mmsa.py): rule mmsa_import makes
+# its stage outputs in place of asr, audio_features and visual_features.
+PICKLED = [d for d in DATASETS if config["datasets"][d]["layout"] == "mmsa_pickle"]
+EXTRACTED = [d for d in DATASETS if d not in PICKLED]
 # The CLI jobs read the validated config, --config overrides included, from this file.
 CONFIG = str(write_resolved_config(config, f"{RESULTS}/config.resolved.yaml"))
 
@@ -12,6 +16,11 @@ wildcard_constraints:
     shard=r"\d+",
 
 
+def one_of(names):
+    """A wildcard pattern matching exactly these names (none: nothing)."""
+    return "|".join(names) or "(?!)"
+
+
 def demo_inputs(wildcards):
     """A demo dataset is written by the demo_corpus rule before it is planned."""
     return (
@@ -19,6 +28,18 @@ def demo_inputs(wildcards):
         if config["datasets"][wildcards.dataset]["demo"]
         else []
     )
+
+
+def mmsa_pickle_input(wildcards):
+    """The pickle an mmsa_pickle dataset is planned (and imported) from."""
+    dataset = config["datasets"][wildcards.dataset]
+    return [dataset["pickle"]] if dataset["layout"] == "mmsa_pickle" else []
+
+
+def plan_mem_mb(wildcards, input):
+    """A plan holds its dataset's clip list; an mmsa_pickle plan holds the whole unpickled file, which
+    takes about its size in memory (bench/mmsa.py)."""
+    return 4000 + round(1.2 * input.size_mb)
 
 
 def shards_of(dataset):

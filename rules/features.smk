@@ -20,6 +20,7 @@ rule demo_corpus:
 checkpoint plan:
     input:
         demo_inputs,
+        mmsa_pickle_input,
     output:
         directory(f"{RESULTS}/{{dataset}}/plan"),
     log:
@@ -29,7 +30,7 @@ checkpoint plan:
     conda:
         "../envs/kebr.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=plan_mem_mb,
         runtime=60,
     params:
         config=CONFIG,
@@ -46,6 +47,8 @@ rule asr:
         f"{RESULTS}/logs/{{dataset}}/asr/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/asr/{{shard}}.tsv"
+    wildcard_constraints:
+        dataset=one_of(EXTRACTED),
     conda:
         "../envs/kebr.yaml"
     threads: 2
@@ -68,6 +71,8 @@ rule audio_features:
         f"{RESULTS}/logs/{{dataset}}/audio/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/audio/{{shard}}.tsv"
+    wildcard_constraints:
+        dataset=one_of(EXTRACTED),
     conda:
         "../envs/kebr.yaml"
     threads: 1
@@ -89,6 +94,8 @@ rule visual_features:
         f"{RESULTS}/logs/{{dataset}}/visual/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/visual/{{shard}}.tsv"
+    wildcard_constraints:
+        dataset=one_of(EXTRACTED),
     conda:
         "../envs/kebr.yaml"
     threads: 1
@@ -99,6 +106,31 @@ rule visual_features:
         config=CONFIG,
     shell:
         "python -m kebr visual --config {params.config} --plan {input.plan} --out {output} > {log} 2>&1"
+
+
+rule mmsa_import:
+    input:
+        plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
+        arrays=f"{RESULTS}/{{dataset}}/plan/{{shard}}.mmsa.h5",
+    output:
+        asr=temp(f"{RESULTS}/{{dataset}}/asr/{{shard}}.jsonl"),
+        audio=temp(f"{RESULTS}/{{dataset}}/audio/{{shard}}.jsonl"),
+        visual=temp(f"{RESULTS}/{{dataset}}/visual/{{shard}}.jsonl"),
+    log:
+        f"{RESULTS}/logs/{{dataset}}/mmsa_import/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/mmsa_import/{{shard}}.tsv"
+    wildcard_constraints:
+        dataset=one_of(PICKLED),
+    conda:
+        "../envs/kebr.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "python -m kebr mmsa-import --plan {input.plan} --arrays {input.arrays}"
+        " --asr {output.asr} --audio {output.audio} --visual {output.visual} > {log} 2>&1"
 
 
 rule assemble_shard:

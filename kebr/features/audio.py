@@ -15,6 +15,14 @@ linearly interpolated, column by column, at the first set's frame-centre times (
 values outside its own time range). So ``["librosa33", "egemaps"]`` gives 23.2 ms rows of 58
 columns, and ``["egemaps", "librosa33"]`` gives 10 ms rows.
 
+``resample_via`` (config ``audio.resample_via``, default off) reproduces how the reference got its
+MOSI/MOSEI audio: ``librosa.load`` of the corpora's released 16 kHz WAVs at 22,050 Hz. The clip is
+decoded at that rate (FFmpeg's resampler, through PyAV), rounded to 16-bit PCM as a WAV stores it,
+then resampled to ``sample_rate`` with ``librosa.resample(res_type="soxr_hq")``, what ``librosa.load``
+does since librosa 0.10 (older versions used resampy; which one the reference ran is not known). With
+16000 nothing above 8 kHz survives, as in the reference; decoding straight at 22,050 Hz keeps content
+up to 11 kHz, which moves the MFCCs and the ZCR.
+
 Every set is computed on the whole waveform and only then truncated to ``max_frames``: chroma_cqt
 estimates the tuning from the whole signal, so cropping the waveform first would change the values
 the reference computes. ``max_frames`` counts rows of the first set (400 eGeMAPS rows are 4 s).
@@ -118,6 +126,7 @@ class AudioFeatureExtractor:
         sample_rate: int = 22050,
         hop_length: int = 512,
         max_frames: int = 400,
+        resample_via: int | None = None,
     ) -> None:
         unknown = [name for name in feature_sets if name not in FEATURE_SETS]
         if not feature_sets or unknown or len(set(feature_sets)) != len(feature_sets):
@@ -128,6 +137,7 @@ class AudioFeatureExtractor:
         self.sample_rate = sample_rate
         self.hop_length = hop_length
         self.max_frames = max_frames
+        self.resample_via = resample_via
         # Building the openSMILE pipeline parses its config; do it once per extractor, not per clip.
         self._smile = (
             opensmile.Smile(
@@ -156,7 +166,17 @@ class AudioFeatureExtractor:
 
     def extract(self, clip: Clip) -> np.ndarray:
         """Decode the clip's audio once, at ``sample_rate`` mono, and compute its features."""
-        return self.from_waveform(load_audio(clip.media, self.sample_rate))
+        return self.from_waveform(self.load_waveform(clip))
+
+    def load_waveform(self, clip: Clip) -> np.ndarray:
+        """The clip's audio at ``sample_rate`` mono float32, through ``resample_via`` when set."""
+        if self.resample_via is None:
+            return load_audio(clip.media, self.sample_rate)
+        y = load_audio(clip.media, self.resample_via)
+        # A 16-bit WAV holds round(x * 32768) clipped to int16; librosa.load reads it back / 32768.
+        pcm16 = np.clip(np.round(y * 32768.0), -32768, 32767) / 32768.0
+        return librosa.resample(pcm16.astype(np.float32), orig_sr=self.resample_via, target_sr=self.sample_rate,
+                                res_type="soxr_hq")
 
     def from_waveform(self, waveform: np.ndarray) -> np.ndarray:
         """Mono float32 samples at ``sample_rate`` -> (T, d) float32, T <= ``max_frames``."""

@@ -55,6 +55,12 @@ def build_finetune_model(model_config: KEBRConfig, pretrained: str | Path | None
     if pretrained is not None:
         stored, _ = read_configs(Path(pretrained))
         ours = model_config.to_dict()
+        widths, pretrained_widths = (ours["d_audio"], ours["d_video"]), (stored["d_audio"], stored["d_video"])
+        if widths != pretrained_widths:  # e.g. an MMSA pickle's features after VoxCeleb's librosa/OpenFace ones
+            raise ValueError(
+                f"{pretrained} was pretrained on features of width audio {pretrained_widths[0]}, visual "
+                f"{pretrained_widths[1]}, but these shards have audio {widths[0]}, visual {widths[1]}: fine-tune "
+                "on features extracted like the pretraining corpus's, or without pretraining (variant no_pretrain)")
         differ = sorted(k for k in ours.keys() | stored.keys()
                         if k not in STAGE_SPECIFIC and ours.get(k) != stored.get(k))
         if differ:

@@ -1,0 +1,120 @@
+"""The data-side parity switches (issue 8): the reference's VADER lexicon file and MOSI/MOSEI audio
+resampled through 16 kHz, each a config key that the stages read and that their fingerprints follow."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import soundfile
+
+from kebr.clips import Clip
+from kebr.config import features_fingerprint, stage_fingerprint, validate_config
+from kebr.features.audio import librosa33
+from kebr.masking import _package_path, load_tokenizer, load_vader_lexicon
+from kebr.media import load_audio, write_clip
+from kebr.stages import make_audio_extractor, make_masker
+from kebr.tts import synthesize
+
+SR = 22050
+
+
+@pytest.fixture(scope="module")
+def reference_lexicon(tmp_path_factory):
+    """vaderSentiment's file with the reference's differences (spec section 10): badass -0.6 instead
+    of +1.4, and no heart, hearts, flawed."""
+    shipped = _package_path("vaderSentiment", "vader_lexicon.txt").read_text(encoding="utf-8").splitlines()
+    lines = []
+    for line in shipped:
+        token = line.split("\t")[0]
+        if token in ("heart", "hearts", "flawed"):
+            continue
+        lines.append("badass\t-0.6\t1.2\t[0, -1, -1, 0, -1, -1, 0, -1, -1, 0]" if token == "badass" else line)
+    path = tmp_path_factory.mktemp("lexicon") / "vader_lexicon.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_lexicon_key_picks_the_masked_word_and_label(reference_lexicon):
+    tokenizer = load_tokenizer("bundled")
+    shipped = make_masker(validate_config({}), tokenizer)
+    reference = make_masker(validate_config({"text": {"lexicon": str(reference_lexicon)}}), tokenizer)
+    assert shipped("what a badass movie", "c").label == 1.05  # 1.4 x 0.75
+    assert reference("what a badass movie", "c").label == -0.45  # -0.6 x 0.75
+    text = "the plot was flawed but my heart was in it"
+    a, b = shipped(text, "c"), reference(text, "c")
+    assert (a.word, a.label) == ("heart", 2.4)
+    assert b.no_sentiment_word and b.label == 0.0  # neither word exists in the reference's file
+    assert len(load_vader_lexicon(reference_lexicon)) == len(load_vader_lexicon()) - 3
+
+
+def test_bad_lexicon_file_names_file_and_line(tmp_path):
+    bad = tmp_path / "lex.txt"
+    bad.write_text("good\t1.9\t0.9\t[2]\nbad line without tabs\n")
+    with pytest.raises(ValueError, match=r"lex.txt:2: expected token<TAB>mean"):
+        load_vader_lexicon(bad)
+    with pytest.raises(FileNotFoundError, match="VADER lexicon not found"):
+        make_masker(validate_config({"text": {"lexicon": str(tmp_path / "absent.txt")}}), load_tokenizer("bundled"))
+
+
+def band_energy(y: np.ndarray, low_hz: float) -> float:
+    """Share of the waveform's energy above ``low_hz`` (at 22,050 Hz)."""
+    power = np.abs(np.fft.rfft(y)) ** 2
+    freqs = np.fft.rfftfreq(len(y), 1 / SR)
+    return float(power[freqs > low_hz].sum() / power.sum())
+
+
+@pytest.fixture(scope="module")
+def bright_clip(tmp_path_factory):
+    """Speech plus a 10 kHz tone, in an AAC track at 44.1 kHz (a MOSI video's audio rate)."""
+    speech, sr = synthesize("I really loved this movie, the acting was wonderful.")
+    speech = librosa.resample(speech, orig_sr=sr, target_sr=44100)
+    t = np.arange(len(speech)) / 44100
+    mixed = 0.6 * speech + 0.1 * np.sin(2 * np.pi * 10000 * t)
+    path = write_clip(tmp_path_factory.mktemp("audio") / "clip.mp4", None, 25, audio=mixed, sample_rate=44100)
+    return Clip("v/1", video=str(path))
+
+
+def test_resample_via_16k_is_librosa_load_of_a_16k_wav(bright_clip, tmp_path):
+    direct = make_audio_extractor(validate_config({}))
+    via = make_audio_extractor(validate_config({"audio": {"resample_via": 16000}}))
+    y_direct, y_via = direct.load_waveform(bright_clip), via.load_waveform(bright_clip)
+    # Straight at 22,050 Hz the 10 kHz tone is there; through 16 kHz nothing above 8 kHz survives.
+    assert band_energy(y_direct, 8100) > 0.02
+    assert band_energy(y_via, 8100) < 1e-7
+    # The reference: the clip as a 16 kHz 16-bit WAV, read back by librosa.load at 22,050 Hz.
+    wav = tmp_path / "clip.wav"
+    soundfile.write(wav, load_audio(bright_clip.video, 16000), 16000, subtype="PCM_16")
+    reference, _ = librosa.load(wav, sr=SR)
+    assert len(y_via) == len(reference)
+    assert np.abs(y_via - reference).max() < 1e-4  # 16-bit rounding: 1 LSB is 3e-5
+    features, expected, straight = via.extract(bright_clip), librosa33(reference), direct.extract(bright_clip)
+    # MFCCs (range +-700) within 1 of the reference's (the WAV's rounding moves the quietest frames),
+    # where decoding straight at 22,050 Hz is 78 away; chroma alike.
+    assert np.abs(features[:, 1:21] - expected[:, 1:21]).max() < 1.0 < 10 < np.abs(straight[:, 1:21] - expected[:, 1:21]).max()
+    assert np.abs(features[:, 21:] - expected[:, 21:]).max() < 1e-3
+    # The tone's zero crossings are gone: the ZCR drops from the tone's to speech's.
+    assert np.median(straight[:, 0]) > 0.3 and np.median(features[:, 0]) < 0.2
+
+
+def test_stage_fingerprints_follow_the_new_keys():
+    base = validate_config({"datasets": {
+        "mosi": {"layout": "mmsa_raw", "root": "/data/MOSI"},
+        "mosi_pkl": {"layout": "mmsa_pickle", "pickle": "/data/MOSI/aligned_50.pkl", "trust_pickle": True}}})
+
+    def edited(section: str, key: str, value: object) -> dict:
+        config = validate_config({**base, section: {**base[section], key: value}})
+        return config
+
+    lexicon = edited("text", "lexicon", "/ref/vader_lexicon.txt")
+    assert stage_fingerprint(lexicon, "assemble") != stage_fingerprint(base, "assemble")
+    assert stage_fingerprint(lexicon, "audio") == stage_fingerprint(base, "audio")
+    via = edited("audio", "resample_via", 16000)
+    assert stage_fingerprint(via, "audio") != stage_fingerprint(base, "audio")
+    assert stage_fingerprint(via, "assemble") == stage_fingerprint(base, "assemble")
+    # An imported dataset's shards do not depend on the audio extractor's settings; its pickle does.
+    assert features_fingerprint(via, "mosi") != features_fingerprint(base, "mosi")
+    assert features_fingerprint(via, "mosi_pkl") == features_fingerprint(base, "mosi_pkl")
+    moved = validate_config({**base, "datasets": {**base["datasets"], "mosi_pkl": {
+        **base["datasets"]["mosi_pkl"], "pickle": "/data/MOSI/unaligned_50.pkl"}}})
+    assert stage_fingerprint(moved, "plan", "mosi_pkl") != stage_fingerprint(base, "plan", "mosi_pkl")
