@@ -83,17 +83,16 @@ def test_resample_via_16k_is_librosa_load_of_a_16k_wav(bright_clip, tmp_path):
     assert band_energy(y_direct, 8100) > 0.02
     assert band_energy(y_via, 8100) < 1e-7
     # The reference: the clip as a 16 kHz 16-bit WAV, read back by librosa.load at 22,050 Hz.
+    pcm = np.clip(np.round(load_audio(bright_clip.video, 16000) * 32768), -32768, 32767).astype(np.int16)
     wav = tmp_path / "clip.wav"
-    soundfile.write(wav, load_audio(bright_clip.video, 16000), 16000, subtype="PCM_16")
+    soundfile.write(wav, pcm, 16000, subtype="PCM_16")
     reference, _ = librosa.load(wav, sr=SR)
-    assert len(y_via) == len(reference)
-    assert np.abs(y_via - reference).max() < 1e-4  # 16-bit rounding: 1 LSB is 3e-5
-    features, expected, straight = via.extract(bright_clip), librosa33(reference), direct.extract(bright_clip)
-    # MFCCs (range +-700) within 1 of the reference's (the WAV's rounding moves the quietest frames),
-    # where decoding straight at 22,050 Hz is 78 away; chroma alike.
-    assert np.abs(features[:, 1:21] - expected[:, 1:21]).max() < 1.0 < 10 < np.abs(straight[:, 1:21] - expected[:, 1:21]).max()
-    assert np.abs(features[:, 21:] - expected[:, 21:]).max() < 1e-3
-    # The tone's zero crossings are gone: the ZCR drops from the tone's to speech's.
+    np.testing.assert_array_equal(y_via, reference)
+    features, straight = via.extract(bright_clip), direct.extract(bright_clip)
+    np.testing.assert_array_equal(features, librosa33(reference))
+    # Decoding straight at 22,050 Hz moves the MFCCs by tens, and the tone's zero crossings dominate
+    # the ZCR; through 16 kHz the ZCR is speech's.
+    assert np.abs(straight[:, 1:21] - features[:, 1:21]).max() > 10
     assert np.median(straight[:, 0]) > 0.3 and np.median(features[:, 0]) < 0.2
 
 
