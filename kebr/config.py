@@ -1,59 +1,115 @@
 """Load config.yaml, validate it against the JSON schema and fill in every default.
 
-The same schema file is used by the Snakefile (``snakemake.utils.validate``) and by the CLI, so a
-key means the same thing on both paths.
+The same schema file is used by the Snakefile and by the CLI, so a key means the same thing on both
+paths. This module also names what each stage's outputs depend on (``STAGE_KEYS``, fingerprints) and
+writes the resolved config the workflow's jobs read (``write_resolved_config``).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import hashlib
+import json
+import os
+import uuid
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import hashlib
-import json
 
 import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(str(resources.files("kebr") / "schemas" / "config.schema.yaml"))
+# Per-dataset sections that override a top-level section for runs on that dataset.
+OVERRIDE_SECTIONS = ("pretrain", "finetune")
 
 
-def _with_defaults(validator_class: type) -> type:
-    """A validator that writes each property's schema default into the instance (jsonschema FAQ)."""
+def _with_defaults(validator_class: type, skip: set[int]) -> type:
+    """A validator that writes each property's schema default into the instance (jsonschema FAQ).
+
+    Objects whose ``id`` is in ``skip`` (a dataset's overrides) get no defaults: they hold only the
+    keys that differ, and a filled-in default would override the top-level value.
+    """
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):  # type: ignore[no-untyped-def]
-        for name, sub in properties.items():
-            if isinstance(instance, dict) and "default" in sub:
-                instance.setdefault(name, sub["default"])
+        if isinstance(instance, dict) and id(instance) not in skip:
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])  # never share the schema's objects
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _dicts_within(value: Any) -> list[int]:
+    if not isinstance(value, dict):
+        return []
+    return [id(value)] + [i for v in value.values() for i in _dicts_within(v)]
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate in place, fill defaults, and return the config; raises ``ValueError`` with the path."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    if not isinstance(config, dict):
+        raise ValueError(f"invalid config: expected a mapping of keys, got {type(config).__name__}")
+    schema = _schema()
+    datasets = config.get("datasets")
+    overrides = {i for d in (datasets.values() if isinstance(datasets, dict) else ()) if isinstance(d, dict)
+                 for section in OVERRIDE_SECTIONS for i in _dicts_within(d.get(section))}
+    validator = _with_defaults(jsonschema.Draft202012Validator, overrides)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
     if errors:
         lines = [f"  {'/'.join(map(str, e.path)) or '<top>'}: {e.message}" for e in errors]
         raise ValueError("invalid config:\n" + "\n".join(lines))
+    problems = []
     for name, dataset in config["datasets"].items():
         key = {"manifest": "manifest", "mmsa_pickle": "pickle"}.get(dataset["layout"], "root")
         if key not in dataset:
-            raise ValueError(f"invalid config:\n  datasets/{name}: layout {dataset['layout']} needs `{key}`")
-        if dataset["layout"] == "mmsa_pickle" and not dataset["trust_pickle"]:
+            problems.append(f"datasets/{name}: layout {dataset['layout']} needs `{key}`")
+        elif dataset["layout"] == "mmsa_pickle" and not dataset["trust_pickle"]:
             from kebr.mmsa import untrusted_pickle_message
 
-            raise ValueError(f"invalid config:\n  datasets/{name}: {untrusted_pickle_message(dataset['pickle'])}")
+            problems.append(f"datasets/{name}: {untrusted_pickle_message(dataset['pickle'])}")
+        source = dataset.get("pretrained_on")
+        if source is not None and source not in config["datasets"]:
+            problems.append(f"datasets/{name}/pretrained_on: {source!r} is not one of the datasets "
+                            f"{sorted(config['datasets'])}")
+    if problems:
+        raise ValueError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
     return config
 
 
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a syntax error is one line naming the file, line and column."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = ": ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise ValueError(f"{where}: YAML syntax error: {what}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: YAML error: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def check_yaml(path: str | Path) -> None:
+    """Raise the one-line syntax error of ``read_yaml`` if ``path`` exists and is not valid YAML."""
+    if Path(path).is_file():
+        read_yaml(path)
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
-    config = yaml.safe_load(Path(path).read_text()) or {}
-    return validate_config(config)
+    config = read_yaml(path)
+    return validate_config({} if config is None else config)
 
 
 def dataset_dir(config: dict[str, Any], dataset: str) -> Path:
@@ -63,16 +119,23 @@ def dataset_dir(config: dict[str, Any], dataset: str) -> Path:
     return Path(config["results"]) / dataset
 
 
-def write_resolved_config(config: dict[str, Any], path: str | Path) -> Path:
-    """Write the validated config (with Snakemake's --config overrides) for the CLI jobs to read.
+def write_resolved_config(config: dict[str, Any], results: str | Path) -> Path:
+    """Write the validated config (with Snakemake's --config overrides) for the workflow's jobs.
 
-    Rewritten only when it changed, so an unchanged config never looks new.
+    The file is ``<results>/config/<fingerprint>.yaml``: content-addressed, so each distinct config
+    has its own file, written once and never changed afterwards (a dry run or a second Snakemake
+    with an edited config writes another file and cannot change the one a running job reads). The
+    write goes through a uniquely named temporary file and a rename, so concurrent writers are safe.
     """
-    path = Path(path)
-    text = yaml.safe_dump(config, sort_keys=True)
-    if not path.exists() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    plain = json.loads(json.dumps(config))  # e.g. OrderedDicts of a JSON config -> plain dicts
+    text = yaml.safe_dump(plain, sort_keys=True)
+    path = Path(results) / "config" / f"{fingerprint(plain)}.yaml"
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 
