@@ -24,6 +24,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from kebr.ingest import plan_clips, write_plan
 
     config = load_config(args.config)
+    if args.dataset not in config["datasets"]:
+        raise ValueError(f"dataset {args.dataset!r} is not in the config's datasets {sorted(config['datasets'])}")
     dataset = config["datasets"][args.dataset]
     clips = plan_clips(dataset, seed=config["seed"], shard_size=config["shard_size"],
                        valid_fraction=config["split"]["valid_fraction"],

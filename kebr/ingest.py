@@ -5,6 +5,13 @@ Layouts (spec/DATA.md): ``voxceleb1``, ``voxceleb2``, ``mmsa_raw`` (MOSI/MOSEI),
 Clip ids are the corpus's own relative names (``id00012/21Uxsk56VDQ/00001`` for VoxCeleb,
 ``<video_id>/<clip_id>`` for MMSA), so an id points back at the file it came from.
 
+Every row is checked where it is read and an error names its file and line: empty clip ids,
+labels that are not finite numbers, missing columns (with the columns the file has), duplicate ids
+(both places). File names that are not UTF-8 (legal on Linux, common in old archives) are kept: the
+media path keeps the file's exact bytes (surrogate escapes, written to the plan TSV as they are), and
+the clip id and speaker, which go into UTF-8 outputs (clips.tsv, HDF5), spell each undecodable byte
+as ``\\xNN``.
+
 Splits are speaker-disjoint (VoxCeleb speakers, MOSI/MOSEI source videos): a corpus that ships
 splits is checked, one that does not gets a split per speaker drawn from a stable hash of
 (seed, speaker). Shards are consecutive runs of ``shard_size`` clips in clip-id order, so the same
@@ -25,6 +32,51 @@ from kebr.clips import Clip
 SPLITS = ("train", "valid", "test")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 MMSA_MODES = {"train": "train", "valid": "valid", "val": "valid", "dev": "valid", "test": "test"}
+
+
+def readable(name: str) -> str:
+    """``name`` with each undecodable byte of a non-UTF-8 file name (a surrogate escape) as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _text(value: str | None, where: str, column: str) -> str | None:
+    """A CSV text cell, or None when empty; a cell that is not UTF-8 is an error naming its place."""
+    if not value:
+        return None
+    if readable(value) != value:
+        raise ValueError(f"{where}: column {column!r} is not UTF-8 text: {readable(value)!r}")
+    return value
+
+
+def _label(value: str | None, where: str) -> float | None:
+    """A label cell: empty = unlabelled; anything else must be a finite number."""
+    value = (value or "").strip()
+    if value == "":
+        return None
+    try:
+        label = float(value)
+    except ValueError:
+        raise ValueError(f"{where}: label {value!r} is not a number") from None
+    if not math.isfinite(label):
+        raise ValueError(f"{where}: label {value!r} is not a finite number")
+    return label
+
+
+def _csv_rows(path: Path, required: set[str], any_of: set[str] = frozenset()) -> Iterator[tuple[str, dict[str, str]]]:
+    """(``file:line``, row) of a CSV: UTF-8 (a byte-order mark allowed; bytes that are not UTF-8 kept
+    as surrogate escapes). A missing column is an error naming the file, the column and the columns
+    the file has."""
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        reader.fieldnames = columns
+        missing = sorted(required - set(columns))
+        if any_of and not any_of & set(columns):
+            missing.append(" or ".join(sorted(any_of)))
+        if missing:
+            raise ValueError(f"{path}: missing column {', '.join(missing)}; its columns are {columns}")
+        for row in reader:
+            yield f"{path}:{reader.line_num}", row
 
 
 def stable_unit(*parts: object) -> float:
@@ -58,10 +110,11 @@ def read_voxceleb2(root: Path, subsets: Iterable[str]) -> Iterator[dict[str, Any
                     rel = video.relative_to(video_root).with_suffix("")
                     audio = audio_root / rel.with_suffix(".m4a")
                     yield {
-                        "clip_id": rel.as_posix(),
+                        "clip_id": readable(rel.as_posix()),
                         "video": str(video),
                         "audio": str(audio) if audio.is_file() else None,
-                        "speaker": speaker_dir.name,
+                        "speaker": readable(speaker_dir.name),
+                        "source": readable(str(video)),
                     }
 
 
@@ -74,7 +127,7 @@ def read_voxceleb1(root: Path, meta: Path | None) -> Iterator[dict[str, Any]]:
     meta = meta or root / "vox1_meta.csv"
     names: dict[str, str] = {}
     if meta.is_file():
-        with meta.open(newline="") as f:
+        with meta.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
             for row in csv.reader(f, delimiter="\t"):
                 if row and row[0].startswith("id1"):
                     names[row[0].strip()] = row[1].strip()
@@ -87,54 +140,76 @@ def read_voxceleb1(root: Path, meta: Path | None) -> Iterator[dict[str, Any]]:
             for wav in sorted(yt_dir.glob("*.wav")):
                 face_dir = faces_root / names.get(speaker_dir.name, "?") / "1.6" / yt_dir.name / str(int(wav.stem))
                 yield {
-                    "clip_id": wav.relative_to(wav_root).with_suffix("").as_posix(),
+                    "clip_id": readable(wav.relative_to(wav_root).with_suffix("").as_posix()),
                     "audio": str(wav),
                     "video": str(face_dir) if face_dir.is_dir() else None,
-                    "speaker": speaker_dir.name,
+                    "speaker": readable(speaker_dir.name),
+                    "source": readable(str(wav)),
                 }
 
 
 def read_mmsa_raw(root: Path) -> Iterator[dict[str, Any]]:
     """MMSA raw layout: ``label.csv`` and ``Raw/<video_id>/<clip_id>.mp4``; the source video is the speaker."""
-    with (root / "label.csv").open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            video_id, clip_id = row["video_id"].strip(), str(row["clip_id"]).strip()
-            folder = root / "Raw" / video_id
-            video = next((folder / f"{clip_id}{s}" for s in VIDEO_SUFFIXES if (folder / f"{clip_id}{s}").exists()),
-                         folder / f"{clip_id}.mp4")
-            mode = row.get("mode", "").strip().lower()
-            if mode not in MMSA_MODES:
-                raise ValueError(f"{root / 'label.csv'}: clip {video_id}/{clip_id} has unknown mode {mode!r}")
-            yield {
-                "clip_id": f"{video_id}/{clip_id}",
-                "video": str(video),
-                "text": row.get("text") or None,
-                "label": float(row["label"]) if row.get("label", "") != "" else None,
-                "split": MMSA_MODES[mode],
-                "speaker": video_id,
-            }
+    for where, row in _csv_rows(root / "label.csv", {"video_id", "clip_id", "mode"}):
+        video_id, clip_id = (row.get("video_id") or "").strip(), (row.get("clip_id") or "").strip()
+        if not video_id or not clip_id:
+            raise ValueError(f"{where}: empty video_id or clip_id")
+        folder = root / "Raw" / video_id
+        video = next((folder / f"{clip_id}{s}" for s in VIDEO_SUFFIXES if (folder / f"{clip_id}{s}").exists()),
+                     folder / f"{clip_id}.mp4")
+        mode = (row.get("mode") or "").strip().lower()
+        if mode not in MMSA_MODES:
+            raise ValueError(f"{where}: clip {video_id}/{clip_id} has unknown mode {mode!r}")
+        yield {
+            "clip_id": readable(f"{video_id}/{clip_id}"),
+            "video": str(video),
+            "text": _text(row.get("text"), where, "text"),
+            "label": _label(row.get("label"), where),
+            "split": MMSA_MODES[mode],
+            "speaker": readable(video_id),
+            "source": where,
+        }
 
 
 def read_manifest(path: Path) -> Iterator[dict[str, Any]]:
     """A CSV with clip_id and one of video/audio (text, label, split, speaker optional); paths
     relative to the manifest's folder."""
     base = path.parent
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"clip_id"} - set(reader.fieldnames or [])
-        if missing or not {"video", "audio"} & set(reader.fieldnames or []):
-            raise ValueError(f"{path}: a manifest needs clip_id and one of video/audio, got {reader.fieldnames}")
-        for row in reader:
-            media = {k: str(base / row[k]) if row.get(k) else None for k in ("video", "audio")}
-            split = (row.get("split") or "").strip().lower()
-            yield {
-                "clip_id": row["clip_id"].strip(),
-                **media,
-                "text": row.get("text") or None,
-                "label": float(row["label"]) if row.get("label") else None,
-                "split": MMSA_MODES.get(split, split) or None,
-                "speaker": (row.get("speaker") or "").strip() or row["clip_id"].strip(),
-            }
+    for where, row in _csv_rows(path, {"clip_id"}, any_of={"video", "audio"}):
+        clip_id = (row.get("clip_id") or "").strip()
+        if not clip_id:
+            raise ValueError(f"{where}: empty clip_id")
+        media = {k: str(base / row[k]) if row.get(k) else None for k in ("video", "audio")}
+        split = (row.get("split") or "").strip().lower()
+        yield {
+            "clip_id": readable(clip_id),
+            **media,
+            "text": _text(row.get("text"), where, "text"),
+            "label": _label(row.get("label"), where),
+            "split": MMSA_MODES.get(split, split) or None,
+            "speaker": readable((row.get("speaker") or "").strip() or clip_id),
+            "source": where,
+        }
+
+
+def check_sources(name: str, dataset: dict[str, Any]) -> None:
+    """Raise FileNotFoundError naming the dataset and the path when its corpus root, manifest or the
+    folders its layout reads are missing (the workflow calls this before it schedules any job)."""
+    layout = dataset["layout"]
+    if layout == "manifest":
+        needed = [("manifest", Path(dataset["manifest"]))]
+    else:
+        root = Path(dataset["root"])
+        needed = [("root", root)]
+        if layout == "voxceleb2":
+            needed += [(f"subset {s}", root / s / "mp4") for s in dataset.get("subsets", ["dev"])]
+        elif layout == "voxceleb1":
+            needed += [("wav folder", root / "wav")] + ([("meta", Path(dataset["meta"]))] if dataset.get("meta") else [])
+        elif layout == "mmsa_raw":
+            needed += [("label.csv", root / "label.csv")]
+    for what, path in needed:
+        if not path.exists():
+            raise FileNotFoundError(f"dataset {name!r} (layout {layout}): {what} {path} does not exist")
 
 
 def read_layout(dataset: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -162,7 +237,8 @@ def assign_splits(rows: list[dict[str, Any]], seed: int, valid_fraction: float, 
         if not row.get("split"):
             row["split"] = speaker_split(row["speaker"], seed, valid_fraction, test_fraction)
         if row["split"] not in SPLITS:
-            raise ValueError(f"clip {row['clip_id']}: unknown split {row['split']!r}")
+            raise ValueError(f"{row['source']}: clip {row['clip_id']}: unknown split {row['split']!r} "
+                             f"(one of {', '.join(SPLITS)}, or val/dev)")
         by_speaker[row["speaker"]].add(row["split"])
     leaks = {s: sorted(v) for s, v in by_speaker.items() if len(v) > 1}
     if leaks:
@@ -174,16 +250,25 @@ def plan_clips(dataset: dict[str, Any], seed: int, shard_size: int, valid_fracti
                test_fraction: float) -> list[Clip]:
     """Every clip of a dataset with split and shard, in clip-id order."""
     rows = list(read_layout(dataset))
-    ids = [r["clip_id"] for r in rows]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise ValueError(f"duplicate clip ids: {dup}")
+    check_unique_ids(rows)
     if not rows:
         raise ValueError("the dataset has no clips: check its root/manifest and layout")
     assign_splits(rows, seed, valid_fraction, test_fraction)
     rows.sort(key=lambda r: r["clip_id"])
     width = max(5, len(str(math.ceil(len(rows) / shard_size))))
-    return [Clip(**{**r, "shard": f"{i // shard_size:0{width}d}"}) for i, r in enumerate(rows)]
+    return [Clip(**{**{k: v for k, v in r.items() if k != "source"}, "shard": f"{i // shard_size:0{width}d}"})
+            for i, r in enumerate(rows)]
+
+
+def check_unique_ids(rows: list[dict[str, Any]]) -> None:
+    """Each clip id once; duplicates are reported with where each copy was read (linear time)."""
+    seen: dict[str, list[str]] = {}
+    for row in rows:
+        seen.setdefault(row["clip_id"], []).append(row["source"])
+    duplicates = {i: places for i, places in seen.items() if len(places) > 1}
+    if duplicates:
+        shown = "; ".join(f"{i!r} at {' and '.join(places)}" for i, places in sorted(duplicates.items())[:5])
+        raise ValueError(f"{len(duplicates)} duplicate clip ids: {shown}")
 
 
 PLAN_FIELDS = ["clip_id", "video", "audio", "text", "label", "split", "speaker", "shard"]
@@ -201,8 +286,9 @@ def write_plan(clips: list[Clip], out_dir: Path) -> list[str]:
 
 
 def write_clip_table(clips: list[Clip], path: Path) -> None:
+    """A plan TSV (atomically). Media paths keep the exact bytes of non-UTF-8 file names."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
+    with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         writer = csv.DictWriter(f, PLAN_FIELDS, delimiter="\t", lineterminator="\n")
         writer.writeheader()
         writer.writerows(c.to_row() for c in clips)
@@ -210,5 +296,5 @@ def write_clip_table(clips: list[Clip], path: Path) -> None:
 
 
 def read_clip_table(path: Path) -> list[Clip]:
-    with Path(path).open(newline="", encoding="utf-8") as f:
+    with Path(path).open(newline="", encoding="utf-8", errors="surrogateescape") as f:
         return [Clip.from_row(row) for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)]
