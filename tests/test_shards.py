@@ -1,6 +1,9 @@
 """Shard round trip: what write_shard stores is what ShardDataset gives back, padded and masked."""
 
 import json
+import shutil
+import subprocess
+import sys
 import time
 
 import h5py
@@ -89,3 +92,45 @@ def test_same_rows_give_a_byte_identical_shard(tmp_path, tokenizer):
     time.sleep(1.1)  # HDF5 stores modification times in seconds
     b = write(tmp_path / "b.h5", tokenizer, rows(tokenizer))
     assert a.read_bytes() == b.read_bytes()
+
+
+# Reads every row of the shards named on the command line in a random order (each shard is reopened
+# many times) with at most `max_open_files` open, and prints (clip id, first audio value, label) per row.
+READ_ALL = """
+import json, sys
+import numpy as np
+from kebr.shards import ShardDataset
+dataset = ShardDataset(sys.argv[2:], max_open_files=int(sys.argv[1]))
+rows = []
+for i in np.random.default_rng(0).permutation(len(dataset)).tolist():
+    item = dataset[i]
+    rows.append([dataset.clip_id(i), float(item["audio"][0, 0]), float(item["label"])])
+print(json.dumps(sorted(rows)))
+"""
+
+
+def test_any_number_of_shards_reads_under_a_small_open_file_limit(tmp_path, tokenizer):
+    """200 shards under `ulimit -n 64`: the LRU of open files reads every row with the right values;
+    keeping every shard open (the old behaviour) runs out of file descriptors."""
+    template = write(tmp_path / "template.h5", tokenizer, rows(tokenizer)[:2])
+    paths, expected = [], []
+    for s in range(200):  # copies of one shard, each given its own ids, labels and audio values
+        path = tmp_path / f"{s:05d}.h5"
+        shutil.copyfile(template, path)
+        ids, labels, audio = [f"s{s}/0", f"s{s}/1"], [s + 0.0, s + 0.5], [s * 10.0, s * 10.0 + 1]
+        with h5py.File(path, "r+") as f:
+            f["id"][:] = ids
+            f["label"][:] = labels
+            f["audio/features"][:, 0, 0] = audio
+        paths.append(str(path))
+        expected += [[i, a, pytest.approx(y)] for i, a, y in zip(ids, audio, labels)]
+
+    def read_all(max_open_files: int) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", 'ulimit -n 64 && exec "$@"', "bash", sys.executable, "-c", READ_ALL,
+                               str(max_open_files), *paths], capture_output=True, text=True)
+
+    result = read_all(32)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == sorted(expected, key=lambda r: r[0])
+    unbounded = read_all(1000)
+    assert unbounded.returncode != 0 and "Too many open files" in unbounded.stderr
