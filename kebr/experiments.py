@@ -14,16 +14,29 @@ Ablations (paper Table 4):
 - C5 ``none``: no pretraining, no TCMF, no MCC.
 The Fig. 4 sweep ``g<value>`` changes the MCC angle penalty of fine-tuning only; pretraining keeps
 its own g (the paper does not say it swept both).
+
+What a run depends on. ``training_fingerprint`` hashes the recipe keys that change what a run
+learns (not the seed list, device, loader workers or which states are kept); the workflow passes it
+as a rule param, so an edit reruns exactly the runs it changes. Training reads the shards its
+dataset's plan lists and refuses one built with other feature settings. Each run directory records
+what it was trained on (``trained_on.json``: shards, pretrained state, recipe); a run whose record
+differs starts over instead of resuming someone else's states.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
+import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
+
+from kebr.config import dataset_dir, features_fingerprint, fingerprint
+
+log = logging.getLogger("kebr")
 
 ABLATIONS = {
     "full": {},
@@ -57,8 +70,9 @@ def recipe(config: dict[str, Any], variant: str, dataset: str | None = None) -> 
     model = {**config["model"], **changes.get("model", {})}
     model["text_model"] = changes.get("text_model", config["text"]["model"])
     own = config["datasets"][dataset] if dataset else {}
-    pretrain = {**copy.deepcopy(config["pretrain"]), **own.get("pretrain", {})}
-    finetune = {**copy.deepcopy(config["finetune"]), **own.get("finetune", {})}
+    pretrain, finetune = ({**copy.deepcopy(config[stage]), **copy.deepcopy(own.get(stage, {})),
+                           "mcc": {**config[stage]["mcc"], **own.get(stage, {}).get("mcc", {})}}
+                          for stage in ("pretrain", "finetune"))
     pretrain["mcc"]["enabled"] &= changes.get("pretrain_mcc", True)
     finetune["mcc"]["enabled"] &= changes.get("finetune_mcc", True)
     if "finetune_g" in changes:
@@ -136,11 +150,103 @@ def canonical_variant(config: dict[str, Any], variant: str) -> str:
     return "full" if variant != "full" and recipe(config, variant) == recipe(config, "full") else variant
 
 
+# Recipe keys that do not change what a run learns: each seed is its own run (a wildcard), the
+# device and loader workers change speed only, and save_epochs only which states are kept.
+NON_RESULT_KEYS = frozenset({"seeds", "device", "num_workers", "save_epochs"})
+# Model keys only fine-tuning reads (pooling over tokens): editing them leaves pretraining valid.
+FINETUNE_ONLY_MODEL_KEYS = frozenset({"masked_mean"})
+
+
+def training_fingerprint(config: dict[str, Any], stage: str, variant: str, dataset: str) -> str:
+    """The fingerprint of what a ``stage`` ("pretrain" | "finetune") run of ``variant`` on ``dataset``
+    learns from the config: model, the stage's recipe without NON_RESULT_KEYS, and (pretraining) the
+    global seed. Its shards and pretrained state are the run's inputs, so they are not in it."""
+    if stage not in ("pretrain", "finetune"):
+        raise ValueError(f"unknown training stage {stage!r}")
+    full = recipe(config, variant, dataset)
+    skip = FINETUNE_ONLY_MODEL_KEYS if stage == "pretrain" else frozenset()
+    values = {"model": {k: v for k, v in full["model"].items() if k not in skip},
+              stage: {k: v for k, v in full[stage].items() if k not in NON_RESULT_KEYS}}
+    if stage == "pretrain":
+        values["seed"] = config["seed"]
+    return fingerprint(values)
+
+
 def shard_paths(config: dict[str, Any], dataset: str) -> list[Path]:
-    paths = sorted((Path(config["results"]) / dataset / "shards").glob("*.h5"))
-    if not paths:
-        raise ValueError(f"no shards for dataset {dataset!r}: run `snakemake features_{dataset}` first")
+    """The dataset's shards as its plan lists them (leftovers of an earlier plan are never read),
+    each checked to carry this config's ``features_fingerprint``."""
+    from kebr.shards import read_attrs
+
+    root = dataset_dir(config, dataset)
+    names = sorted(p.stem for p in (root / "plan").glob("*.tsv"))
+    if not names:
+        raise ValueError(f"no plan for dataset {dataset!r} in {root / 'plan'}: run `snakemake features_{dataset}` first")
+    expected = features_fingerprint(config, dataset)
+    paths = [root / "shards" / f"{name}.h5" for name in names]
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"shard {path} is missing: run `snakemake features_{dataset}` first")
+        found = read_attrs(path).get("fingerprint")
+        if found != expected:
+            raise ValueError(f"shard {path} was built with other feature settings (fingerprint {found}, this "
+                             f"config's {expected}): run `snakemake features_{dataset}` to rebuild it")
     return paths
+
+
+RUN_RECORD = "trained_on.json"
+# What a run writes into its directory besides its states (epoch-*, .tmp-*): cleared on a restart.
+RUN_FILES = ("last", "best", "log.csv", "tensorboard", "final.json", "metrics.json", "predictions.csv",
+             "feature_config.json", RUN_RECORD)
+
+
+def _file_identity(path: Path) -> list[Any]:
+    """Name, size and modification time: a rebuilt file (shard, pretrained state) looks different."""
+    stat = path.stat()
+    return [path.name, stat.st_size, stat.st_mtime_ns]
+
+
+def run_record(shards: list[Path], pretrained_state: Path | None, model: dict[str, Any],
+               settings: dict[str, Any]) -> dict[str, Any]:
+    """What a run is trained on: each shard (identity and feature fingerprint), the pretrained state's
+    weights, the model config and the training settings a resume may not change."""
+    from kebr.shards import read_attrs
+    from kebr.train.checkpoint import WEIGHTS
+
+    record = {"shards": [_file_identity(p) + [read_attrs(p).get("fingerprint")] for p in shards],
+              "pretrained": None if pretrained_state is None else _file_identity(pretrained_state / WEIGHTS),
+              "model": model, "settings": {k: v for k, v in settings.items() if k not in ("epochs", *NON_RESULT_KEYS)}}
+    return json.loads(json.dumps(record))  # as read back from disk: tuples become lists
+
+
+def _clear_run(out_dir: Path) -> None:
+    """Delete what a run wrote (nothing else). Tolerant of a second process (a DDP rank) doing the same."""
+    from kebr.train.checkpoint import PREFIX, TMP_PREFIX
+
+    for entry in out_dir.iterdir() if out_dir.is_dir() else ():
+        if entry.name.startswith((PREFIX, TMP_PREFIX)) or entry.name in RUN_FILES:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def prepare_run_dir(out_dir: Path, record: dict[str, Any], epochs: int) -> None:
+    """Keep ``out_dir``'s states for a resume only if they were trained on exactly ``record`` and
+    none is past ``epochs``; otherwise the run starts over. Then write the record."""
+    from kebr.train.checkpoint import saved_epochs
+
+    path = out_dir / RUN_RECORD
+    stored = json.loads(path.read_text()) if path.is_file() else None
+    states = saved_epochs(out_dir)
+    if stored != record or (states and states[-1] > epochs):
+        if states:
+            why = "its shards, pretrained state or recipe changed" if stored != record else f"it is past {epochs} epochs"
+            log.info("%s: starting over, not resuming (%s)", out_dir, why)
+        _clear_run(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # every DDP rank writes the same record
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 def model_config(config: dict[str, Any], variant: str, shards: list[Path], freeze_text: bool):
@@ -155,14 +261,17 @@ def model_config(config: dict[str, Any], variant: str, shards: list[Path], freez
 
 def run_pretraining(config: dict[str, Any], dataset: str, variant: str, out_dir: Path) -> Path:
     """Pretrain on ``dataset`` with a variant's recipe; writes ``out_dir/final.json`` naming the
-    final state and returns that state's directory."""
+    final state and returns that state's directory. Resumes a killed run of the same inputs; starts
+    over when the shards or the recipe changed since ``out_dir`` was trained."""
     from kebr.train import pretrain
 
     settings = recipe(config, variant, dataset)["pretrain"]
     shards = shard_paths(config, dataset)
+    kebr_config = model_config(config, variant, shards, settings["freeze_text"])
+    prepare_run_dir(out_dir, run_record(shards, None, kebr_config.to_dict(), {**settings, "seed": config["seed"]}),
+                    settings["epochs"])
     final = pretrain(
-        shards, out_dir, model_config=model_config(config, variant, shards, settings["freeze_text"]),
-        epochs=settings["epochs"],
+        shards, out_dir, model_config=kebr_config, epochs=settings["epochs"],
         batch_size=settings["batch_size"], lr=settings["lr"], mcc=settings["mcc"],
         save_epochs=settings["save_epochs"], seed=config["seed"], device=settings["device"],
         num_workers=settings["num_workers"], amp=settings["amp"], compile=settings["compile"])
@@ -180,24 +289,25 @@ def run_finetuning(config: dict[str, Any], dataset: str, pretrained: Path | None
     from kebr.train import finetune
     from kebr.train.checkpoint import link, prune
 
-    done_marker = out_dir / "feature_config.json"
-    if done_marker.exists():  # a finished run asked for again starts over: its pruned states cannot resume
-        shutil.rmtree(out_dir)
+    if (out_dir / "feature_config.json").exists():  # a finished run asked for again starts over: its pruned states cannot resume
+        _clear_run(out_dir)
     settings = recipe(config, variant, dataset)["finetune"]
     shards = shard_paths(config, dataset)
     state = None
     if pretrained is not None:
         state = pretrained / json.loads((pretrained / "final.json").read_text())["state"]
+    kebr_config = model_config(config, variant, shards, freeze_text=False)
+    prepare_run_dir(out_dir, run_record(shards, state, kebr_config.to_dict(), {**settings, "seed": seed}),
+                    settings["epochs"])
     metrics = finetune(
-        shards, out_dir, model_config=model_config(config, variant, shards, freeze_text=False), pretrained=state,
-        epochs=settings["epochs"],
+        shards, out_dir, model_config=kebr_config, pretrained=state, epochs=settings["epochs"],
         batch_size=settings["batch_size"], lr_backbone=settings["lr_backbone"], lr_head=settings["lr_head"],
         t_max=settings["t_max"], mcc=settings["mcc"], seed=seed, device=settings["device"],
         num_workers=settings["num_workers"], amp=settings["amp"])
     # A finished run needs only its best state (for `kebr predict`); the rest were for resuming.
     prune(out_dir, keep=[metrics["best_epoch"]])
     link(out_dir, "last", metrics["best_epoch"])
-    done_marker.write_text(read_attrs(shards[0])["feature_config"] + "\n")
+    (out_dir / "feature_config.json").write_text(read_attrs(shards[0])["feature_config"] + "\n")
     return metrics
 
 
