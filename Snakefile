@@ -2,21 +2,41 @@
 # Wiring only: every rule runs one `kebr` CLI command; the logic lives in the kebr package.
 
 
+import shlex
+import sys
+
 from snakemake.utils import min_version
 
-from kebr.config import validate_config
+from kebr.config import check_yaml, validate_config, write_resolved_config
 
 min_version("8.0")
+
+# A bad config is one message, not a traceback (Snakemake's own YAML error names no file or line).
+try:
+    check_yaml("config.yaml")
+except ValueError as error:
+    sys.exit(str(error))
 
 
 configfile: "config.yaml"
 
 
 # JSON schema kebr/schemas/config.schema.yaml: the same validation, defaults and checks as the CLI.
-validate_config(config)
+try:
+    validate_config(config)
+except ValueError as error:
+    sys.exit(str(error))
+# The jobs read the validated config (--config overrides included) from a content-addressed file,
+# results/config/<fingerprint>.yaml, written once and never changed. Its name changes with every
+# edit, so it reaches the jobs through the environment ($KEBR_CONFIG), not through params or the
+# shell text: Snakemake reruns a job when those change, and each rule's `fingerprint` param already
+# says which config keys its job reads.
+CONFIG = write_resolved_config(config, config["results"])
 
 # Every rule runs `python -m kebr ...`: this checkout's kebr, in a venv or a --use-conda env alike.
-shell.prefix(f"export PYTHONPATH={workflow.basedir}:$PYTHONPATH; ")
+shell.prefix(
+    f'export PYTHONPATH={shlex.quote(workflow.basedir)}:"$PYTHONPATH" KEBR_CONFIG={shlex.quote(str(CONFIG))}; '
+)
 
 
 include: "rules/common.smk"

@@ -196,8 +196,9 @@ def check_sources(name: str, dataset: dict[str, Any]) -> None:
     """Raise FileNotFoundError naming the dataset and the path when its corpus root, manifest or the
     folders its layout reads are missing (the workflow calls this before it schedules any job)."""
     layout = dataset["layout"]
-    if layout == "manifest":
-        needed = [("manifest", Path(dataset["manifest"]))]
+    if layout in ("manifest", "mmsa_pickle"):
+        key = "manifest" if layout == "manifest" else "pickle"
+        needed = [(key, Path(dataset[key]))]
     else:
         root = Path(dataset["root"])
         needed = [("root", root)]

@@ -1,5 +1,13 @@
-from kebr.config import write_resolved_config
-from kebr.experiments import finetune_run_dir, pretrain_variant, recipe, table_runs
+from kebr.config import fingerprint, stage_fingerprint
+from kebr.experiments import (
+    finetune_run_dir,
+    pretrain_variant,
+    recipe,
+    table_rows,
+    table_runs,
+    training_fingerprint,
+)
+from kebr.ingest import check_sources
 
 RESULTS = config["results"]
 DATASETS = list(config["datasets"])
@@ -7,8 +15,6 @@ DATASETS = list(config["datasets"])
 # its stage outputs in place of asr, audio_features and visual_features.
 PICKLED = [d for d in DATASETS if config["datasets"][d]["layout"] == "mmsa_pickle"]
 EXTRACTED = [d for d in DATASETS if d not in PICKLED]
-# The CLI jobs read the validated config, --config overrides included, from this file.
-CONFIG = str(write_resolved_config(config, f"{RESULTS}/config.resolved.yaml"))
 
 
 wildcard_constraints:
@@ -21,13 +27,20 @@ def one_of(names):
     return "|".join(names) or "(?!)"
 
 
-def demo_inputs(wildcards):
-    """A demo dataset is written by the demo_corpus rule before it is planned."""
-    return (
-        ["demo_data/README.txt"]
-        if config["datasets"][wildcards.dataset]["demo"]
-        else []
-    )
+def plan_inputs(wildcards):
+    """A demo dataset is written by the demo_corpus rule before it is planned; any other dataset's
+    root or manifest must exist now, so a wrong path fails before any job is scheduled (only for the
+    datasets the requested targets need)."""
+    dataset = config["datasets"][wildcards.dataset]
+    if dataset["demo"]:
+        return ["demo_data/README.txt"]
+    check_sources(wildcards.dataset, dataset)
+    return []
+
+
+def stage_params(stage):
+    """A rule's `fingerprint` param: the config keys its stage reads (kebr.config.STAGE_KEYS)."""
+    return lambda wildcards: stage_fingerprint(config, stage, wildcards.dataset)
 
 
 def mmsa_pickle_input(wildcards):
@@ -61,6 +74,21 @@ def pretrained_input(wildcards):
     if wildcards.pretrained == "none":
         return []
     return f"{RESULTS}/pretrain/{wildcards.pretrained}/{pretrain_variant(wildcards.variant)}/final.json"
+
+
+def training_params(stage):
+    """A training rule's `fingerprint` param: what its runs learn from the config (no seeds, device)."""
+    return lambda wildcards: training_fingerprint(
+        config,
+        stage,
+        wildcards.pvariant if stage == "pretrain" else wildcards.variant,
+        wildcards.dataset,
+    )
+
+
+def table_fingerprint(wildcards):
+    """The rows a table reads from the config (datasets, variants, paper numbers)."""
+    return fingerprint(table_rows(wildcards.table, config))
 
 
 def table_metrics(wildcards):

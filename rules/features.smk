@@ -1,4 +1,7 @@
 # Raw clips -> per-shard ASR, audio and visual features -> HDF5 shards + clips.tsv (issue: shards).
+# Each rule's `fingerprint` param hashes the config keys its stage reads, so an edit reruns exactly
+# the stages that read the edited key and what depends on them. The per-stage outputs are kept (not
+# temp): a rerun of one stage (and assemble) must not drag the other stages back.
 
 
 rule demo_corpus:
@@ -14,12 +17,12 @@ rule demo_corpus:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python -m kebr demo-corpus demo_data > {log} 2>&1"
+        "python -m kebr demo-corpus demo_data > {log:q} 2>&1"
 
 
 checkpoint plan:
     input:
-        demo_inputs,
+        plan_inputs,
         mmsa_pickle_input,
     output:
         directory(f"{RESULTS}/{{dataset}}/plan"),
@@ -33,16 +36,16 @@ checkpoint plan:
         mem_mb=plan_mem_mb,
         runtime=60,
     params:
-        config=CONFIG,
+        fingerprint=stage_params("plan"),
     shell:
-        "python -m kebr plan --config {params.config} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        'python -m kebr plan --config "$KEBR_CONFIG" --dataset {wildcards.dataset:q} --out {output:q} > {log:q} 2>&1'
 
 
 rule asr:
     input:
         plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
     output:
-        temp(f"{RESULTS}/{{dataset}}/asr/{{shard}}.jsonl"),
+        f"{RESULTS}/{{dataset}}/asr/{{shard}}.jsonl",
     log:
         f"{RESULTS}/logs/{{dataset}}/asr/{{shard}}.log",
     benchmark:
@@ -57,16 +60,16 @@ rule asr:
         runtime=240,
         gpu=1 if config["asr"]["device"] == "cuda" else 0,
     params:
-        config=CONFIG,
+        fingerprint=stage_params("asr"),
     shell:
-        "python -m kebr asr --config {params.config} --plan {input.plan} --out {output} > {log} 2>&1"
+        'python -m kebr asr --config "$KEBR_CONFIG" --plan {input.plan:q} --out {output:q} > {log:q} 2>&1'
 
 
 rule audio_features:
     input:
         plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
     output:
-        temp(f"{RESULTS}/{{dataset}}/audio/{{shard}}.jsonl"),
+        f"{RESULTS}/{{dataset}}/audio/{{shard}}.jsonl",
     log:
         f"{RESULTS}/logs/{{dataset}}/audio/{{shard}}.log",
     benchmark:
@@ -80,16 +83,16 @@ rule audio_features:
         mem_mb=3000,
         runtime=240,
     params:
-        config=CONFIG,
+        fingerprint=stage_params("audio"),
     shell:
-        "python -m kebr audio --config {params.config} --plan {input.plan} --out {output} > {log} 2>&1"
+        'python -m kebr audio --config "$KEBR_CONFIG" --plan {input.plan:q} --out {output:q} > {log:q} 2>&1'
 
 
 rule visual_features:
     input:
         plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
     output:
-        temp(f"{RESULTS}/{{dataset}}/visual/{{shard}}.jsonl"),
+        f"{RESULTS}/{{dataset}}/visual/{{shard}}.jsonl",
     log:
         f"{RESULTS}/logs/{{dataset}}/visual/{{shard}}.log",
     benchmark:
@@ -103,9 +106,9 @@ rule visual_features:
         mem_mb=3000,
         runtime=480,
     params:
-        config=CONFIG,
+        fingerprint=stage_params("visual"),
     shell:
-        "python -m kebr visual --config {params.config} --plan {input.plan} --out {output} > {log} 2>&1"
+        'python -m kebr visual --config "$KEBR_CONFIG" --plan {input.plan:q} --out {output:q} > {log:q} 2>&1'
 
 
 rule mmsa_import:
@@ -113,9 +116,9 @@ rule mmsa_import:
         plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
         arrays=f"{RESULTS}/{{dataset}}/plan/{{shard}}.mmsa.h5",
     output:
-        asr=temp(f"{RESULTS}/{{dataset}}/asr/{{shard}}.jsonl"),
-        audio=temp(f"{RESULTS}/{{dataset}}/audio/{{shard}}.jsonl"),
-        visual=temp(f"{RESULTS}/{{dataset}}/visual/{{shard}}.jsonl"),
+        asr=f"{RESULTS}/{{dataset}}/asr/{{shard}}.jsonl",
+        audio=f"{RESULTS}/{{dataset}}/audio/{{shard}}.jsonl",
+        visual=f"{RESULTS}/{{dataset}}/visual/{{shard}}.jsonl",
     log:
         f"{RESULTS}/logs/{{dataset}}/mmsa_import/{{shard}}.log",
     benchmark:
@@ -128,9 +131,11 @@ rule mmsa_import:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        fingerprint=stage_params("mmsa_import"),
     shell:
-        "python -m kebr mmsa-import --plan {input.plan} --arrays {input.arrays}"
-        " --asr {output.asr} --audio {output.audio} --visual {output.visual} > {log} 2>&1"
+        "python -m kebr mmsa-import --plan {input.plan:q} --arrays {input.arrays:q}"
+        " --asr {output.asr:q} --audio {output.audio:q} --visual {output.visual:q} > {log:q} 2>&1"
 
 
 rule assemble_shard:
@@ -152,11 +157,11 @@ rule assemble_shard:
         mem_mb=4000,
         runtime=30,
     params:
-        config=CONFIG,
+        fingerprint=stage_params("assemble"),
     shell:
-        "python -m kebr assemble --config {params.config} --dataset {wildcards.dataset} --plan {input.plan}"
-        " --asr {input.asr} --audio {input.audio} --visual {input.visual}"
-        " --out {output.shard} --status {output.status} > {log} 2>&1"
+        'python -m kebr assemble --config "$KEBR_CONFIG" --dataset {wildcards.dataset:q} --plan {input.plan:q}'
+        " --asr {input.asr:q} --audio {input.audio:q} --visual {input.visual:q}"
+        " --out {output.shard:q} --status {output.status:q} > {log:q} 2>&1"
 
 
 rule clips_report:
@@ -182,7 +187,7 @@ rule clips_report:
     params:
         status_dir=f"{RESULTS}/{{dataset}}/status",
     shell:
-        "python -m kebr report --plan-dir {input.plan} --status-dir {params.status_dir} --out {output} > {log} 2>&1"
+        "python -m kebr report --plan-dir {input.plan:q} --status-dir {params.status_dir:q} --out {output:q} > {log:q} 2>&1"
 
 
 for _dataset in DATASETS:

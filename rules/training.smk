@@ -1,4 +1,6 @@
 # HDF5 shards -> pretraining -> fine-tuning over seeds -> the paper's tables (issue: training).
+# A training rule's `fingerprint` param hashes what its runs learn from the config (not the seed list,
+# device or workers), so an edit reruns the runs it changes and new seeds run alone.
 # Runs live at results/pretrain/<dataset>/<variant>/ and
 # results/finetune/<dataset>/<pretraining dataset | none>/<variant>/seed<seed>/ (kebr/experiments.py).
 
@@ -20,11 +22,11 @@ rule pretrain:
         runtime=60 * 24 * 3,
         gpu=1 if config["pretrain"]["device"] == "cuda" else 0,
     params:
-        config=CONFIG,
+        fingerprint=training_params("pretrain"),
         run_dir=subpath(output[0], parent=True),
     shell:
-        "python -m kebr pretrain --config {params.config} --dataset {wildcards.dataset}"
-        " --variant {wildcards.pvariant} --out {params.run_dir} > {log} 2>&1"
+        'python -m kebr pretrain --config "$KEBR_CONFIG" --dataset {wildcards.dataset:q}'
+        " --variant {wildcards.pvariant:q} --out {params.run_dir:q} > {log:q} 2>&1"
 
 
 rule finetune:
@@ -46,15 +48,15 @@ rule finetune:
         runtime=60 * 12,
         gpu=1 if config["finetune"]["device"] == "cuda" else 0,
     params:
-        config=CONFIG,
+        fingerprint=training_params("finetune"),
         run_dir=subpath(output.metrics, parent=True),
         pretrained=lambda wc, input: (
             subpath(input.pretrained, parent=True) if input.pretrained else "none"
         ),
     shell:
-        "python -m kebr finetune --config {params.config} --dataset {wildcards.dataset}"
-        " --pretrained {params.pretrained} --variant {wildcards.variant} --seed {wildcards.seed}"
-        " --out {params.run_dir} > {log} 2>&1"
+        'python -m kebr finetune --config "$KEBR_CONFIG" --dataset {wildcards.dataset:q}'
+        " --pretrained {params.pretrained:q} --variant {wildcards.variant:q} --seed {wildcards.seed:q}"
+        " --out {params.run_dir:q} > {log:q} 2>&1"
 
 
 rule table:
@@ -73,10 +75,10 @@ rule table:
         mem_mb=1000,
         runtime=10,
     params:
-        config=CONFIG,
+        fingerprint=table_fingerprint,
     shell:
-        "python -m kebr table {wildcards.table} --config {params.config}"
-        " --out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+        'python -m kebr table {wildcards.table:q} --config "$KEBR_CONFIG"'
+        " --out-md {output.md:q} --out-csv {output.csv:q} > {log:q} 2>&1"
 
 
 for _table in ("table2", "table3", "table4", "gsweep", "demo"):

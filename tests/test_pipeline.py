@@ -90,7 +90,7 @@ def test_shard_holds_the_good_clip_with_real_values(run):
 
 def test_killed_stage_resumes_with_identical_output(run, corpus, tmp_path):
     plan = run / "plan" / "00000.tsv"
-    config = corpus / "out" / "config.resolved.yaml"
+    config = corpus / "config.yaml"
     cmd = [sys.executable, "-m", "kebr", "visual", "--config", str(config), "--plan", str(plan)]
     clean = tmp_path / "clean.jsonl"
     subprocess.run(cmd + ["--out", str(clean)], cwd=corpus, env=ENV, check=True, capture_output=True)

@@ -16,11 +16,24 @@ PAPER_CONFIG = """
 results: out
 text: {model: bert-large-uncased}
 datasets:
-  voxceleb1: {layout: voxceleb1, root: /data/VoxCeleb1}
-  voxceleb2: {layout: voxceleb2, root: /data/VoxCeleb2, subsets: [dev, test]}
-  mosi: {layout: mmsa_raw, root: /data/MOSI}
-  mosei: {layout: mmsa_raw, root: /data/MOSEI}
+  voxceleb1: {layout: voxceleb1, root: corpora/VoxCeleb1}
+  voxceleb2: {layout: voxceleb2, root: corpora/VoxCeleb2, subsets: [dev, test]}
+  mosi: {layout: mmsa_raw, root: corpora/MOSI}
+  mosei: {layout: mmsa_raw, root: corpora/MOSEI}
 """
+# What the workflow checks before it schedules anything: each corpus's root and its layout's folders.
+# Planning a table needs no clips, so empty corpora are enough for a dry run.
+PAPER_CORPORA = ["VoxCeleb1/wav/", "VoxCeleb2/dev/mp4/", "VoxCeleb2/test/mp4/", "MOSI/label.csv", "MOSEI/label.csv"]
+
+
+def empty_corpora(root: Path, entries: list[str]) -> None:
+    for entry in entries:
+        path = root / "corpora" / entry
+        if entry.endswith("/"):
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("video_id,clip_id,text,label,mode\n")
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -30,6 +43,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 def test_paper_tables_plan_from_raw_corpora(tmp_path):
     (tmp_path / "paper.yaml").write_text(PAPER_CONFIG)
+    empty_corpora(tmp_path, PAPER_CORPORA)
     result = subprocess.run(SNAKEMAKE + ["--configfile", "paper.yaml", "-n", "table2", "table3", "table4", "gsweep"],
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -47,6 +61,21 @@ def test_table_without_its_corpora_is_a_clear_error(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert "table2 needs datasets ['mosei', 'mosi', 'voxceleb1', 'voxceleb2']" in result.stdout + result.stderr
+
+
+def test_missing_corpus_fails_before_any_job_and_paths_are_quoted(tmp_path):
+    """A target whose corpus is missing fails while the DAG is built, naming the dataset and the path;
+    datasets the targets do not need are not checked. Every path reaches the shell quoted."""
+    (tmp_path / "paper.yaml").write_text(PAPER_CONFIG.replace("results: out", "results: out dir"))
+    empty_corpora(tmp_path, [e for e in PAPER_CORPORA if not e.startswith("MOSI/")])
+    result = subprocess.run(SNAKEMAKE + ["--configfile", "paper.yaml", "-n", "features_mosei", "features_mosi"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0 and "Job stats" not in result.stdout
+    assert "dataset 'mosi' (layout mmsa_raw): root corpora/MOSI does not exist" in result.stdout + result.stderr
+    result = subprocess.run(SNAKEMAKE + ["--configfile", "paper.yaml", "-n", "-p", "features_mosei"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--dataset mosei --out 'out dir/mosei/plan' > 'out dir/logs/mosei/plan.log'" in result.stdout
 
 
 def test_lint_clean():

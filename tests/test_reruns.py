@@ -1,0 +1,102 @@
+"""Config edits rerun exactly what they change, and training uses exactly what its plan and config say.
+
+The dry runs read a hard-linked copy of the session's small demo run (`demo_run`), so they see its
+Snakemake records and outputs without being able to change them."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kebr.config import load_config
+from kebr.experiments import run_pretraining
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+@pytest.fixture(scope="module")
+def demo(demo_run, tmp_path_factory):
+    copy = tmp_path_factory.mktemp("reruns") / "demo"
+    shutil.copytree(demo_run, copy, symlinks=True, copy_function=os.link)
+    return copy
+
+
+def planned(root: Path, edit: str) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n demo` plans with `edit` (YAML) merged over config.yaml."""
+    edit_file = root.parent / "edit.yaml"
+    edit_file.write_text(edit)
+    result = subprocess.run(SNAKEMAKE + ["-n", "demo", "--configfile", str(edit_file)], cwd=root, env=ENV,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if "Nothing to be done" in result.stdout + result.stderr:
+        return {}
+    stats = result.stdout.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+def test_edits_that_change_no_result_rerun_nothing(demo):
+    configs = sorted((demo / "out" / "config").iterdir())
+    stamps = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in configs]
+    assert planned(demo, "finetune: {num_workers: 3, device: cpu}\npretrain: {save_epochs: [2]}\n") == {}
+    # The dry run wrote its config beside the others and changed none of them.
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in configs] == stamps
+    assert len(list((demo / "out" / "config").iterdir())) == len(configs) + 1
+
+
+def test_a_visual_edit_reruns_visual_assemble_and_what_follows(demo):
+    # One shard per demo corpus; fine-tuning: 2 seeds x (full, no_pretrain).
+    assert planned(demo, "visual: {fps: 5.0}\n") == {
+        "visual_features": 2, "assemble_shard": 2, "clips_report": 2, "pretrain": 1, "finetune": 4, "table": 1,
+        "demo": 1, }
+
+
+def test_new_seeds_run_alone(demo):
+    assert planned(demo, "datasets: {demo_labelled: {finetune: {seeds: [0, 1, 2]}}}\n") == {
+        "finetune": 2, "table": 1, "demo": 1}
+
+
+def test_a_training_edit_reruns_no_feature_job(demo):
+    # Pretraining and the fine-tuning runs that start from it; no_pretrain's runs stay.
+    assert planned(demo, "datasets: {demo_unlabelled: {pretrain: {epochs: 3}}}\n") == {
+        "pretrain": 1, "finetune": 2, "table": 1, "demo": 1}
+
+
+def test_pretraining_resumes_only_the_inputs_it_was_trained_on(demo_run, tmp_path):
+    config = load_config(demo_run / "config.yaml")
+    config["results"] = str(tmp_path / "out")
+    config["datasets"]["demo_unlabelled"]["pretrain"]["epochs"] = 1
+    shards = tmp_path / "out" / "demo_unlabelled" / "shards"
+    for part in ("plan", "shards"):
+        shutil.copytree(demo_run / "out" / "demo_unlabelled" / part, tmp_path / "out" / "demo_unlabelled" / part)
+    shutil.copy(shards / "00000.h5", shards / "00001.h5")  # a leftover of an earlier plan: never read
+
+    run = tmp_path / "run"
+    assert run_pretraining(config, "demo_unlabelled", "full", run) == run / "epoch-0001"
+    record = json.loads((run / "trained_on.json").read_text())
+    assert [s[0] for s in record["shards"]] == ["00000.h5"]
+    weights = run / "epoch-0001" / "model.safetensors"
+    trained, stamp = load_file(weights), weights.stat().st_mtime_ns
+    # Asked again for the same inputs: the finished run stands, nothing retrains.
+    run_pretraining(config, "demo_unlabelled", "full", run)
+    assert weights.stat().st_mtime_ns == stamp
+    # Its shard rebuilt (here: rewritten with the same bytes): the run starts over instead of reporting
+    # the old model, and CPU training is deterministic, so it learns the same weights again.
+    os.replace(shutil.copy(shards / "00000.h5", shards / "rebuilt.tmp"), shards / "00000.h5")
+    run_pretraining(config, "demo_unlabelled", "full", run)
+    assert weights.stat().st_mtime_ns != stamp
+    again = load_file(weights)
+    assert again.keys() == trained.keys() and all(torch.equal(again[k], trained[k]) for k in trained)
+    assert len((run / "log.csv").read_text().splitlines()) == 2
+    # A config whose feature settings differ from the shards' is refused, naming the shard.
+    config["visual"]["fps"] = 5.0
+    with pytest.raises(ValueError, match=f"shard {shards / '00000.h5'} was built with other feature settings"):
+        run_pretraining(config, "demo_unlabelled", "full", run)
