@@ -42,8 +42,8 @@ def test_resolved_config_is_content_addressed_and_never_rewritten(tmp_path):
 
 
 def test_names_and_overrides_are_checked():
-    for name in ("a b;cmd", "../x", "x/y", "", "mosi-2"):
-        with pytest.raises(ValueError, match="does not match"):
+    for name in ("a b;cmd", "../x", "x/y", "", "mosi-2", "none", "pretrain", "logs"):
+        with pytest.raises(ValueError, match="does not match|should not be valid"):
             validate_config({"datasets": {name: {"layout": "manifest", "manifest": "m.csv"}}})
     with pytest.raises(ValueError, match="paper_datasets/mosi: 'a b' does not match"):
         validate_config({"paper_datasets": {"mosi": "a b"}})
