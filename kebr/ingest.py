@@ -5,7 +5,8 @@ Layouts (spec/DATA.md): ``voxceleb1``, ``voxceleb2``, ``mmsa_raw`` (MOSI/MOSEI),
 Clip ids are the corpus's own relative names (``id00012/21Uxsk56VDQ/00001`` for VoxCeleb,
 ``<video_id>/<clip_id>`` for MMSA), so an id points back at the file it came from.
 
-Every row is checked where it is read and an error names its file and line: empty clip ids,
+Every reader names where each row came from (``source``: ``file:line``, the media file, the pickle's
+split and index), and every row is checked, an error naming that place: empty clip ids,
 labels that are not finite numbers, missing columns (with the columns the file has), duplicate ids
 (both places). File names that are not UTF-8 (legal on Linux, common in old archives) are kept: the
 media path keeps the file's exact bytes (surrogate escapes, written to the plan TSV as they are), and
@@ -251,7 +252,7 @@ def plan_clips(dataset: dict[str, Any], seed: int, shard_size: int, valid_fracti
                test_fraction: float) -> list[Clip]:
     """Every clip of a dataset with split and shard, in clip-id order."""
     rows = list(read_layout(dataset))
-    check_unique_ids(rows)
+    check_rows(rows)
     if not rows:
         raise ValueError("the dataset has no clips: check its root/manifest and layout")
     assign_splits(rows, seed, valid_fraction, test_fraction)
@@ -259,6 +260,17 @@ def plan_clips(dataset: dict[str, Any], seed: int, shard_size: int, valid_fracti
     width = max(5, len(str(math.ceil(len(rows) / shard_size))))
     return [Clip(**{**{k: v for k, v in r.items() if k != "source"}, "shard": f"{i // shard_size:0{width}d}"})
             for i, r in enumerate(rows)]
+
+
+def check_rows(rows: list[dict[str, Any]]) -> None:
+    """What every layout's rows must satisfy, whatever reader made them (each row names its
+    ``source``, e.g. ``file:line``): a non-empty clip id, a finite label or none, unique ids."""
+    for row in rows:
+        if not row["clip_id"]:
+            raise ValueError(f"{row['source']}: empty clip id")
+        if row.get("label") is not None and not math.isfinite(row["label"]):
+            raise ValueError(f"{row['source']}: clip {row['clip_id']}: label {row['label']} is not a finite number")
+    check_unique_ids(rows)
 
 
 def check_unique_ids(rows: list[dict[str, Any]]) -> None:

@@ -173,10 +173,10 @@ def mmsa_id_of(clip_id: str, speaker: str) -> str:
 def read_mmsa_pickle(path: Path, trusted: bool) -> Iterator[dict[str, Any]]:
     """The ingest reader of layout ``mmsa_pickle``: one row per clip, its split the pickle's."""
     for split, part in load_pickle(path, trusted).items():
-        for mmsa_id, text, label in zip(part["id"], part["raw_text"], part["label"]):
+        for k, (mmsa_id, text, label) in enumerate(zip(part["id"], part["raw_text"], part["label"])):
             video, clip_id = clip_id_of(mmsa_id)
             yield {"clip_id": clip_id, "video": None, "audio": None, "text": text, "label": float(label),
-                   "split": split, "speaker": video}
+                   "split": split, "speaker": video, "source": f"{path} {split}[{k}]"}
 
 
 def sha256_of(path: str | Path) -> str:

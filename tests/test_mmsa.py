@@ -159,7 +159,7 @@ def test_pickle_becomes_shards_with_real_lengths_and_the_plans_only_load(run):
 def test_export_round_trips_the_pickle(run, tmp_path, monkeypatch):
     exported = tmp_path / "export.pkl"
     monkeypatch.chdir(run["root"])
-    kebr_main(["export-mmsa", "--config", "out/config.resolved.yaml", "--dataset", "mosi_pkl", "--out", str(exported)])
+    kebr_main(["export-mmsa", "--config", "config.yaml", "--dataset", "mosi_pkl", "--out", str(exported)])
     back = load_pickle(exported, trusted=True)  # our own reader: the layout it writes is the one it reads
     with exported.open("rb") as f:
         raw = pickle.load(f)
@@ -188,7 +188,7 @@ def test_export_round_trips_the_pickle(run, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def config(run):
-    config = load_config(run["root"] / "out" / "config.resolved.yaml")
+    config = load_config(run["root"] / "config.yaml")
     config["results"] = str(run["root"] / "out")
     return config
 
