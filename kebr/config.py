@@ -147,7 +147,7 @@ def write_resolved_config(config: dict[str, Any], results: str | Path) -> Path:
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "plan": ("seed", "shard_size", "split", "dataset.layout", "dataset.root", "dataset.manifest",
              "dataset.subsets", "dataset.meta", "dataset.pickle"),
-    "asr": ("asr",),
+    "asr": ("asr", "language.id_model"),
     "audio": ("audio",),
     "visual": ("visual",),
     # An mmsa_pickle dataset's features come from its plan (the pickle's arrays), no config key.

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 from kebr.asr import Transcript
 
@@ -61,9 +62,14 @@ def english_word_fraction(text: str) -> float | None:
     return sum(w in lexicon for w in words) / len(words)
 
 
+def filter_settings(language: dict[str, Any]) -> dict[str, Any]:
+    """The ``english_filter`` thresholds of the config's ``language:`` section (its ``id_model`` is
+    read by the ASR stage, which runs the language ID)."""
+    return {k: v for k, v in language.items() if k != "id_model"}
+
+
 def english_filter(
     t: Transcript,
-    multilingual: bool,
     min_language_prob: float = 0.5,
     min_english_word_fraction: float = 0.6,
     min_avg_logprob: float = -0.8,
@@ -76,7 +82,7 @@ def english_filter(
         return None
     if t.no_speech_prob > max_no_speech_prob and t.avg_logprob < min_avg_logprob:
         return f"language: no speech detected (no_speech_prob={t.no_speech_prob:.2f}, avg_logprob={t.avg_logprob:.2f})"
-    if multilingual:
+    if t.language_model is not None:  # the language was identified: that decides
         if t.language != "en" or t.language_prob < min_language_prob:
             return f"language: detected {t.language!r} (p={t.language_prob:.2f})"
         return None

