@@ -1,4 +1,5 @@
-"""ASR and the English filter on real speech: eSpeak NG voices through the bundled tiny.en.
+"""ASR and the English filter on real speech: eSpeak NG voices through the bundled tiny.en alone,
+that is the filter's transcript rules (``language.id_model: none``; language ID: tests/test_langid.py).
 
 Speech goes through the pipeline's real path: synthesized, written to MP4 (AAC) with
 kebr.media.write_clip, decoded and resampled to 16 kHz by kebr.media.load_audio, then transcribed.
@@ -88,7 +89,7 @@ def _transcript(row: dict) -> Transcript:
 
 def test_english_speech_is_transcribed_with_word_times(results: dict[str, dict], clips: dict[str, Clip]) -> None:
     t = _transcript(results["english"])
-    assert t.source == "asr" and t.language == "en" and t.language_prob == 1.0
+    assert t.source == "asr" and t.language == "en" and t.language_prob == 1.0 and t.language_model is None
     assert "movie" in t.text.lower() and "wonderful" in t.text.lower()
     assert -0.6 < t.avg_logprob < 0 and 0 <= t.no_speech_prob < 0.3
     duration = len(load_audio(clips["english"].media, SAMPLE_RATE)) / SAMPLE_RATE
@@ -97,7 +98,7 @@ def test_english_speech_is_transcribed_with_word_times(results: dict[str, dict],
     assert all(0 <= s <= e <= duration and 0 <= p <= 1 for _, s, e, p in t.words)
     spoken = [w[0].lower().strip(".,") for w in t.words]
     assert "wonderful" in spoken and spoken.index("movie") < spoken.index("wonderful")
-    assert english_filter(t, multilingual=False) is None
+    assert english_filter(t) is None
     assert english_word_fraction(t.text) == 1.0
 
 
@@ -106,7 +107,7 @@ def test_long_clip_is_decoded_in_30s_windows(results: dict[str, dict]) -> None:
     assert "movie" in t.text.lower() and "football" in t.text.lower()
     times = {w[0].lower().strip(".,"): w[1] for w in t.words}
     assert times["movie"] < 3 and 31 <= times["football"] <= 36
-    assert english_filter(t, multilingual=False) is None
+    assert english_filter(t) is None
 
 
 def test_non_english_speech_is_dropped_by_the_english_only_rule(results: dict[str, dict]) -> None:
@@ -114,20 +115,20 @@ def test_non_english_speech_is_dropped_by_the_english_only_rule(results: dict[st
         t = _transcript(results[name])
         # tiny.en writes English words for it; its confidence gives it away.
         assert t.language == "en" and t.text
-        reason = english_filter(t, multilingual=False)
+        reason = english_filter(t)
         assert reason is not None and reason.startswith("language: low ASR confidence"), (name, t.avg_logprob, reason)
         assert t.avg_logprob < -0.85
 
 
 def test_silence_noise_and_music_are_dropped(results: dict[str, dict]) -> None:
     silence = _transcript(results["silence"])
-    assert english_filter(silence, multilingual=False) == "language: empty transcript (no speech)"
+    assert english_filter(silence) == "language: empty transcript (no speech)"
     assert silence.no_speech_prob > 0.8
     # Through AAC, white noise came out as ". . ." (no_speech_prob 0.60) and the tone melody as
     # "beep" (no_speech_prob 0.45, avg_logprob -1.9): dropped as empty or as undecodable.
     for name in ("noise", "music"):
         t = _transcript(results[name])
-        reason = english_filter(t, multilingual=False)
+        reason = english_filter(t)
         assert reason is not None and reason.split(" (")[0] in (
             "language: empty transcript", "language: no speech detected", "language: low ASR confidence"), (name, t)
         assert t.avg_logprob < -1.0
@@ -143,8 +144,9 @@ def test_gold_text_skips_audio_and_model(clips: dict[str, Clip]) -> None:
     assert needs_asr(Clip("blank", audio="x.wav", text="  "))
     (row,) = transcribe_clips([gold], transcriber=None)
     assert row == {"clip_id": "gold", "text": "What a great film!", "words": [], "avg_logprob": 0.0,
-                   "no_speech_prob": 0.0, "language": "en", "language_prob": 1.0, "source": "gold"}
-    assert english_filter(_transcript(row), multilingual=False) is None
+                   "no_speech_prob": 0.0, "language": "en", "language_prob": 1.0, "source": "gold",
+                   "language_model": None}
+    assert english_filter(_transcript(row)) is None
     with pytest.raises(ValueError, match="no transcriber"):
         list(transcribe_clips([gold], transcriber=None, use_gold_text=False))
 
@@ -164,23 +166,28 @@ def _transcript_of(**fields) -> Transcript:
 
 def test_english_filter_rules() -> None:
     # Multilingual models: their language ID decides.
-    assert english_filter(_transcript_of(), multilingual=True) is None
-    assert english_filter(_transcript_of(text="Ich mag es", language="de", language_prob=0.93),
-                          multilingual=True) == "language: detected 'de' (p=0.93)"
-    assert english_filter(_transcript_of(language_prob=0.4), multilingual=True) == "language: detected 'en' (p=0.40)"
-    # English-only models: the transcript-based rules, in order.
-    assert english_filter(_transcript_of(text=" ... "), multilingual=False) == "language: empty transcript (no speech)"
-    assert english_filter(_transcript_of(text="you", no_speech_prob=0.9, avg_logprob=-1.2), multilingual=False) == (
+    # An identified language (language ID or a multilingual ASR model) decides, whatever the transcript.
+    identified = dict(language_model="bundled-base")
+    assert english_filter(_transcript_of(**identified)) is None
+    assert english_filter(_transcript_of(text="Ich mag es", language="de", language_prob=0.93, **identified)) == (
+        "language: detected 'de' (p=0.93)")
+    assert english_filter(_transcript_of(language_prob=0.4, **identified)) == "language: detected 'en' (p=0.40)"
+    assert english_filter(_transcript_of(avg_logprob=-1.5, **identified)) is None
+    assert english_filter(_transcript_of(text="you", no_speech_prob=0.9, avg_logprob=-1.2, **identified)) == (
         "language: no speech detected (no_speech_prob=0.90, avg_logprob=-1.20)")
-    assert english_filter(_transcript_of(avg_logprob=-0.9), multilingual=False) == (
+    # English assumed (an English-only model with language.id_model none): the transcript rules, in order.
+    assert english_filter(_transcript_of(text=" ... ")) == "language: empty transcript (no speech)"
+    assert english_filter(_transcript_of(text="you", no_speech_prob=0.9, avg_logprob=-1.2)) == (
+        "language: no speech detected (no_speech_prob=0.90, avg_logprob=-1.20)")
+    assert english_filter(_transcript_of(avg_logprob=-0.9)) == (
         "language: low ASR confidence (avg_logprob=-0.90 < -0.8)")
     german = _transcript_of(text="Ich habe gestern einen schönen Film gesehen")  # 2 of 7 words in the vocab
-    assert english_filter(german, multilingual=False) == "language: transcript not English (29% English words < 60%)"
+    assert english_filter(german) == "language: transcript not English (29% English words < 60%)"
     # A confident English transcript with no speech token probability above the limit is kept.
-    assert english_filter(_transcript_of(no_speech_prob=0.9), multilingual=False) is None
+    assert english_filter(_transcript_of(no_speech_prob=0.9)) is None
     # Gold transcripts: kept unless empty.
-    assert english_filter(_transcript_of(text="Ich mag es", avg_logprob=0.0, source="gold"), multilingual=False) is None
-    assert english_filter(_transcript_of(text="", source="gold"), multilingual=False) is not None
+    assert english_filter(_transcript_of(text="Ich mag es", avg_logprob=0.0, source="gold")) is None
+    assert english_filter(_transcript_of(text="", source="gold")) is not None
 
 
 @pytest.mark.parametrize("n_vocab", [51864, 51865])  # English-only and multilingual vocabularies
@@ -202,15 +209,16 @@ def test_openai_whisper_loads_a_local_checkpoint(tmp_path, clips: dict[str, Clip
     assert isinstance(t, Transcript) and t.source == "asr" and isinstance(t.text, str)
     assert math.isfinite(t.avg_logprob) and t.avg_logprob <= 0 and 0 <= t.no_speech_prob <= 1
     assert all(isinstance(w, str) and 0 <= s <= e <= 1.0 and 0 <= p <= 1 for w, s, e, p in t.words)
-    if n_vocab == 51865:
-        assert len(t.language) in (2, 3) and 0 < t.language_prob <= 1
+    if n_vocab == 51865:  # identified by the model itself
+        assert len(t.language) in (2, 3) and 0 < t.language_prob <= 1 and t.language_model == str(path)
     else:
-        assert (t.language, t.language_prob) == ("en", 1.0)
+        assert (t.language, t.language_prob, t.language_model) == ("en", 1.0, None)
     assert Transcript.from_json(json.loads(json.dumps(t.to_json()))) == t
 
 
 def test_unknown_backend_and_bundled_openai_model_are_rejected() -> None:
     with pytest.raises(ValueError, match="unknown backend"):
         make_transcriber(backend="kaldi")
-    with pytest.raises(ValueError, match="bundled model is for faster-whisper"):
-        make_transcriber(backend="openai-whisper")
+    for model in ("bundled", "bundled-base"):
+        with pytest.raises(ValueError, match="bundled models are for faster-whisper"):
+            make_transcriber(backend="openai-whisper", model=model)
