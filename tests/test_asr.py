@@ -145,7 +145,7 @@ def test_gold_text_skips_audio_and_model(clips: dict[str, Clip]) -> None:
     (row,) = transcribe_clips([gold], transcriber=None)
     assert row == {"clip_id": "gold", "text": "What a great film!", "words": [], "avg_logprob": 0.0,
                    "no_speech_prob": 0.0, "language": "en", "language_prob": 1.0, "source": "gold",
-                   "language_model": None}
+                   "language_model": None, "english_prob": None}
     assert english_filter(_transcript(row)) is None
     with pytest.raises(ValueError, match="no transcriber"):
         list(transcribe_clips([gold], transcriber=None, use_gold_text=False))
@@ -166,14 +166,17 @@ def _transcript_of(**fields) -> Transcript:
 
 def test_english_filter_rules() -> None:
     # Multilingual models: their language ID decides.
-    # An identified language (language ID or a multilingual ASR model) decides, whatever the transcript.
+    # An identified language (language ID or a multilingual ASR model): English unlikely -> dropped;
+    # else the transcript rules below still apply.
     identified = dict(language_model="bundled-base")
-    assert english_filter(_transcript_of(**identified)) is None
-    assert english_filter(_transcript_of(text="Ich mag es", language="de", language_prob=0.93, **identified)) == (
-        "language: detected 'de' (p=0.93)")
-    assert english_filter(_transcript_of(language_prob=0.4, **identified)) == "language: detected 'en' (p=0.40)"
-    assert english_filter(_transcript_of(avg_logprob=-1.5, **identified)) is None
-    assert english_filter(_transcript_of(text="you", no_speech_prob=0.9, avg_logprob=-1.2, **identified)) == (
+    assert english_filter(_transcript_of(english_prob=0.98, **identified)) is None
+    assert english_filter(_transcript_of(language="de", language_prob=0.93, english_prob=0.04, **identified)) == (
+        "language: detected 'de' (p=0.93, English p=0.04)")
+    assert english_filter(_transcript_of(language="la", language_prob=0.4, english_prob=0.3, **identified)) is None
+    assert english_filter(_transcript_of(english_prob=0.9, avg_logprob=-1.5, **identified)) == (
+        "language: low ASR confidence (avg_logprob=-1.50 < -0.8)")
+    assert english_filter(_transcript_of(text="you", no_speech_prob=0.9, avg_logprob=-1.2, english_prob=0.0,
+                                         **identified)) == (
         "language: no speech detected (no_speech_prob=0.90, avg_logprob=-1.20)")
     # English assumed (an English-only model with language.id_model none): the transcript rules, in order.
     assert english_filter(_transcript_of(text=" ... ")) == "language: empty transcript (no speech)"
@@ -211,8 +214,9 @@ def test_openai_whisper_loads_a_local_checkpoint(tmp_path, clips: dict[str, Clip
     assert all(isinstance(w, str) and 0 <= s <= e <= 1.0 and 0 <= p <= 1 for w, s, e, p in t.words)
     if n_vocab == 51865:  # identified by the model itself
         assert len(t.language) in (2, 3) and 0 < t.language_prob <= 1 and t.language_model == str(path)
+        assert 0 <= t.english_prob <= t.language_prob
     else:
-        assert (t.language, t.language_prob, t.language_model) == ("en", 1.0, None)
+        assert (t.language, t.language_prob, t.language_model, t.english_prob) == ("en", 1.0, None, None)
     assert Transcript.from_json(json.loads(json.dumps(t.to_json()))) == t
 
 

@@ -1,0 +1,224 @@
+"""The English filter on a spoken test set of 11 languages: tiny.en's confidence vs language ID.
+
+    python bench/langid.py [--id-model bundled-base] [--compute-type auto] [--cpu-threads 0]
+                           [--rows clips.jsonl] [--from-rows clips.jsonl]
+
+eSpeak NG (kebr.tts) speaks 4 sentences in each of 10 languages with 3 voices each (120 clips),
+8 English sentences of the demo corpus with the 7 English voices (56 clips), and the same English
+with white noise at 10 and 5 dB SNR (2 voices, 32 clips). Every clip goes through the pipeline's
+media path (AAC in MP4, decoded and resampled to 16 kHz) and is transcribed once by the ASR default
+(tiny.en), and the language ID (``id_model``) reads its first 30 s. The English filter then judges
+each clip three ways: the transcript rules alone (``language.id_model: none``), the default
+(language-ID veto, then the transcript rules), and the language ID alone (English most probable at
+p >= 0.5, as a language-ID service would pick). Prints one JSON object: language-ID accuracy, non-English
+clips kept and English clips dropped by each rule, and the cost per clip (wall and process CPU
+seconds, model loading apart). ``--rows`` keeps each clip's transcript and language probabilities;
+``--from-rows`` judges such a file again without the models (the rules only, no timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from kebr.asr import SAMPLE_RATE, Transcript, make_language_identifier, make_transcriber
+from kebr.democorpus import SENTENCES
+from kebr.language import english_filter
+from kebr.media import load_audio, write_clip
+from kebr.tts import ENGLISH_VOICES, synthesize
+
+# Whisper's language code -> everyday sentences (films, family, travel: what talking heads say).
+SPOKEN: dict[str, tuple[str, ...]] = {
+    "de": ("Meine Mutter kocht jeden Sonntag für die ganze Familie.",
+           "Der Film war wirklich wunderbar, ich habe ihn sehr genossen.",
+           "Gestern Abend sind wir mit dem Fahrrad in die Stadt gefahren.",
+           "Ich finde die Schauspieler schrecklich und die Geschichte langweilig."),
+    "fr": ("Hier soir, nous avons regardé un très beau film au cinéma.",
+           "Ma sœur travaille dans une petite boulangerie près de la gare.",
+           "Je n'ai pas du tout aimé la fin de cette histoire.",
+           "Le week-end prochain, nous partons à la montagne avec nos amis."),
+    "es": ("Ayer vi una película muy bonita en el cine.",
+           "Mi hermano vive en una casa grande cerca del mar.",
+           "La comida del restaurante estaba fría y el servicio fue terrible.",
+           "Este fin de semana vamos a visitar a mis abuelos en el pueblo."),
+    "it": ("Ieri sera abbiamo mangiato una pizza buonissima a Napoli.",
+           "Il film era troppo lungo e la storia non aveva senso.",
+           "Mia nonna racconta sempre storie divertenti della sua giovinezza.",
+           "Domani mattina prendo il treno per andare a lavorare a Milano."),
+    "nl": ("Gisteren zijn we met de fiets naar het strand gegaan.",
+           "Ik vond de film erg spannend en de muziek was prachtig.",
+           "Mijn buurman heeft een grote hond die elke ochtend blaft.",
+           "Volgende week gaan we met de hele familie op vakantie."),
+    "pt": ("Ontem fomos ao cinema e o filme foi muito bom.",
+           "A minha irmã trabalha num hospital no centro da cidade.",
+           "Não gostei nada do final, foi uma grande desilusão.",
+           "No domingo vamos almoçar em casa dos meus avós."),
+    "pl": ("Wczoraj wieczorem oglądaliśmy bardzo ciekawy film w kinie.",
+           "Moja siostra mieszka w małym mieszkaniu niedaleko rzeki.",
+           "Ten film był nudny i zdecydowanie za długi.",
+           "W przyszłym tygodniu jedziemy w góry z przyjaciółmi."),
+    "sv": ("Igår kväll såg vi en väldigt rolig film på bio.",
+           "Min bror bor i ett litet hus nära sjön.",
+           "Jag tyckte inte om slutet, det var mycket tråkigt.",
+           "Nästa sommar ska vi resa till Norge med hela familjen."),
+    "ru": ("Вчера вечером мы смотрели очень интересный фильм.",
+           "Моя сестра работает в большой больнице в центре города.",
+           "Мне совсем не понравился конец этой истории.",
+           "В следующие выходные мы поедем на дачу к бабушке."),
+    "tr": ("Dün akşam sinemada çok güzel bir film izledik.",
+           "Kız kardeşim şehir merkezindeki bir hastanede çalışıyor.",
+           "Filmin sonunu hiç beğenmedim, çok sıkıcıydı.",
+           "Gelecek hafta sonu ailemle birlikte denize gideceğiz."),
+}
+VARIANTS = (("", 160), ("+f3", 150), ("+m3", 175))  # (eSpeak voice variant, words per minute)
+ENGLISH = tuple(SENTENCES[i][0] for i in (0, 5, 10, 15, 20, 25, 30, 35))
+NOISY_VOICES, SNRS_DB = ("en-us", "en-gb-x-rp"), (10, 5)
+
+
+@dataclasses.dataclass
+class SpokenClip:
+    group: str  # "en", "en_noisy" or the language code
+    language: str  # the spoken language's Whisper code
+    voice: str
+    text: str
+    audio: np.ndarray  # 16 kHz mono, after the AAC round trip
+
+
+def make_test_set(work: Path) -> list[SpokenClip]:
+    rng = np.random.default_rng(0)
+    specs = [("en", "en", voice, 160, text, None) for text in ENGLISH for voice in ENGLISH_VOICES]
+    specs += [("en_noisy", "en", voice, 160, text, snr) for text in ENGLISH for voice in NOISY_VOICES for snr in SNRS_DB]
+    specs += [(lang, lang, lang + variant, rate, text, None)
+              for lang, texts in SPOKEN.items() for text in texts for variant, rate in VARIANTS]
+    clips = []
+    for i, (group, language, voice, rate, text, snr) in enumerate(specs):
+        samples, sample_rate = synthesize(text, voice, rate=rate)
+        if snr is not None:
+            noise = rng.standard_normal(len(samples)).astype(np.float32)
+            noise *= np.sqrt(np.mean(samples**2) / 10 ** (snr / 10)) / np.sqrt(np.mean(noise**2))
+            samples = np.clip(samples + noise, -1, 1)
+        path = write_clip(work / f"{i:04d}.mp4", None, 25, samples, sample_rate)
+        clips.append(SpokenClip(group, language, voice, text, load_audio(path, SAMPLE_RATE)))
+    return clips
+
+
+def timed(fn, *args):  # type: ignore[no-untyped-def]
+    """(fn's result, wall seconds, CPU seconds of this process, all threads)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn(*args)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def batched(fn, items: list, size: int) -> list:  # type: ignore[type-arg]
+    return [out for first in range(0, len(items), size) for out in fn(items[first : first + size])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--id-model", default="bundled-base")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compute-type", default="auto")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--cpu-threads", type=int, default=0, help="0: CTranslate2's default")
+    parser.add_argument("--rows", type=Path, help="also write one JSON line per clip here")
+    parser.add_argument("--from-rows", type=Path, help="no models: judge the clips of a --rows file again")
+    args = parser.parse_args()
+
+    seconds: dict[str, object] = {}
+    if args.from_rows:  # the rules again on a previous run's transcripts and language probabilities
+        rows = [json.loads(line) for line in args.from_rows.read_text(encoding="utf-8").splitlines()]
+        groups = [(r["group"], r["language"]) for r in rows]
+        transcripts = [Transcript(r["transcript"], [], r["avg_logprob"], r["no_speech_prob"], "en", 1.0, "asr")
+                       for r in rows]
+        probabilities = [{**r["top"], "en": r["p_en"]} for r in rows]
+    else:
+        with tempfile.TemporaryDirectory(prefix="kebr-langid-") as work:
+            clips = make_test_set(Path(work))
+        groups = [(c.group, c.language) for c in clips]
+        audios = [c.audio for c in clips]
+        asr, asr_load_s, _ = timed(make_transcriber, "faster-whisper", "bundled", args.device, args.compute_type,
+                                   args.batch_size, 5, args.cpu_threads)
+        transcripts, asr_wall, asr_cpu = timed(batched, asr.transcribe_batch, audios, args.batch_size)
+        identifier, id_load_s, _ = timed(make_language_identifier, args.id_model, args.device, args.compute_type,
+                                         args.batch_size, args.cpu_threads)
+        default_batch, identifier.batch_size = identifier.batch_size, args.batch_size  # 1 on CPU by default
+        probabilities, id_wall, id_cpu = timed(identifier.probabilities, audios)
+        identifier.batch_size = default_batch
+        single = audios[:: max(1, len(audios) // 32)][:32]  # 32 clips across the languages, one at a time
+        _, one_wall, one_cpu = timed(lambda: [identifier.detect([a]) for a in single])
+        n = len(audios)
+        seconds = {
+            "device": asr.model.model.device, "cpus": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 1),
+            "asr_load": round(asr_load_s, 2), "language_id_load": round(id_load_s, 2),
+            "asr_per_clip": {"wall": round(asr_wall / n, 3), "cpu": round(asr_cpu / n, 3)},
+            "language_id_per_clip_batched": {"wall": round(id_wall / n, 3), "cpu": round(id_cpu / n, 3)},
+            "language_id_per_clip_one_at_a_time": {"wall": round(one_wall / len(single), 3),
+                                               "cpu": round(one_cpu / len(single), 3)},
+        }
+        if args.rows:
+            with args.rows.open("w", encoding="utf-8") as f:
+                for c, t, p in zip(clips, transcripts, probabilities):
+                    top = dict(sorted(p.items(), key=lambda item: -item[1])[:5])
+                    f.write(json.dumps({"group": c.group, "language": c.language, "voice": c.voice, "text": c.text,
+                                        "transcript": t.text, "avg_logprob": t.avg_logprob,
+                                        "no_speech_prob": t.no_speech_prob, "top": top,
+                                        "p_en": p.get("en", 0.0)}, ensure_ascii=False) + "\n")
+
+    detected = [max(p, key=p.__getitem__) for p in probabilities]
+    with_id = [dataclasses.replace(t, language=lang, language_prob=p[lang], english_prob=p.get("en", 0.0),
+                                   language_model=args.id_model)
+               for t, lang, p in zip(transcripts, detected, probabilities)]
+    reasons = {
+        # language.id_model: none -- tiny.en's confidence and the English-word share
+        "old_rule": [english_filter(t) for t in transcripts],
+        # the default: the language ID vetoes unlikely English, then the same transcript rules
+        "language_id_and_transcript": [english_filter(t) for t in with_id],
+        # what a language-ID service alone would keep: English the most probable, p >= 0.5
+        "language_id_alone": [None if lang == "en" and p[lang] >= 0.5 else f"language: detected {lang!r}"
+                              for lang, p in zip(detected, probabilities)],
+    }
+    totals = Counter(g for g, _ in groups)
+    non_english = [g for g in totals if g not in ("en", "en_noisy")]
+    results: dict[str, object] = {"clips": dict(totals), "id_model": args.id_model,
+                                  "compute_type": args.compute_type, "batch_size": args.batch_size}
+    for rule, rule_reasons in reasons.items():
+        kept, why = Counter(), defaultdict(Counter)  # type: ignore[var-annotated]
+        for (group, _), reason in zip(groups, rule_reasons):
+            kept[group] += reason is None
+            if reason:
+                why[group][reason.split(" (")[0]] += 1
+        results[rule] = {
+            "non_english_kept": sum(kept[g] for g in non_english),
+            "non_english_kept_by_language": {g: f"{kept[g]}/{totals[g]}" for g in non_english if kept[g]},
+            "english_dropped": totals["en"] - kept["en"],
+            "english_noisy_dropped": totals["en_noisy"] - kept["en_noisy"],
+            "drop_reasons": {g: dict(r) for g, r in sorted(why.items())},
+        }
+    confusion: dict[str, Counter[str]] = defaultdict(Counter)
+    for (group, _), lang in zip(groups, detected):
+        confusion[group][lang] += 1
+    p_en: dict[str, list[float]] = defaultdict(list)
+    for (group, _), p in zip(groups, probabilities):
+        p_en[group if group in ("en", "en_noisy") else "non_english"].append(p.get("en", 0.0))
+    results["language_id"] = {
+        "accuracy": round(sum(lang == true for (_, true), lang in zip(groups, detected)) / len(groups), 3),
+        "accuracy_by_group": {g: round(confusion[g][true] / totals[g], 3)
+                              for g, true in dict(groups).items()},
+        "detected": {g: dict(c.most_common()) for g, c in confusion.items()},
+        "english_prob_quantiles_0_10_50_90_100": {
+            g: [round(float(np.quantile(v, q)), 3) for q in (0, 0.1, 0.5, 0.9, 1)] for g, v in p_en.items()},
+    }
+    results["seconds"] = seconds
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
