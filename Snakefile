@@ -8,6 +8,14 @@ import sys
 from snakemake.utils import min_version
 
 from kebr.config import check_yaml, validate_config, write_resolved_config
+from kebr.resources import (
+    check_profile,
+    gpus,
+    mem_mb,
+    pretrain_runtime,
+    previous_pretrain_part,
+    runtime,
+)
 
 min_version("8.0")
 
@@ -24,6 +32,8 @@ configfile: "config.yaml"
 # JSON schema kebr/schemas/config.schema.yaml: the same validation, defaults and checks as the CLI.
 try:
     validate_config(config)
+    # A cluster profile's partition and account must be set before anything is submitted.
+    check_profile(workflow)
 except ValueError as error:
     sys.exit(str(error))
 # The jobs read the validated config (--config overrides included) from a content-addressed file,
@@ -42,3 +52,4 @@ shell.prefix(
 include: "rules/common.smk"
 include: "rules/features.smk"
 include: "rules/training.smk"
+include: "rules/models.smk"

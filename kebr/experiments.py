@@ -259,23 +259,32 @@ def model_config(config: dict[str, Any], variant: str, shards: list[Path], freez
                       freeze_text=freeze_text, **recipe(config, variant)["model"])
 
 
-def run_pretraining(config: dict[str, Any], dataset: str, variant: str, out_dir: Path) -> Path:
+def run_pretraining(config: dict[str, Any], dataset: str, variant: str, out_dir: Path,
+                    until_epoch: int | None = None) -> Path:
     """Pretrain on ``dataset`` with a variant's recipe; writes ``out_dir/final.json`` naming the
     final state and returns that state's directory. Resumes a killed run of the same inputs; starts
-    over when the shards or the recipe changed since ``out_dir`` was trained."""
+    over when the shards or the recipe changed since ``out_dir`` was trained.
+
+    ``until_epoch``: one job of a chain (kebr/resources.py ``pretrain_chain``) stops after that
+    epoch and writes ``until-epoch<N>.json`` instead; the next job resumes from its state, and the
+    weights equal an uninterrupted run's (kebr/train/loop.py)."""
     from kebr.train import pretrain
 
     settings = recipe(config, variant, dataset)["pretrain"]
+    if until_epoch is not None and not 1 <= until_epoch < settings["epochs"]:
+        raise ValueError(f"--until-epoch {until_epoch}: must be between 1 and the run's last epoch "
+                         f"{settings['epochs']} (exclusive)")
     shards = shard_paths(config, dataset)
     kebr_config = model_config(config, variant, shards, settings["freeze_text"])
     prepare_run_dir(out_dir, run_record(shards, None, kebr_config.to_dict(), {**settings, "seed": config["seed"]}),
                     settings["epochs"])
     final = pretrain(
-        shards, out_dir, model_config=kebr_config, epochs=settings["epochs"],
+        shards, out_dir, model_config=kebr_config, epochs=until_epoch or settings["epochs"],
         batch_size=settings["batch_size"], lr=settings["lr"], mcc=settings["mcc"],
         save_epochs=settings["save_epochs"], seed=config["seed"], device=settings["device"],
         num_workers=settings["num_workers"], amp=settings["amp"], compile=settings["compile"])
-    (out_dir / "final.json").write_text(json.dumps({"state": final.name}) + "\n")
+    marker = f"until-epoch{until_epoch}.json" if until_epoch else "final.json"
+    (out_dir / marker).write_text(json.dumps({"state": final.name}) + "\n")
     return final
 
 

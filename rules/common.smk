@@ -49,12 +49,6 @@ def mmsa_pickle_input(wildcards):
     return [dataset["pickle"]] if dataset["layout"] == "mmsa_pickle" else []
 
 
-def plan_mem_mb(wildcards, input):
-    """A plan holds its dataset's clip list; an mmsa_pickle plan holds the whole unpickled file, which
-    takes about its size in memory (bench/mmsa.py)."""
-    return 4000 + round(1.2 * input.size_mb)
-
-
 def shards_of(dataset):
     """Shard names, known once the dataset's plan checkpoint has run."""
     plan_dir = checkpoints.plan.get(dataset=dataset).output[0]

@@ -14,8 +14,8 @@ rule demo_corpus:
     conda:
         "../envs/kebr.yaml"
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=mem_mb(config, "demo_corpus"),
+        runtime=runtime(config, "demo_corpus"),
     shell:
         "python -m kebr demo-corpus demo_data > {log:q} 2>&1"
 
@@ -33,8 +33,8 @@ checkpoint plan:
     conda:
         "../envs/kebr.yaml"
     resources:
-        mem_mb=plan_mem_mb,
-        runtime=60,
+        mem_mb=mem_mb(config, "plan", per_input_mb=1.2),
+        runtime=runtime(config, "plan"),
     params:
         fingerprint=stage_params("plan"),
     shell:
@@ -56,9 +56,9 @@ rule asr:
         "../envs/kebr.yaml"
     threads: 2
     resources:
-        mem_mb=6000,
-        runtime=240,
-        gpu=1 if config["asr"]["device"] == "cuda" else 0,
+        mem_mb=mem_mb(config, "asr"),
+        runtime=runtime(config, "asr"),
+        gpu=gpus(config, "asr"),
     params:
         fingerprint=stage_params("asr"),
     shell:
@@ -80,8 +80,8 @@ rule audio_features:
         "../envs/kebr.yaml"
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=240,
+        mem_mb=mem_mb(config, "audio_features"),
+        runtime=runtime(config, "audio_features"),
     params:
         fingerprint=stage_params("audio"),
     shell:
@@ -103,8 +103,8 @@ rule visual_features:
         "../envs/kebr.yaml"
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=480,
+        mem_mb=mem_mb(config, "visual_features"),
+        runtime=runtime(config, "visual_features"),
     params:
         fingerprint=stage_params("visual"),
     shell:
@@ -129,8 +129,8 @@ rule mmsa_import:
         "../envs/kebr.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=mem_mb(config, "mmsa_import"),
+        runtime=runtime(config, "mmsa_import"),
     params:
         fingerprint=stage_params("mmsa_import"),
     shell:
@@ -154,8 +154,8 @@ rule assemble_shard:
     conda:
         "../envs/kebr.yaml"
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=mem_mb(config, "assemble_shard"),
+        runtime=runtime(config, "assemble_shard"),
     params:
         fingerprint=stage_params("assemble"),
     shell:
@@ -182,8 +182,8 @@ rule clips_report:
     conda:
         "../envs/kebr.yaml"
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=mem_mb(config, "clips_report"),
+        runtime=runtime(config, "clips_report"),
     params:
         status_dir=f"{RESULTS}/{{dataset}}/status",
     shell:

@@ -5,9 +5,43 @@
 # results/finetune/<dataset>/<pretraining dataset | none>/<variant>/seed<seed>/ (kebr/experiments.py).
 
 
+wildcard_constraints:
+    epoch=r"\d+",
+
+
+rule pretrain_part:
+    input:
+        clips=f"{RESULTS}/{{dataset}}/clips.tsv",
+        previous=lambda wc: previous_pretrain_part(
+            config, wc.dataset, wc.pvariant, int(wc.epoch)
+        ),
+    output:
+        f"{RESULTS}/pretrain/{{dataset}}/{{pvariant}}/until-epoch{{epoch}}.json",
+    log:
+        f"{RESULTS}/logs/pretrain/{{dataset}}/{{pvariant}}.until-epoch{{epoch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain/{{dataset}}/{{pvariant}}.until-epoch{{epoch}}.tsv"
+    conda:
+        "../envs/kebr.yaml"
+    threads: 4
+    resources:
+        mem_mb=mem_mb(config, "pretrain"),
+        runtime=pretrain_runtime(config),
+        gpu=gpus(config, "pretrain"),
+    params:
+        config=CONFIG,
+        run_dir=subpath(output[0], parent=True),
+    shell:
+        "python -m kebr pretrain --config {params.config} --dataset {wildcards.dataset}"
+        " --variant {wildcards.pvariant} --until-epoch {wildcards.epoch} --out {params.run_dir} > {log} 2>&1"
+
+
 rule pretrain:
     input:
-        f"{RESULTS}/{{dataset}}/clips.tsv",
+        clips=f"{RESULTS}/{{dataset}}/clips.tsv",
+        previous=lambda wc: previous_pretrain_part(
+            config, wc.dataset, wc.pvariant, None
+        ),
     output:
         f"{RESULTS}/pretrain/{{dataset}}/{{pvariant}}/final.json",
     log:
@@ -18,9 +52,9 @@ rule pretrain:
         "../envs/kebr.yaml"
     threads: 4
     resources:
-        mem_mb=32000,
-        runtime=60 * 24 * 3,
-        gpu=1 if config["pretrain"]["device"] == "cuda" else 0,
+        mem_mb=mem_mb(config, "pretrain"),
+        runtime=pretrain_runtime(config),
+        gpu=gpus(config, "pretrain"),
     params:
         fingerprint=training_params("pretrain"),
         run_dir=subpath(output[0], parent=True),
@@ -44,9 +78,9 @@ rule finetune:
         "../envs/kebr.yaml"
     threads: 2
     resources:
-        mem_mb=16000,
-        runtime=60 * 12,
-        gpu=1 if config["finetune"]["device"] == "cuda" else 0,
+        mem_mb=mem_mb(config, "finetune"),
+        runtime=runtime(config, "finetune"),
+        gpu=gpus(config, "finetune"),
     params:
         fingerprint=training_params("finetune"),
         run_dir=subpath(output.metrics, parent=True),
@@ -72,8 +106,8 @@ rule table:
     conda:
         "../envs/kebr.yaml"
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=mem_mb(config, "table"),
+        runtime=runtime(config, "table"),
     params:
         fingerprint=table_fingerprint,
     shell:

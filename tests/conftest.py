@@ -23,11 +23,13 @@ datasets:
     layout: voxceleb2
     root: corpus/voxceleb2
     pretrain: {epochs: 2, batch_size: 4, num_workers: 0}
+    resources: {runtime: {pretrain: 10}, mem_mb: {pretrain: 4000}}
   demo_labelled:
     layout: mmsa_raw
     root: corpus/mosi
     pretrained_on: demo_unlabelled
     finetune: {epochs: 3, batch_size: 4, seeds: [0, 1], num_workers: 0, lr_backbone: 5.0e-5, lr_head: 1.0e-3}
+    resources: {mem_mb: {finetune: 4000}}
 model: {num_layers: 1, d_embed: 32}
 """
 
