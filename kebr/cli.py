@@ -91,8 +91,8 @@ def cmd_demo_corpus(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from kebr.experiments import run_pretraining
 
-    final = run_pretraining(load_config(args.config), args.dataset, args.variant, args.out)
-    print(json.dumps({"final_state": str(final)}))
+    final = run_pretraining(load_config(args.config), args.dataset, args.variant, args.out, args.until_epoch)
+    print(json.dumps({"final_state" if args.until_epoch is None else "state": str(final)}))
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -128,6 +128,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"kebr predict: cannot score {row['clip']}: {row['error']}", file=sys.stderr)
     if failed:
         sys.exit(1)
+
+
+def cmd_fetch_models(args: argparse.Namespace) -> None:
+    from kebr.models import fetch_models
+
+    print(json.dumps(fetch_models(load_config(args.config), args.out), indent=2))
 
 
 def cmd_config_check(args: argparse.Namespace) -> None:
@@ -189,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--variant", default="full", help="full, no_tcmf, no_mcc, bert_base, bert_large (kebr/experiments.py)")
     p.add_argument("--out", required=True, type=Path, help="run directory (resumes if it holds a state)")
+    p.add_argument("--until-epoch", type=int,
+                   help="stop after this epoch (one job of a chain; writes until-epoch<N>.json, not final.json)")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune one seed on a labelled dataset's shards (spec 6)")
@@ -216,10 +224,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path, help="a fine-tuning run directory (results/finetune/...)")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("fetch-models", help="download every model the config names into the model cache (needs network)")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--out", type=Path, help="the lock file to write (default <models.dir>/kebr-models.json)")
+    p.set_defaults(func=cmd_fetch_models)
+
     p = sub.add_parser("config-check", help="validate a config and print it with every default filled in")
     p.add_argument("config", nargs="?", default="config.yaml")
     p.set_defaults(func=cmd_config_check)
     return parser
+
+
+# The models each command loads (kebr/models.py): they must be in the model cache, read offline.
+MODEL_KINDS = {"asr": ("asr",), "visual": ("pyfeat",), "assemble": ("text",), "pretrain": ("text",),
+               "finetune": ("text",)}
+
+
+def _offline_models(args: argparse.Namespace) -> None:
+    from kebr.models import check_cached, use_cache
+
+    config = load_config(args.config)
+    use_cache(config)
+    check_cached(config, MODEL_KINDS.get(args.command, ()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if getattr(args, "config", None) and args.command not in ("fetch-models", "config-check"):
+            _offline_models(args)
         args.func(args)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"kebr {args.command}: error: {exc}", file=sys.stderr)
