@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv in the repository root and install kebr with everything it needs, from PyPI only.
-# Idempotent: a second run re-checks the install and takes seconds.
+# Create .venv in the repository root and install kebr with everything it needs, from PyPI only;
+# then .venv-slurm, the Snakemake that submits to SLURM (README "Clusters"). Idempotent: a second
+# run re-checks the install and takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,3 +15,19 @@ fi
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 .venv/bin/python -c "import kebr, torch, mediapipe, faster_whisper, h5py; print('kebr', kebr.__version__, 'torch', torch.__version__)"
+
+# The submitting Snakemake with the SLURM executor plugin, in a venv of its own: the plugin needs
+# numpy >= 2, mediapipe (in .venv) numpy < 2. Same Snakemake version as .venv, so a workflow run
+# by either reads the other's .snakemake/ state. The jobs it submits run .venv's Python.
+SLURM_PLUGIN="snakemake-executor-plugin-slurm==2.8.0"
+SNAKEMAKE_VERSION=$(.venv/bin/python -c "import snakemake; print(snakemake.__version__)")
+if ! .venv/bin/python -c "import sys; sys.exit(sys.version_info < (3, 11))"; then
+    echo "setup: no .venv-slurm: $SLURM_PLUGIN needs Python 3.11+" >&2
+    exit 0
+fi
+if [ ! -x .venv-slurm/bin/python ]; then
+    "$(.venv/bin/python -c 'import sys; print(sys._base_executable)')" -m venv .venv-slurm
+fi
+.venv-slurm/bin/python -m pip install --quiet --upgrade pip
+.venv-slurm/bin/python -m pip install --quiet "snakemake==$SNAKEMAKE_VERSION" "$SLURM_PLUGIN" jsonschema pyyaml
+.venv-slurm/bin/python -c "import snakemake, snakemake_executor_plugin_slurm as p; print('submit venv: snakemake', snakemake.__version__)"
