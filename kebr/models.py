@@ -10,7 +10,7 @@ paper's corpora, for Table 3), and py-feat's detector weights when ``visual.back
 Layout of ``models.dir``: ``hub/`` is a Hugging Face hub cache (``HF_HUB_CACHE``) holding the LMs,
 the faster-whisper models and py-feat's weights; ``whisper/`` holds openai-whisper checkpoints
 (checked against the SHA-256 in their URL); ``kebr-models.json`` records each model's source,
-revision and local path. A hub model is pinned at ``models.revisions[name]`` when given, else at the
+revision and local path (keys "<kind>:<name>"). A hub model is pinned at ``models.revisions[name]`` when given, else at the
 commit its ``main`` had when fetched; the cache's ``main`` ref is set to the pinned commit, since
 that is what transformers and faster-whisper resolve offline.
 
@@ -42,6 +42,11 @@ class Model:
     kind: str  # "asr" | "text" | "pyfeat"
     source: str  # "bundled" | "local" | "faster-whisper" | "openai-whisper" | "hub" | "pyfeat"
     name: str  # as the config names it
+
+    @property
+    def key(self) -> str:
+        """Its entry in kebr-models.json."""
+        return f"{self.kind}:{self.name}"
 
 
 def cache_dir(config: dict[str, Any]) -> Path:
@@ -118,7 +123,7 @@ def _local_path(config: dict[str, Any], model: Model) -> str | None:
         return str(path) if path.is_file() else None
     if model.source == "pyfeat":
         lock = read_lock(config)
-        return lock.get(model.name, {}).get("path")
+        return lock.get(model.key, {}).get("path")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -145,7 +150,7 @@ def read_lock(config: dict[str, Any]) -> dict[str, Any]:
 
 def fetch_models(config: dict[str, Any], out: Path | None = None) -> dict[str, Any]:
     """Download every model the config names that is not bundled or local (network needed once);
-    write and return the lock: model name -> kind, source, revision, path."""
+    write and return the lock: "<kind>:<name>" -> kind, source, name, revision, path."""
     root = cache_dir(config)
     root.mkdir(parents=True, exist_ok=True)
     revisions = config["models"]["revisions"]
@@ -164,7 +169,7 @@ def fetch_models(config: dict[str, Any], out: Path | None = None) -> dict[str, A
         else:
             entry.update(_fetch_hub(root / "hub", _hub_repo(model), revisions.get(model.name),
                                     None if model.kind == "asr" else TEXT_FILES))
-        lock[model.name] = entry
+        lock[model.key] = entry
     path = out or root / LOCK
     path.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
     return lock

@@ -106,7 +106,8 @@ def placeholders(values: dict[str, Any]) -> list[str]:
 
 def _raw(values: Any) -> dict[str, Any]:
     """A Snakemake resource mapping (name -> Resource, or plain values) as name -> given value."""
-    return {name: getattr(value, "raw", value) for name, value in (values or {}).items()}
+    values = getattr(values, "parsed", values) or {}  # Snakemake 8's DefaultResources
+    return {name: getattr(value, "raw", value) for name, value in values.items()}
 
 
 def check_profile(workflow: Any) -> None:
