@@ -55,11 +55,14 @@ def mem_mb(config: dict[str, Any], rule: str, per_input_mb: float = 0.0) -> Call
     input (an mmsa_pickle plan holds its whole unpickled file: about 1.2x its size, bench/mmsa.py),
     times the attempt."""
 
-    def megabytes(wildcards: Any, input: Any, attempt: int) -> int:
-        extra = round(per_input_mb * input.size_mb) if per_input_mb else 0
-        return (_setting(config, "mem_mb", rule, wildcards.get("dataset")) + extra) * attempt
+    def megabytes(wildcards: Any, attempt: int) -> int:
+        return _setting(config, "mem_mb", rule, wildcards.get("dataset")) * attempt
 
-    return megabytes
+    def with_input(wildcards: Any, input: Any, attempt: int) -> int:
+        return megabytes(wildcards, attempt) + round(per_input_mb * input.size_mb) * attempt
+
+    # Snakemake evaluates a function that takes `input` only once the input exists.
+    return with_input if per_input_mb else megabytes
 
 
 def device(config: dict[str, Any], stage: str, dataset: str | None) -> str:
