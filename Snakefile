@@ -8,6 +8,7 @@ import sys
 from snakemake.utils import min_version
 
 from kebr.config import check_yaml, validate_config, write_resolved_config
+from kebr.models import models_fingerprint
 from kebr.resources import (
     check_profile,
     gpus,

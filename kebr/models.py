@@ -87,6 +87,13 @@ def _hub_repo(model: Model) -> str:
     return model.name
 
 
+def models_fingerprint(config: dict[str, Any]) -> str:
+    """What the model cache must hold for this config: the models named and their pinned revisions."""
+    from kebr.config import fingerprint
+
+    return fingerprint([[asdict(m) for m in required_models(config)], config["models"]["revisions"]])
+
+
 def use_cache(config: dict[str, Any]) -> None:
     """Point the hub libraries at the cache and switch the hub off, for this process and its children."""
     root = cache_dir(config)

@@ -16,6 +16,7 @@ rule models:
         mem_mb=mem_mb(config, "models"),
         runtime=runtime(config, "models"),
     params:
-        config=CONFIG,
+        # The models named and their pinned revisions: a change fetches again.
+        fingerprint=models_fingerprint(config),
     shell:
-        "python -m kebr fetch-models --config {params.config} --out {output} > {log} 2>&1"
+        'python -m kebr fetch-models --config "$KEBR_CONFIG" --out {output:q} > {log:q} 2>&1'

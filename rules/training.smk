@@ -29,11 +29,11 @@ rule pretrain_part:
         runtime=pretrain_runtime(config),
         gpu=gpus(config, "pretrain"),
     params:
-        config=CONFIG,
+        fingerprint=training_params("pretrain"),
         run_dir=subpath(output[0], parent=True),
     shell:
-        "python -m kebr pretrain --config {params.config} --dataset {wildcards.dataset}"
-        " --variant {wildcards.pvariant} --until-epoch {wildcards.epoch} --out {params.run_dir} > {log} 2>&1"
+        'python -m kebr pretrain --config "$KEBR_CONFIG" --dataset {wildcards.dataset:q}'
+        " --variant {wildcards.pvariant:q} --until-epoch {wildcards.epoch:q} --out {params.run_dir:q} > {log:q} 2>&1"
 
 
 rule pretrain:
