@@ -123,8 +123,8 @@ PAPER_SHARDS = {"voxceleb2": 1129, "mosi": 3}
 RENDER_CONFIG = """
 results: out
 datasets:
-  voxceleb2: {layout: voxceleb2, root: /data/VoxCeleb2, subsets: [dev, test]}
-  mosi: {layout: mmsa_raw, root: /data/MOSI, pretrained_on: voxceleb2}
+  voxceleb2: {layout: voxceleb2, root: VoxCeleb2, subsets: [dev, test]}
+  mosi: {layout: mmsa_raw, root: MOSI, pretrained_on: voxceleb2}
 asr: {device: cuda}
 pretrain: {device: cuda}
 finetune: {device: cuda}
@@ -136,6 +136,9 @@ def test_sbatch_requests_of_a_voxceleb2_plan(tmp_path):
     MOSI, the pretraining chain and 5 fine-tuning seeds, on GPUs; nothing is submitted."""
     python = submit_python()
     (tmp_path / "config.yaml").write_text(RENDER_CONFIG)
+    for folder in ("VoxCeleb2/dev/mp4", "VoxCeleb2/test/mp4", "MOSI"):  # the corpora's folders (no media needed)
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "MOSI" / "label.csv").write_text("video_id,clip_id,text,label,mode\n")
     header = "clip_id\tvideo\taudio\ttext\tlabel\tsplit\tspeaker\tshard\n"
     for dataset, shards in PAPER_SHARDS.items():
         plan = tmp_path / "out" / dataset / "plan"
