@@ -4,7 +4,8 @@
 
 Writes the demo corpora (unless DIR already holds them), plans both, runs every per-shard stage in
 this process, and prints one JSON object. ASR runs on every clip (gold text off) so that its cost
-is measured on the labelled corpus too. Model loading is included: it is part of a shard job.
+is measured on the labelled corpus too. Model loading is included: it is part of a shard job (each
+media stage runs in its supervised worker process, as in a real job: kebr/worker.py).
 """
 
 from __future__ import annotations
@@ -42,17 +43,17 @@ def main() -> None:
              for c in plan_clips(d, config["seed"], 10**9, 0.1, 0.1)]
     work = args.out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
-    paths = {s: work / f"{s}.jsonl" for s in ("asr", "audio", "visual")}
+    paths = {s: work / f"{s}.h5" for s in ("asr", "audio", "visual")}
     for p in [*paths.values(), work / "shard.h5", work / "status.tsv"]:
         p.unlink(missing_ok=True)
 
     seconds: dict[str, float] = {}
-    for stage, run in (("asr", stages.run_asr), ("audio", stages.run_audio), ("visual", stages.run_visual)):
+    for stage in ("asr", "audio", "visual"):
         start = time.perf_counter()
-        run(config, clips, paths[stage])
+        stages.run_media_stage(stage, config, "demo_unlabelled", clips, paths[stage])
         seconds[stage] = time.perf_counter() - start
     start = time.perf_counter()
-    stages.run_assemble(config, "bench", "00000", clips, paths["asr"], paths["audio"], paths["visual"],
+    stages.run_assemble(config, "demo_unlabelled", "00000", clips, paths["asr"], paths["audio"], paths["visual"],
                         work / "shard.h5", work / "status.tsv")
     seconds["assemble"] = time.perf_counter() - start
     ok = sum(r["status"] == "ok" for r in stages.read_status(work / "status.tsv"))

@@ -82,7 +82,7 @@ def main() -> None:
                       work),
     }
     shard = "00000"
-    stage = {s: results / s / f"{shard}.jsonl" for s in ("asr", "audio", "visual")}
+    stage = {s: results / s / f"{shard}.h5" for s in ("asr", "audio", "visual")}
     for path in stage.values():
         path.parent.mkdir(parents=True, exist_ok=True)
     steps["mmsa_import_one_shard"] = timed(

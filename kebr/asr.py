@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from kebr.clips import Clip, describe_error
+from kebr.clips import Clip, skip_record
 from kebr.langid import BUNDLED_MODELS, LanguageIdentifier, bundled_model_dir
-from kebr.media import load_audio
+from kebr.media import load_audio, probe_duration, too_long
 
 SAMPLE_RATE = 16000
 WINDOW_S = 30  # Whisper's input window
@@ -366,13 +366,18 @@ def gold_transcript(text: str) -> Transcript:
                       language="en", language_prob=1.0, source="gold")
 
 
-def transcribe_clips(clips: list[Clip], transcriber: Transcriber | None, use_gold_text: bool = True) -> Iterator[dict]:
-    """One JSON-able dict per clip, in input order: ``Transcript.to_json()`` plus ``clip_id``, or
-    ``{"clip_id", "error"}`` when the clip's audio cannot be read or transcribed.
+def transcribe_clips(clips: list[Clip], transcriber: Transcriber | None, use_gold_text: bool = True,
+                     max_seconds: float | None = None) -> Iterator[dict]:
+    """One JSON-able dict per clip, in input order: ``Transcript.to_json()`` plus ``clip_id`` and
+    ``duration_s`` (the media's duration from its container; None for gold text, whose media is
+    never opened), or ``{"clip_id", "duration_s", "error", "kind"}`` when the clip's audio cannot be
+    read or transcribed (kinds: kebr.clips.SKIP_KINDS). Transient errors (kebr.clips.is_transient:
+    storage I/O, GPU) are raised, not recorded: they say nothing about the clip.
 
     Clips with gold text never touch the audio or the model, so ``transcriber`` may be None when
     ``needs_asr`` is false for every clip. The rest go to the model ``transcriber.batch_size`` clips
     at a time; if a batch fails, its clips are retried one by one so only the bad clip is lost.
+    Clips longer than ``max_seconds`` are skipped (kind too_long) and never decoded past it.
     """
     size = transcriber.batch_size if transcriber is not None else len(clips) or 1
     for first in range(0, len(clips), size):
@@ -381,25 +386,30 @@ def transcribe_clips(clips: list[Clip], transcriber: Transcriber | None, use_gol
         pending: list[tuple[Clip, np.ndarray]] = []
         for clip in group:
             if not needs_asr(clip, use_gold_text):
-                results[clip.clip_id] = gold_transcript(clip.text or "").to_json()
+                results[clip.clip_id] = {**gold_transcript(clip.text or "").to_json(), "duration_s": None}
                 continue
             if transcriber is None:
                 raise ValueError(f"asr: clip {clip.clip_id} has no gold text and no transcriber was given")
+            results[clip.clip_id] = {"duration_s": None}
             try:
-                pending.append((clip, load_audio(clip.media, SAMPLE_RATE)))
+                duration = results[clip.clip_id]["duration_s"] = probe_duration(clip.media)
+                if (error := too_long(duration, max_seconds)) is not None:
+                    raise error
+                pending.append((clip, load_audio(clip.media, SAMPLE_RATE, max_seconds)))
             except Exception as exc:  # one unreadable clip must not stop the shard
-                results[clip.clip_id] = {"error": describe_error(exc)}
+                results[clip.clip_id].update(skip_record(exc))
         if pending:
             assert transcriber is not None
             try:
                 transcripts = transcriber.transcribe_batch([audio for _, audio in pending])
                 for (clip, _), t in zip(pending, transcripts):
-                    results[clip.clip_id] = t.to_json()
-            except Exception:
+                    results[clip.clip_id].update(t.to_json())
+            except Exception as batch_exc:
+                skip_record(batch_exc)  # a transient error fails the whole batch, as it is
                 for clip, audio in pending:
                     try:
-                        results[clip.clip_id] = transcriber.transcribe(audio).to_json()
+                        results[clip.clip_id].update(transcriber.transcribe(audio).to_json())
                     except Exception as exc:
-                        results[clip.clip_id] = {"error": describe_error(exc)}
+                        results[clip.clip_id].update(skip_record(exc))
         for clip in group:
             yield {"clip_id": clip.clip_id, **results[clip.clip_id]}

@@ -39,13 +39,13 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 
 def cmd_stage(args: argparse.Namespace) -> None:
-    from kebr import stages
     from kebr.ingest import read_clip_table
+    from kebr.stages import run_media_stage
 
     config = load_config(args.config)
-    clips = read_clip_table(args.plan)
-    {"asr": stages.run_asr, "audio": stages.run_audio, "visual": stages.run_visual}[args.command](
-        config, clips, args.out)
+    if args.dataset not in config["datasets"]:
+        raise KeyError(f"dataset {args.dataset!r} is not in config datasets: {sorted(config['datasets'])}")
+    run_media_stage(args.command, config, args.dataset, read_clip_table(args.plan), args.out)
 
 
 def cmd_assemble(args: argparse.Namespace) -> None:
@@ -77,8 +77,16 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     plans = sorted(args.plan_dir.glob("*.tsv"))
     statuses = [args.status_dir / p.name for p in plans]
-    counts = write_report(plans, statuses, args.out)
+    dataset = args.dataset or args.plan_dir.resolve().parent.name
+    counts = write_report(plans, statuses, args.out, dataset, args.summary)
     print(json.dumps({"clips": sum(counts.values()), **counts}))
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from kebr.status import corpus_status, format_status
+
+    status = corpus_status(args.results)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
 
 
 def cmd_demo_corpus(args: argparse.Namespace) -> None:
@@ -155,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("audio", "audio features of a shard"), ("visual", "visual features of a shard")):
         p = sub.add_parser(name, help=text)
         _shard_args(p)
+        p.add_argument("--dataset", required=True, help="the shard's dataset (its per-dataset config keys)")
         p.set_defaults(func=cmd_stage)
 
     p = sub.add_parser("assemble", help="English filter + masking + features -> HDF5 shard and status")
@@ -179,11 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="where the LM computes the `text` features")
     p.set_defaults(func=cmd_export_mmsa)
 
-    p = sub.add_parser("report", help="clips.tsv: every planned clip with status and reason")
+    p = sub.add_parser("report", help="clips.tsv (every planned clip: status, kind, reason) and clips_summary.tsv")
     p.add_argument("--plan-dir", required=True, type=Path)
     p.add_argument("--status-dir", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--dataset", help="the dataset's name in clips_summary.tsv (default: the plan folder's parent)")
+    p.add_argument("--summary", type=Path, help="clips_summary.tsv path (default: beside --out)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("status", help="progress of a running or finished corpus: shards per stage, clips by kind")
+    p.add_argument("results", type=Path, nargs="?", default=Path("results"), help="the results folder")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("demo-corpus", help="write the embedded demo corpora (TTS speech over a real face)")
     p.add_argument("out", type=Path)
@@ -252,6 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from kebr.stages import StageFailed
+    from kebr.worker import Interrupted, WorkerFailed
+
     try:
         if getattr(args, "config", None) and args.command not in ("fetch-models", "config-check"):
             _offline_models(args)
@@ -259,6 +278,12 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"kebr {args.command}: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except (StageFailed, WorkerFailed) as exc:
+        print(f"kebr {args.command}: failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except Interrupted as exc:
+        print(f"kebr {args.command}: {exc}", file=sys.stderr)
+        sys.exit(128 + exc.signum)
 
 
 if __name__ == "__main__":

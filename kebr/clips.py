@@ -1,12 +1,82 @@
-"""The clip record every stage passes around, and the error that turns a clip into a skip."""
+"""The clip record every stage passes around, and how a failure on one clip is classified.
+
+Three kinds of failure, three outcomes (README "What each stage does with bad input"):
+
+- ``ClipError``: something about the clip's CONTENT (an empty or unreadable file, no audio or video
+  stream, silence, no face, no speech, not English, too long). The clip is skipped for good with a
+  human reason and a stable short ``kind`` (``SKIP_KINDS``); clips.tsv counts clips by kind.
+- a transient error (``is_transient``): I/O errors of a network file system and GPU errors. They say
+  nothing about the clip, so they are retried with backoff and, if they persist, fail the job
+  (Snakemake retries it later); they are never journaled as skips.
+- anything else is ``unexpected``: recorded for the clip (kind ``unexpected``) but counted, and a
+  shard where more than ``max_error_fraction`` of the clips hit one fails loudly. Such records are
+  not final: a rerun retries them.
+"""
 
 from __future__ import annotations
 
+import errno
+import re
 from dataclasses import asdict, dataclass, fields
+
+# Every kind of skip a stage records, with what it means. A kind is a stable short name for counting
+# and filtering (clips.tsv `kind`, clips_summary.tsv); the human reason beside it says the details.
+SKIP_KINDS: dict[str, str] = {
+    "not_found": "the media file does not exist",
+    "zero_byte": "the media file is empty",
+    "unreadable": "FFmpeg cannot open or decode the file (truncated, not media, not a regular file)",
+    "no_media": "the plan gives neither an audio nor a video file",
+    "no_audio_stream": "the file has no audio stream",
+    "no_video_stream": "the file has no video stream (or the clip has no video)",
+    "too_long": "longer than stages.max_clip_seconds",
+    "too_short": "too short for the configured features (eGeMAPS)",
+    "silence": "digital silence (peak below -80 dBFS)",
+    "no_face": "no face found in any sampled frame",
+    "bad_openface_csv": "the OpenFace CSV is missing or malformed",
+    "empty_transcript": "no word in the transcript",
+    "no_speech": "Whisper's no-speech rule",
+    "low_confidence": "ASR confidence too low for English (another language or heavy noise)",
+    "not_english": "the language ID or the transcript says not English",
+    "crashed_worker": "the clip killed the stage's worker process (segfault, abort, out-of-memory kill)",
+    "timeout": "the clip took longer than stages.clip_timeout_s",
+    "invalid": "another problem with the clip's content (the reason says which)",
+    "unexpected": "any other error: counted, and fails the shard above max_error_fraction",
+}
+
+# errno values that mean "the storage or network hiccupped", not "this file is bad".
+TRANSIENT_ERRNOS = frozenset({
+    errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY, errno.ENOTCONN, errno.ECONNRESET,
+    errno.ECONNABORTED, errno.ECONNREFUSED, errno.ENETDOWN, errno.ENETUNREACH, errno.ENETRESET,
+    errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.EREMOTEIO, errno.ENOLINK, errno.ECOMM,
+})
+# GPU failures (torch, CTranslate2, cuDNN, cuBLAS, NCCL); a fresh worker process may succeed.
+_DEVICE_ERROR = re.compile(r"\bCUDA\b|\bcuda\b|cuDNN|CUDNN|cuBLAS|CUBLAS|NCCL|device-side assert")
 
 
 class ClipError(Exception):
-    """A clip that cannot be processed; ``str(exc)`` is the skip reason written to clips.tsv."""
+    """A clip that cannot be processed: ``str(exc)`` is the skip reason, ``kind`` its SKIP_KINDS name."""
+
+    def __init__(self, reason: str, kind: str = "invalid") -> None:
+        super().__init__(reason)
+        if kind not in SKIP_KINDS:
+            raise ValueError(f"unknown skip kind {kind!r}: one of {sorted(SKIP_KINDS)}")
+        self.kind = kind
+
+
+def is_device_error(exc: BaseException) -> bool:
+    """A GPU error (CUDA, cuDNN, cuBLAS, NCCL, CUDA out of memory): its process may be unusable."""
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+        return True
+    return isinstance(exc, RuntimeError) and bool(_DEVICE_ERROR.search(str(exc)))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An I/O error of the storage (EIO, ESTALE, timeouts...) or a GPU error: retry, never skip."""
+    if isinstance(exc, ClipError):
+        return False
+    if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+        return True
+    return isinstance(exc, TimeoutError) or is_device_error(exc)
 
 
 @dataclass(frozen=True)
@@ -25,8 +95,18 @@ class Clip:
         """The file the audio comes from: the audio file if given, else the video."""
         path = self.audio or self.video
         if path is None:
-            raise ClipError("no media: neither audio nor video given")
+            raise ClipError("no media: neither audio nor video given", kind="no_media")
         return path
+
+    @property
+    def has_gold_text(self) -> bool:
+        return self.text is not None and bool(self.text.strip())
+
+    @property
+    def kept_whole(self) -> bool:
+        """A labelled valid/test clip with its gold transcript: never dropped for a missing modality
+        (the test set must stay the corpus's official one; see kebr/stages.py run_assemble)."""
+        return self.label is not None and self.split in ("valid", "test") and self.has_gold_text
 
     def to_row(self) -> dict[str, str]:
         row = asdict(self)
@@ -51,3 +131,16 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ClipError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def error_kind(exc: BaseException) -> str:
+    """The SKIP_KINDS name of an exception that is not transient."""
+    return exc.kind if isinstance(exc, ClipError) else "unexpected"
+
+
+def skip_record(exc: BaseException) -> dict[str, str]:
+    """``{"error": reason, "kind": kind}`` for a failure on one clip; a transient one is re-raised
+    (it says nothing about the clip: the stage retries it or fails the job)."""
+    if is_transient(exc):
+        raise exc
+    return {"error": describe_error(exc), "kind": error_kind(exc)}

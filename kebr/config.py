@@ -143,13 +143,16 @@ def write_resolved_config(config: dict[str, Any], results: str | Path) -> Path:
 # key of the dataset's own entry under `datasets:`. A stage's fingerprint hashes exactly these values,
 # so editing any other key (training settings, other datasets, `results`) leaves its outputs valid,
 # and editing one of these reruns the stage and everything downstream of it. A stage that starts to
-# read another key must list it here, or edits of that key will go unnoticed.
+# read another key must list it here, or edits of that key will go unnoticed. Keys that decide only
+# HOW a stage runs, not what it outputs, are left out on purpose: stages.transient_retries,
+# stages.retry_backoff_s, stages.progress_* and datasets.<name>.max_error_fraction (which fails a
+# job, so its output never exists, rather than changing it).
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "plan": ("seed", "shard_size", "split", "dataset.layout", "dataset.root", "dataset.manifest",
              "dataset.subsets", "dataset.meta", "dataset.pickle"),
-    "asr": ("asr", "language.id_model"),
-    "audio": ("audio",),
-    "visual": ("visual",),
+    "asr": ("asr", "language.id_model", "stages.max_clip_seconds", "stages.clip_timeout_s"),
+    "audio": ("audio", "stages.max_clip_seconds", "stages.clip_timeout_s"),
+    "visual": ("visual", "stages.max_clip_seconds", "stages.clip_timeout_s"),
     # An mmsa_pickle dataset's features come from its plan (the pickle's arrays), no config key.
     "mmsa_import": (),
     "assemble": ("seed", "language", "text", "audio.max_frames", "visual.max_frames"),

@@ -20,6 +20,13 @@ Masks (optional, (B, T) with 1/True on real positions): padded positions are set
 flattening, so padding contributes nothing to norms or dot products. The tensors keep their padded
 layout, so the repeat period is still the padded length. Without masks the whole padded tensors are
 flattened, which is exactly what the reference does.
+
+An absent modality (a labelled test clip kept with no face or no audio track: zero frames, an
+all-false mask, all-zero features) has no direction. Its cosine with anything is DEFINED AS 0: the
+normalisation leaves a zero vector zero (``F.normalize`` divides by max(norm, eps)) and the cosine of
+a zero vector is 0, with finite gradients for the fused input. So such a sample is scored as if the
+fusion were orthogonal to that modality; only valid and test clips are ever kept this way (training
+clips lacking a modality are skipped), so it never steers training (tests/test_missing_modality.py).
 """
 
 from __future__ import annotations

@@ -237,10 +237,14 @@ def import_shard(clips: Sequence[Clip], arrays: Path, out_asr: Path, out_audio: 
     """One shard's transcripts (the gold raw_text) and features (the pickle's arrays) as the stage
     outputs ``kebr assemble`` reads, in plan order."""
     from kebr.asr import gold_transcript
-    from kebr.journal import encode_array, write_stage_output
+    from kebr.config import stage_fingerprint
+    from kebr.journal import write_stage_output
 
+    # The stage reads no config key (STAGE_KEYS["mmsa_import"] is empty): its fingerprint is constant.
+    fingerprint = stage_fingerprint({}, "mmsa_import")
     transcripts = [{"clip_id": c.clip_id, **gold_transcript(c.text or "").to_json()} for c in clips]
-    write_stage_output(out_asr, {"stage": "asr", "backend": "mmsa_pickle", "model": None}, transcripts)
+    write_stage_output(out_asr, {"stage": "asr", "backend": "mmsa_pickle", "model": None, "fingerprint": fingerprint},
+                       transcripts)
     with h5py.File(arrays, "r") as f:
         row = {clip_id: i for i, clip_id in enumerate(f["id"].asstr()[()])}
         source = json.loads(f.attrs["mmsa_pickle"])
@@ -251,11 +255,11 @@ def import_shard(clips: Sequence[Clip], arrays: Path, out_asr: Path, out_audio: 
                 i = row[clip.clip_id]
                 try:
                     frames = _clean(data[offsets[i]: offsets[i + 1]], stage)
-                    records.append({"clip_id": clip.clip_id, "features": encode_array(frames)})
+                    records.append({"clip_id": clip.clip_id, "features": frames})
                 except ValueError as exc:
-                    records.append({"clip_id": clip.clip_id, "error": str(exc)})
+                    records.append({"clip_id": clip.clip_id, "error": str(exc), "kind": "invalid"})
             meta = {"stage": stage, "columns": [f"mmsa_{m}_{j:03d}" for j in range(data.shape[1])],
-                    "max_frames": int(f.attrs[f"{m}_frames"]), "mmsa_pickle": source}
+                    "max_frames": int(f.attrs[f"{m}_frames"]), "mmsa_pickle": source, "fingerprint": fingerprint}
             write_stage_output(out, meta, records)
 
 

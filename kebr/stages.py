@@ -2,51 +2,72 @@
 
 asr, audio and visual are independent (they run in parallel, ASR on a GPU node when there is one);
 assemble joins them with the English filter and the masking into the HDF5 shard and the shard's
-status table. Every stage records a failure per clip, never per shard, and journals finished clips
-(kebr/journal.py) so that a killed job resumes where it stopped.
+status table; report gathers every shard's status into clips.tsv and clips_summary.tsv.
+
+How a media stage (asr, audio, visual) runs on one shard (``run_media_stage``):
+
+- The job's process (the parent) keeps the shard's journal (kebr/journal.py) and never touches
+  media. One supervised worker process (kebr/worker.py) loads the models once and processes the
+  clips: one at a time, or for ASR in batches of ``asr.batch_size``, cut at fixed places of the
+  plan so that a rerun batches exactly as the first run did. Gold transcripts need no worker.
+- Before the worker touches a clip, the journal marks it started; its record is journaled the
+  moment it comes back. A clip that crashes the worker (segfault, abort, out-of-memory kill) or
+  runs past ``stages.clip_timeout_s`` is skipped with that reason, and a fresh worker takes the
+  rest; a crashed or timed-out ASR batch is rerun one clip at a time, so the crash lands on the
+  clip that caused it while healthy shards keep their batching.
+- What a skip is and what is retried (kebr/clips.py): content problems are skips with a reason and
+  a kind; transient I/O and GPU errors are retried ``stages.transient_retries`` times with
+  exponential backoff from ``stages.retry_backoff_s``, then fail the job (non-zero exit, so
+  Snakemake retries it) with nothing journaled as skipped; anything else is an unexpected error,
+  recorded and counted, and a shard where more than the dataset's ``max_error_fraction`` of the
+  clips hit one fails loudly naming the most common errors (its journal stays, and a rerun retries
+  exactly those clips).
+- SIGTERM/SIGINT: the in-flight clips are journaled as interrupted (retried on restart, not
+  skipped) and the job exits with 128 + the signal number.
+- Progress is logged every ``stages.progress_every_clips`` clips or ``stages.progress_every_s``
+  seconds (a tqdm bar instead when stderr is a terminal).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import sys
 import time
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import numpy as np
 
 import kebr
-from kebr.clips import Clip, describe_error
-from kebr.journal import Journal, decode_array, encode_array, read_stage_output, write_stage_output
+from kebr.clips import Clip, describe_error, error_kind, skip_record
+from kebr.journal import STRIKES_TO_SKIP, Journal, read_stage_output, write_stage_output
+from kebr.worker import Interrupted, StopSignals, Worker, inject_fault
 
 log = logging.getLogger("kebr")
 
-STATUS_FIELDS = ["clip_id", "status", "reason", "shard"]
+STATUS_FIELDS = ["clip_id", "status", "kind", "reason", "missing", "duration_s", "shard"]
+SUMMARY_FIELDS = ["dataset", "status", "kind", "clips", "example_reason"]
+MEDIA_STAGES = ("asr", "audio", "visual")
 VERSIONED_LIBRARIES = ("numpy", "torch", "transformers", "h5py", "av", "librosa", "opensmile",
                        "mediapipe", "faster-whisper", "openai-whisper", "vaderSentiment")
+CRASHED_TWICE = ("crashed the worker (the whole job died twice while this clip was being processed; "
+                 "no exit status)")
 
 
-def _run_journaled(clips: list[Clip], out: Path, meta: Callable[[], dict[str, Any]],
-                   process: Callable[[list[Clip]], Any]) -> None:
-    """Run ``process`` over the clips the journal lacks, then write ``out`` in plan order.
+class StageFailed(RuntimeError):
+    """A shard that must not pass as done: too many unexpected errors, or a transient error that
+    persisted. The job exits non-zero; the journal keeps the finished clips for the rerun."""
 
-    ``process`` yields one record per clip it is given (``{"clip_id", ...}`` or ``{"clip_id",
-    "error"}``); each is journaled the moment it exists.
-    """
-    journal = Journal(out.with_name(out.name + ".journal"))
-    todo = [c for c in clips if c.clip_id not in journal]
-    log.info("%s: %d clips, %d already journaled", out, len(clips), len(clips) - len(todo))
-    started = time.perf_counter()
-    for record in process(todo) if todo else ():
-        journal.append(record)
-    missing = [c.clip_id for c in clips if c.clip_id not in journal]
-    if missing:
-        raise RuntimeError(f"stage produced no record for {len(missing)} clips, e.g. {missing[:3]}")
-    write_stage_output(out, meta(), [journal.records[c.clip_id] for c in clips])
-    journal.remove()
-    log.info("%s: done in %.1f s", out, time.perf_counter() - started)
 
+def journal_path(out: Path) -> Path:
+    return out.with_name(out.name + ".journal")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models (each loaded once per worker process)
 
 def make_transcriber(config: dict[str, Any]) -> Any:
     from kebr.asr import make_transcriber
@@ -83,40 +104,300 @@ def make_masker(config: dict[str, Any], tokenizer: Any) -> Any:
                            seed=config["seed"])
 
 
-def run_asr(config: dict[str, Any], clips: list[Clip], out: Path) -> None:
-    from kebr.asr import needs_asr, transcribe_clips
+# ---------------------------------------------------------------------------------------------
+# What the worker process runs: ``Work(config)`` loads the models, ``process(clips, attempt)``
+# returns one record per clip (kebr/worker.py).
 
-    asr = config["asr"]
+class AsrWork:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.use_gold_text = config["asr"]["use_gold_text"]
+        self.max_seconds = config["stages"]["max_clip_seconds"]
+        self.transcriber = make_transcriber(config)
 
-    def process(todo: list[Clip]):  # type: ignore[no-untyped-def]
-        # The model loads only when some clip lacks a gold transcript.
-        transcriber = make_transcriber(config) if any(needs_asr(c, asr["use_gold_text"]) for c in todo) else None
-        yield from transcribe_clips(todo, transcriber, use_gold_text=asr["use_gold_text"])
+    def meta(self) -> dict[str, Any]:
+        return {}
 
-    _run_journaled(clips, out, lambda: {"stage": "asr", "backend": asr["backend"], "model": asr["model"],
-                                        "language_id": config["language"]["id_model"]}, process)
+    def process(self, clips: list[Clip], attempt: int) -> list[dict[str, Any]]:
+        from kebr.asr import transcribe_clips
+
+        for clip in clips:
+            inject_fault(clip.clip_id, attempt)
+        return list(transcribe_clips(clips, self.transcriber, use_gold_text=self.use_gold_text,
+                                     max_seconds=self.max_seconds))
 
 
-def _run_features(extractor: Any, clips: list[Clip], out: Path, stage: str) -> None:
-    def process(todo: list[Clip]):  # type: ignore[no-untyped-def]
-        if hasattr(extractor, "warm"):
-            extractor.warm()
-        for clip in todo:
+class _FeatureWork:
+    """One clip at a time: probe the container (too long is refused before decoding), extract."""
+
+    extractor: Any
+    max_seconds: float
+
+    def meta(self) -> dict[str, Any]:
+        return {"columns": list(self.extractor.columns)}
+
+    def media_path(self, clip: Clip) -> str | None:
+        raise NotImplementedError
+
+    def extract(self, clip: Clip) -> np.ndarray:
+        raise NotImplementedError
+
+    def process(self, clips: list[Clip], attempt: int) -> list[dict[str, Any]]:
+        from kebr.media import probe_duration, too_long
+
+        records = []
+        for clip in clips:
+            record: dict[str, Any] = {"clip_id": clip.clip_id, "duration_s": None}
             try:
-                yield {"clip_id": clip.clip_id, "features": encode_array(extractor.extract(clip))}
-            except Exception as exc:  # one bad clip never kills its shard
-                yield {"clip_id": clip.clip_id, "error": describe_error(exc)}
+                path = self.media_path(clip)
+                if path is not None:
+                    record["duration_s"] = probe_duration(path)
+                    if (error := too_long(record["duration_s"], self.max_seconds)) is not None:
+                        raise error
+                inject_fault(clip.clip_id, attempt)
+                record["features"] = self.extract(clip)
+            except Exception as exc:  # one bad clip never kills its shard; transient ones re-raise
+                record.update(skip_record(exc))
+            records.append(record)
+        return records
 
-    _run_journaled(clips, out, lambda: {"stage": stage, "columns": list(extractor.columns)}, process)
+
+class AudioWork(_FeatureWork):
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.max_seconds = config["stages"]["max_clip_seconds"]
+        self.extractor = make_audio_extractor(config)
+        self.extractor.warm()
+
+    def media_path(self, clip: Clip) -> str | None:
+        return clip.media
+
+    def extract(self, clip: Clip) -> np.ndarray:
+        return self.extractor.extract(clip, self.max_seconds)
 
 
-def run_audio(config: dict[str, Any], clips: list[Clip], out: Path) -> None:
-    _run_features(make_audio_extractor(config), clips, out, "audio")
+class VisualWork(_FeatureWork):
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.max_seconds = config["stages"]["max_clip_seconds"]
+        self.reads_video = config["visual"]["backend"] != "openface_csv"
+        self.extractor = make_visual_extractor(config)
+
+    def media_path(self, clip: Clip) -> str | None:
+        return clip.video if self.reads_video else None
+
+    def extract(self, clip: Clip) -> np.ndarray:
+        return self.extractor.extract(clip)
 
 
-def run_visual(config: dict[str, Any], clips: list[Clip], out: Path) -> None:
-    _run_features(make_visual_extractor(config), clips, out, "visual")
+WORK = {"asr": "kebr.stages:AsrWork", "audio": "kebr.stages:AudioWork", "visual": "kebr.stages:VisualWork"}
 
+
+# ---------------------------------------------------------------------------------------------
+# The parent: journal, worker supervision, retries, progress
+
+class Progress:
+    """Done / skipped / clips per second / ETA, logged every N clips or M seconds; a tqdm bar
+    instead when stderr is a terminal."""
+
+    def __init__(self, label: str, total: int, done: int, every_clips: int, every_s: float) -> None:
+        self.label, self.total, self.done = label, total, done
+        self.every_clips, self.every_s = every_clips, every_s
+        self.skipped = 0
+        self.started = self.last_time = time.monotonic()
+        self.done_at_start = self.last_done = done
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, desc=label, unit="clip", file=sys.stderr)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.done += 1
+        self.skipped += "error" in record
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(skipped=self.skipped, refresh=False)
+            return
+        now = time.monotonic()
+        if self.done - self.last_done >= self.every_clips or now - self.last_time >= self.every_s:
+            self.log()
+
+    def log(self) -> None:
+        now = time.monotonic()
+        rate = (self.done - self.done_at_start) / max(now - self.started, 1e-9)
+        left = self.total - self.done
+        eta = f"{left / rate:.0f} s" if rate > 0 else "unknown"
+        log.info("%s: %d/%d clips done (%d skipped this run), %.2f clips/s, ETA %s", self.label, self.done,
+                 self.total, self.skipped, rate, eta)
+        self.last_time, self.last_done = now, self.done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def check_error_fraction(label: str, records: list[dict[str, Any]], max_fraction: float) -> None:
+    """Fail when more than ``max_fraction`` of the clips hit unexpected errors: a broken environment
+    must not pass as a corpus of bad clips."""
+    errors = [r["error"] for r in records if r.get("kind") == "unexpected"]
+    if errors and len(errors) > max_fraction * len(records):
+        common = "; ".join(f"{n} x {text[:300]}" for text, n in Counter(errors).most_common(3))
+        raise StageFailed(f"{label}: {len(errors)} of {len(records)} clips ({len(errors) / len(records):.0%}) hit "
+                          f"unexpected errors, more than max_error_fraction={max_fraction:g}. Most common: {common}. "
+                          "Fix the cause and rerun: the clips with unexpected errors are retried.")
+
+
+class _ShardRun:
+    """One media stage on one shard (see the module docstring)."""
+
+    def __init__(self, stage: str, config: dict[str, Any], dataset: str, clips: list[Clip], out: Path) -> None:
+        from kebr.config import stage_fingerprint
+
+        settings = config["stages"]
+        self.stage, self.config, self.clips, self.out = stage, config, clips, out
+        self.label = f"{stage} {dataset}/{out.stem}"
+        self.timeout_s = settings["clip_timeout_s"]
+        self.retries, self.backoff_s = settings["transient_retries"], settings["retry_backoff_s"]
+        self.max_error_fraction = config["datasets"][dataset]["max_error_fraction"]
+        self.fingerprint = stage_fingerprint(config, stage, dataset)
+        self.journal = Journal(journal_path(out), stage, self.fingerprint)
+        done = sum(c.clip_id in self.journal for c in clips)
+        log.info("%s: %d clips, %d already journaled%s", self.label, len(clips), done,
+                 f" ({sum(self.journal.strikes.values())} whole-job deaths on record)" if self.journal.strikes else "")
+        self.progress = Progress(self.label, len(clips), done, settings["progress_every_clips"],
+                                 settings["progress_every_s"])
+        self.in_flight: list[str] = []
+
+    def groups(self) -> tuple[list[list[Clip]], list[Clip]]:
+        """(groups of clips the worker processes together, clips the parent answers itself)."""
+        if self.stage != "asr":
+            return [[c] for c in self.clips], []
+        from kebr.asr import needs_asr
+
+        asr = self.config["asr"]
+        needs = [c for c in self.clips if needs_asr(c, asr["use_gold_text"])]
+        gold = [c for c in self.clips if not needs_asr(c, asr["use_gold_text"])]
+        size = asr["batch_size"] if asr["backend"] == "faster-whisper" else 1
+        # Fixed cuts in plan order: a rerun batches as the first run did (CTranslate2's int8 kernels
+        # give slightly different numbers for another batch composition).
+        return [needs[i : i + size] for i in range(0, len(needs), size)], gold
+
+    def run(self) -> None:
+        from kebr.asr import transcribe_clips
+
+        journal = self.journal
+        started = time.perf_counter()
+        groups, parent_clips = self.groups()
+        with StopSignals() as stop, Worker(WORK[self.stage], (self.config,), stop, self.stage) as worker:
+            self.stop, self.worker = stop, worker
+            try:
+                for record in transcribe_clips([c for c in parent_clips if c.clip_id not in journal], None,
+                                               self.config["asr"]["use_gold_text"]):
+                    self._finish([record])
+                for group in groups:
+                    remaining = [c for c in group if c.clip_id not in journal]
+                    if not remaining:
+                        continue
+                    ids = tuple(c.clip_id for c in group)
+                    if len(remaining) < len(group) or journal.strikes.get(ids, 0) >= STRIKES_TO_SKIP:
+                        for clip in remaining:  # a batch that crashed before goes clip by clip
+                            self._task([clip])
+                    else:
+                        self._task(remaining)
+                if journal.meta is None:
+                    journal.set_meta({} if self.stage == "asr" else worker.start())
+            except Interrupted as exc:
+                if self.in_flight:
+                    journal.close(self.in_flight, "interrupted")
+                journal.close_file()
+                log.warning("%s: %s; %d clips in flight journaled as interrupted (retried on restart, not skipped)",
+                            self.label, exc, len(self.in_flight))
+                raise
+            finally:
+                self.progress.close()
+        self._write()
+        log.info("%s: done in %.1f s (worker starts: %d, %.1f s)", self.label, time.perf_counter() - started,
+                 worker.starts, worker.start_seconds)
+
+    def _finish(self, records: list[dict[str, Any]]) -> None:
+        if len(records) == 1:
+            self.journal.append(records[0])
+        else:
+            self.journal.append_batch(records)
+        self.in_flight = []
+        for record in records:
+            self.progress.add(record)
+
+    def _task(self, task: list[Clip]) -> None:
+        ids = [c.clip_id for c in task]
+        if len(task) == 1 and self.journal.strikes.get(tuple(ids), 0) >= STRIKES_TO_SKIP:
+            log.warning("%s: clip %s: %s", self.label, ids[0], CRASHED_TWICE)
+            self._finish([{"clip_id": ids[0], "duration_s": None, "error": CRASHED_TWICE, "kind": "crashed_worker"}])
+            return
+        attempt = 0
+        while True:
+            meta = self.worker.start()  # before the start mark: a kill during model load strikes no clip
+            if self.stage != "asr":
+                self.journal.set_meta(meta)
+            self.stop.check()
+            self.journal.start(ids)
+            self.in_flight = ids
+            outcome = self.worker.run(task, self.timeout_s * len(task), attempt)
+            if outcome.status == "done":
+                self._finish(outcome.records)
+                return
+            if outcome.status in ("crashed", "timeout"):
+                if len(task) > 1:
+                    log.warning("%s: a batch of %d clips %s; running them one at a time", self.label, len(task),
+                                outcome.reason)
+                    self.journal.close(ids, "split")
+                    self.in_flight = []
+                    for clip in task:
+                        self._task([clip])
+                    return
+                log.warning("%s: clip %s %s", self.label, ids[0], outcome.reason)
+                kind = "crashed_worker" if outcome.status == "crashed" else "timeout"
+                self._finish([{"clip_id": ids[0], "duration_s": None, "error": outcome.reason, "kind": kind}])
+                return
+            # transient: nothing about these clips is known; they are retried, never skipped
+            self.journal.close(ids, "interrupted")
+            self.in_flight = []
+            if attempt >= self.retries:
+                raise StageFailed(f"{self.label}: a transient error persisted after {self.retries} retries "
+                                  f"({outcome.reason}); failing the job so it is retried later")
+            delay = self.backoff_s * 2**attempt
+            log.warning("%s: transient error on %s (%s); retry %d of %d in %.0f s", self.label, ", ".join(ids),
+                        outcome.reason, attempt + 1, self.retries, delay)
+            self.stop.sleep(delay)
+            attempt += 1
+
+    def _write(self) -> None:
+        journal = self.journal
+        missing = [c.clip_id for c in self.clips if c.clip_id not in journal]
+        if missing:
+            raise RuntimeError(f"{self.label}: no record for {len(missing)} clips, e.g. {missing[:3]}")
+        records = [journal.records[c.clip_id] for c in self.clips]
+        self.progress.log()
+        try:
+            check_error_fraction(self.label, records, self.max_error_fraction)
+        except StageFailed:
+            journal.close_file()
+            raise
+        meta = {**(journal.meta or {}), "stage": self.stage, "fingerprint": self.fingerprint}
+        if self.stage == "asr":
+            meta.update(backend=self.config["asr"]["backend"], model=self.config["asr"]["model"],
+                        language_id=self.config["language"]["id_model"])
+        write_stage_output(self.out, meta, records)
+        journal.remove()
+
+
+def run_media_stage(stage: str, config: dict[str, Any], dataset: str, clips: list[Clip], out: Path) -> None:
+    """Run one media stage (asr, audio, visual) over one shard's clips into ``out``."""
+    if stage not in MEDIA_STAGES:
+        raise ValueError(f"unknown media stage {stage!r}: one of {MEDIA_STAGES}")
+    _ShardRun(stage, config, dataset, clips, out).run()
+
+
+# ---------------------------------------------------------------------------------------------
+# assemble
 
 def library_versions() -> dict[str, str]:
     versions = {"kebr": kebr.__version__}
@@ -133,52 +414,96 @@ def _reason(stage: str, error: str) -> str:
     return error if error.split(":")[0] in (stage, "media") else f"{stage}: {error}"
 
 
+def language_kind(reason: str) -> str:
+    """The SKIP_KINDS name of an English-filter reason (kebr/language.py)."""
+    for fragment, kind in (("empty transcript", "empty_transcript"), ("no speech", "no_speech"),
+                           ("low ASR confidence", "low_confidence")):
+        if fragment in reason:
+            return kind
+    return "not_english"
+
+
+def _duration(*records: dict[str, Any]) -> str:
+    """The clip's media duration from the first stage that probed it ("" when none could)."""
+    for record in records:
+        if record.get("duration_s") is not None:
+            return f"{record['duration_s']:.3f}"
+    return ""
+
+
 def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[Clip], asr_path: Path,
                  audio_path: Path, visual_path: Path, out_shard: Path, out_status: Path) -> None:
-    from kebr.config import features_fingerprint
+    """English filter + masking + features -> the HDF5 shard and the shard's status table.
+
+    A clip is skipped when any stage failed on it, except a labelled valid/test clip with its gold
+    transcript (``Clip.kept_whole``): the test set must stay the corpus's official one, so a missing
+    audio or visual stream (no face, silence, unreadable media...) becomes zero frames (an all-false
+    frame mask in training) and the clip is ``ok`` with the modality named in ``missing``.
+    """
+    from kebr.asr import Transcript
+    from kebr.config import feature_stages, features_fingerprint, stage_fingerprint
     from kebr.language import english_filter, filter_settings
     from kebr.masking import load_tokenizer
     from kebr.shards import ShardRow, write_shard
 
+    outputs = {}
+    for stage, path in (("asr", asr_path), ("audio", audio_path), ("visual", visual_path)):
+        meta, records = read_stage_output(path)
+        producer = stage if stage in feature_stages(config, dataset) else "mmsa_import"
+        expected = stage_fingerprint(config, producer, dataset)
+        if meta.get("fingerprint") != expected:
+            raise ValueError(f"{path} was made under another config (fingerprint {meta.get('fingerprint')}, the "
+                             f"config's {producer} keys give {expected}): rerun the {producer} stage of this shard")
+        outputs[stage] = (meta, records)
+    transcripts = outputs["asr"][1]
+    (audio_meta, audio), (visual_meta, visual) = outputs["audio"], outputs["visual"]
     text, lang = config["text"], config["language"]
     tokenizer = load_tokenizer(text["model"])
     masker = make_masker(config, tokenizer)
-    from kebr.asr import Transcript
-
-    _, transcripts = read_stage_output(asr_path)
-    audio_meta, audio = read_stage_output(audio_path)
-    visual_meta, visual = read_stage_output(visual_path)
 
     rows: list[ShardRow] = []
     status: list[dict[str, str]] = []
+    own_errors: list[str] = []  # assemble's own unexpected errors, for the error fraction
     for clip in clips:
-        reasons: list[str] = []
+        failures: list[tuple[str, str]] = []  # (kind, reason) of the text
         record = transcripts[clip.clip_id]
         masked = None
         if "error" in record:
-            reasons.append(_reason("asr", record["error"]))
+            failures.append((record.get("kind", "unexpected"), _reason("asr", record["error"])))
         else:
             transcript = Transcript.from_json(record)
             dropped = english_filter(transcript, **filter_settings(lang))
             if dropped:
-                reasons.append(dropped)
+                failures.append((language_kind(dropped), dropped))
             else:
                 try:
                     masked = masker(transcript.text, clip.clip_id)
                 except Exception as exc:
-                    reasons.append(describe_error(exc))
-        for stage, records in (("audio", audio), ("visual", visual)):
-            if "error" in records[clip.clip_id]:
-                reasons.append(_reason(stage, records[clip.clip_id]["error"]))
-        if reasons:
-            reason = "; ".join(dict.fromkeys(reasons))  # one unreadable file fails every stage alike
-            status.append({"clip_id": clip.clip_id, "status": "skipped", "reason": reason, "shard": shard})
+                    failures.append((error_kind(exc), describe_error(exc)))
+                    if error_kind(exc) == "unexpected":
+                        own_errors.append(describe_error(exc))
+        streams = {"audio": audio[clip.clip_id], "visual": visual[clip.clip_id]}
+        media = {stage: (r.get("kind", "unexpected"), _reason(stage, r["error"]))
+                 for stage, r in streams.items() if "error" in r}
+        duration = _duration(streams["audio"], record, streams["visual"])
+        missing = list(media) if clip.kept_whole and not failures else []
+        if failures or (media and not missing):
+            failures += list(media.values())
+            reasons = dict.fromkeys(reason for _, reason in failures)  # one unreadable file fails every stage alike
+            status.append({"clip_id": clip.clip_id, "status": "skipped", "kind": failures[0][0],
+                           "reason": "; ".join(reasons), "missing": "", "duration_s": duration, "shard": shard})
             continue
+        # A missing stream has no frame: zero length, so an all-false frame mask in training.
+        features = {stage: np.zeros((0, len(meta["columns"])), np.float32) if stage in missing
+                    else streams[stage]["features"] for stage, meta in (("audio", audio_meta), ("visual", visual_meta))}
         rows.append(ShardRow(clip_id=clip.clip_id, split=clip.split, speaker=clip.speaker, label=clip.label,
-                             transcript=record, masked=masked,
-                             audio=decode_array(audio[clip.clip_id]["features"]),
-                             visual=decode_array(visual[clip.clip_id]["features"])))
-        status.append({"clip_id": clip.clip_id, "status": "ok", "reason": "", "shard": shard})
+                             transcript=record, masked=masked, audio=features["audio"], visual=features["visual"]))
+        status.append({"clip_id": clip.clip_id, "status": "ok", "kind": media[missing[0]][0] if missing else "",
+                       "reason": "; ".join(media[m][1] for m in missing), "missing": ",".join(missing),
+                       "duration_s": duration, "shard": shard})
+    errors = [{"kind": "unexpected", "error": e} for e in own_errors]
+    check_error_fraction(f"assemble {dataset}/{shard}", errors + [{}] * (len(clips) - len(errors)),
+                         config["datasets"][dataset]["max_error_fraction"])
 
     feature_config = {k: config[k] for k in ("seed", "asr", "language", "text", "audio", "visual")}
     if "mmsa_pickle" in audio_meta:  # imported features (kebr/mmsa.py): their source, not our extractors
@@ -195,14 +520,21 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
     write_status(status, out_status)
 
 
-def write_status(rows: list[dict[str, str]], path: Path) -> None:
+# ---------------------------------------------------------------------------------------------
+# status tables, clips.tsv, clips_summary.tsv
+
+def _write_tsv(rows: list[dict[str, Any]], fields: list[str], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, STATUS_FIELDS, delimiter="\t", lineterminator="\n")
+        writer = csv.DictWriter(f, fields, delimiter="\t", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
+
+
+def write_status(rows: list[dict[str, str]], path: Path) -> None:
+    _write_tsv(rows, STATUS_FIELDS, path)
 
 
 def read_status(path: Path) -> list[dict[str, str]]:
@@ -210,9 +542,22 @@ def read_status(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
-def write_report(plan_tables: list[Path], status_tables: list[Path], out: Path) -> dict[str, int]:
-    """``clips.tsv``: every planned clip with its status. A planned clip with no status is an error,
-    not a silent loss."""
+def summarize_clips(rows: list[dict[str, str]], dataset: str) -> list[dict[str, Any]]:
+    """clips_summary.tsv rows: clips per (status, kind), most first, each with one example reason."""
+    counts = Counter((r["status"], r["kind"]) for r in rows)
+    example: dict[tuple[str, str], str] = {}
+    for r in rows:
+        example.setdefault((r["status"], r["kind"]), r["reason"])
+    order = sorted(counts, key=lambda key: (key[0] != "ok", -counts[key], key[1]))
+    return [{"dataset": dataset, "status": s, "kind": k, "clips": counts[(s, k)], "example_reason": example[(s, k)]}
+            for s, k in order]
+
+
+def write_report(plan_tables: list[Path], status_tables: list[Path], out: Path, dataset: str,
+                 summary: Path | None = None) -> dict[str, int]:
+    """``clips.tsv``: every planned clip with its status; ``clips_summary.tsv`` (``summary``, by
+    default beside it): counts per status and kind. A planned clip with no status is an error, not
+    a silent loss."""
     from kebr.ingest import read_clip_table
 
     status = {row["clip_id"]: row for path in status_tables for row in read_status(path)}
@@ -223,5 +568,6 @@ def write_report(plan_tables: list[Path], status_tables: list[Path], out: Path) 
                 raise RuntimeError(f"clip {clip.clip_id} of shard {clip.shard} has no status: rerun its shard")
             rows.append(status[clip.clip_id])
             counts[status[clip.clip_id]["status"]] += 1
+    _write_tsv(summarize_clips(rows, dataset), SUMMARY_FIELDS, summary or out.with_name("clips_summary.tsv"))
     write_status(rows, out)
     return counts

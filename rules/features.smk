@@ -45,7 +45,7 @@ rule asr:
     input:
         plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
     output:
-        f"{RESULTS}/{{dataset}}/asr/{{shard}}.jsonl",
+        f"{RESULTS}/{{dataset}}/asr/{{shard}}.h5",
     log:
         f"{RESULTS}/logs/{{dataset}}/asr/{{shard}}.log",
     benchmark:
@@ -62,14 +62,15 @@ rule asr:
     params:
         fingerprint=stage_params("asr"),
     shell:
-        'python -m kebr asr --config "$KEBR_CONFIG" --plan {input.plan:q} --out {output:q} > {log:q} 2>&1'
+        'python -m kebr asr --config "$KEBR_CONFIG" --dataset {wildcards.dataset:q} --plan {input.plan:q}'
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule audio_features:
     input:
         plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
     output:
-        f"{RESULTS}/{{dataset}}/audio/{{shard}}.jsonl",
+        f"{RESULTS}/{{dataset}}/audio/{{shard}}.h5",
     log:
         f"{RESULTS}/logs/{{dataset}}/audio/{{shard}}.log",
     benchmark:
@@ -85,14 +86,15 @@ rule audio_features:
     params:
         fingerprint=stage_params("audio"),
     shell:
-        'python -m kebr audio --config "$KEBR_CONFIG" --plan {input.plan:q} --out {output:q} > {log:q} 2>&1'
+        'python -m kebr audio --config "$KEBR_CONFIG" --dataset {wildcards.dataset:q} --plan {input.plan:q}'
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule visual_features:
     input:
         plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
     output:
-        f"{RESULTS}/{{dataset}}/visual/{{shard}}.jsonl",
+        f"{RESULTS}/{{dataset}}/visual/{{shard}}.h5",
     log:
         f"{RESULTS}/logs/{{dataset}}/visual/{{shard}}.log",
     benchmark:
@@ -108,7 +110,8 @@ rule visual_features:
     params:
         fingerprint=stage_params("visual"),
     shell:
-        'python -m kebr visual --config "$KEBR_CONFIG" --plan {input.plan:q} --out {output:q} > {log:q} 2>&1'
+        'python -m kebr visual --config "$KEBR_CONFIG" --dataset {wildcards.dataset:q} --plan {input.plan:q}'
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule mmsa_import:
@@ -116,9 +119,9 @@ rule mmsa_import:
         plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
         arrays=f"{RESULTS}/{{dataset}}/plan/{{shard}}.mmsa.h5",
     output:
-        asr=f"{RESULTS}/{{dataset}}/asr/{{shard}}.jsonl",
-        audio=f"{RESULTS}/{{dataset}}/audio/{{shard}}.jsonl",
-        visual=f"{RESULTS}/{{dataset}}/visual/{{shard}}.jsonl",
+        asr=f"{RESULTS}/{{dataset}}/asr/{{shard}}.h5",
+        audio=f"{RESULTS}/{{dataset}}/audio/{{shard}}.h5",
+        visual=f"{RESULTS}/{{dataset}}/visual/{{shard}}.h5",
     log:
         f"{RESULTS}/logs/{{dataset}}/mmsa_import/{{shard}}.log",
     benchmark:
@@ -141,9 +144,9 @@ rule mmsa_import:
 rule assemble_shard:
     input:
         plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
-        asr=f"{RESULTS}/{{dataset}}/asr/{{shard}}.jsonl",
-        audio=f"{RESULTS}/{{dataset}}/audio/{{shard}}.jsonl",
-        visual=f"{RESULTS}/{{dataset}}/visual/{{shard}}.jsonl",
+        asr=f"{RESULTS}/{{dataset}}/asr/{{shard}}.h5",
+        audio=f"{RESULTS}/{{dataset}}/audio/{{shard}}.h5",
+        visual=f"{RESULTS}/{{dataset}}/visual/{{shard}}.h5",
     output:
         shard=f"{RESULTS}/{{dataset}}/shards/{{shard}}.h5",
         status=f"{RESULTS}/{{dataset}}/status/{{shard}}.tsv",
@@ -174,7 +177,8 @@ rule clips_report:
             f"{RESULTS}/{wc.dataset}/shards/{{shard}}.h5", shard=shards_of(wc.dataset)
         ),
     output:
-        f"{RESULTS}/{{dataset}}/clips.tsv",
+        clips=f"{RESULTS}/{{dataset}}/clips.tsv",
+        summary=f"{RESULTS}/{{dataset}}/clips_summary.tsv",
     log:
         f"{RESULTS}/logs/{{dataset}}/clips_report.log",
     benchmark:
@@ -187,7 +191,8 @@ rule clips_report:
     params:
         status_dir=f"{RESULTS}/{{dataset}}/status",
     shell:
-        "python -m kebr report --plan-dir {input.plan:q} --status-dir {params.status_dir:q} --out {output:q} > {log:q} 2>&1"
+        "python -m kebr report --plan-dir {input.plan:q} --status-dir {params.status_dir:q} --dataset {wildcards.dataset:q}"
+        " --out {output.clips:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
 for _dataset in DATASETS:

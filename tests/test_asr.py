@@ -83,7 +83,7 @@ def results(clips: dict[str, Clip], tiny_en) -> dict[str, dict]:
 
 
 def _transcript(row: dict) -> Transcript:
-    # Through JSON text, as the jsonl file stores it.
+    # Through JSON text, as the stage output stores it.
     return Transcript.from_json(json.loads(json.dumps({k: v for k, v in row.items() if k != "clip_id"})))
 
 

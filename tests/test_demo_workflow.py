@@ -20,8 +20,8 @@ def demo(demo_run):
 
 def test_demo_table_is_the_mean_over_seeds(demo):
     table = (demo / "out" / "tables" / "demo.md").read_text()
-    assert "| demo_labelled / demo_unlabelled / full | 2 |" in table
-    assert "| demo_labelled / none / no_pretrain | 2 |" in table
+    assert "| demo_labelled / demo_unlabelled / full | 2 | 6 of 686 |" in table  # test clips scored / MOSI's
+    assert "| demo_labelled / none / no_pretrain | 2 | 6 of 686 |" in table
     assert "| MOSI / voxceleb1 / full | 84.4/87.2 |" in table  # the paper's MOSI numbers beside ours
     with (demo / "out" / "tables" / "demo.csv").open() as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}

@@ -164,15 +164,16 @@ class AudioFeatureExtractor:
 
             self.from_waveform(tone.astype(np.float32))
 
-    def extract(self, clip: Clip) -> np.ndarray:
-        """Decode the clip's audio once, at ``sample_rate`` mono, and compute its features."""
-        return self.from_waveform(self.load_waveform(clip))
+    def extract(self, clip: Clip, max_seconds: float | None = None) -> np.ndarray:
+        """Decode the clip's audio once, at ``sample_rate`` mono (never past ``max_seconds``), and
+        compute its features."""
+        return self.from_waveform(self.load_waveform(clip, max_seconds))
 
-    def load_waveform(self, clip: Clip) -> np.ndarray:
+    def load_waveform(self, clip: Clip, max_seconds: float | None = None) -> np.ndarray:
         """The clip's audio at ``sample_rate`` mono float32, through ``resample_via`` when set."""
         if self.resample_via is None:
-            return load_audio(clip.media, self.sample_rate)
-        y = load_audio(clip.media, self.resample_via)
+            return load_audio(clip.media, self.sample_rate, max_seconds)
+        y = load_audio(clip.media, self.resample_via, max_seconds)
         # A 16-bit WAV holds round(x * 32768) clipped to int16; librosa.load reads it back / 32768.
         pcm16 = np.clip(np.round(y * 32768.0), -32768, 32767) / 32768.0
         return librosa.resample(pcm16.astype(np.float32), orig_sr=self.resample_via, target_sr=self.sample_rate,
@@ -184,12 +185,12 @@ class AudioFeatureExtractor:
         if y.ndim != 1:
             raise ValueError(f"audio: expected a mono 1-D waveform, got shape {y.shape}")
         if y.size == 0:
-            raise ClipError("audio: no samples")
+            raise ClipError("audio: no samples", kind="unreadable")
         peak = float(np.max(np.abs(y)))
         if not np.isfinite(peak):
-            raise ClipError("audio: waveform contains NaN or infinite samples")
+            raise ClipError("audio: waveform contains NaN or infinite samples", kind="unreadable")
         if peak < SILENCE_PEAK:
-            raise ClipError(f"audio: silent (peak amplitude {peak:.1e}, below -80 dBFS)")
+            raise ClipError(f"audio: silent (peak amplitude {peak:.1e}, below -80 dBFS)", kind="silence")
 
         base_times, base = self._compute(self.feature_sets[0], y)
         base_times, blocks = base_times[: self.max_frames], [base[: self.max_frames]]
@@ -210,7 +211,8 @@ class AudioFeatureExtractor:
             warnings.filterwarnings("ignore", message="Segment too short", category=UserWarning)
             frame = self._smile.process_signal(y, self.sample_rate)
         if frame.isna().to_numpy().any():
-            raise ClipError(f"audio: {y.size / self.sample_rate * 1000:.0f} ms is too short for eGeMAPS LLDs")
+            raise ClipError(f"audio: {y.size / self.sample_rate * 1000:.0f} ms is too short for eGeMAPS LLDs",
+                            kind="too_short")
         # Not (start + end) / 2: the opensmile wrapper stretches the last frame's end to the end of
         # the signal, which would move that frame's centre by up to tens of milliseconds.
         start = frame.index.get_level_values("start").total_seconds().to_numpy()

@@ -108,7 +108,7 @@ def make_visual_extractor(
 
 def _sample_frames(clip: Clip, fps: float, max_frames: int) -> np.ndarray:
     if clip.video is None:
-        raise ClipError("visual: no video")
+        raise ClipError("visual: no video", kind="no_video_stream")
     _, frames = read_frames(clip.video, fps, max_frames)
     return frames
 
@@ -230,7 +230,7 @@ class MediaPipeExtractor:
             values["confidence"] = self._confidence(image, marks[NOSE_TIP].x, marks[NOSE_TIP].y)
             rows[t] = [values[c] for c in COLUMNS]
         if self.require_face and not rows[:, 0].any():
-            raise ClipError(NO_FACE)
+            raise ClipError(NO_FACE, kind="no_face")
         return rows
 
     def _confidence(self, image: np.ndarray, nose_x: float, nose_y: float) -> float:
@@ -290,40 +290,44 @@ class OpenFaceCsvExtractor:
         if clip.video and clip.video.lower().endswith(".csv"):
             return Path(clip.video)
         if self.openface_dir is None:
-            raise ClipError("visual: openface_csv needs visual.openface_dir or a .csv video path")
+            raise ClipError("visual: openface_csv needs visual.openface_dir or a .csv video path",
+                            kind="bad_openface_csv")
         return self.openface_dir / f"{clip.clip_id}.csv"
 
     def extract(self, clip: Clip) -> np.ndarray:
         path = self.csv_path(clip)
         if not path.is_file():
-            raise ClipError(f"visual: OpenFace CSV not found: {path}")
+            raise ClipError(f"visual: OpenFace CSV not found: {path}", kind="bad_openface_csv")
         try:
             # OpenFace writes ", " between fields; skipinitialspace strips it from names and values.
             table = pd.read_csv(path, skipinitialspace=True)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise ClipError(f"visual: unreadable OpenFace CSV ({type(exc).__name__}: {exc})") from exc
+            raise ClipError(f"visual: unreadable OpenFace CSV ({type(exc).__name__}: {exc})",
+                            kind="bad_openface_csv") from exc
         header = [str(c).strip() for c in table.columns]
         if header[:5] != OPENFACE_LEADING:
-            raise ClipError(f"visual: OpenFace CSV must start with {OPENFACE_LEADING}, got {header[:5]}")
+            raise ClipError(f"visual: OpenFace CSV must start with {OPENFACE_LEADING}, got {header[:5]}",
+                            kind="bad_openface_csv")
         features = header[5:]
         if len(features) != len(OPENFACE_COLUMNS):
-            raise ClipError(f"visual: OpenFace CSV has {len(features)} feature columns, expected 709")
+            raise ClipError(f"visual: OpenFace CSV has {len(features)} feature columns, expected 709",
+                            kind="bad_openface_csv")
         if features != OPENFACE_COLUMNS:
             first = next(i for i, (a, b) in enumerate(zip(features, OPENFACE_COLUMNS)) if a != b)
             raise ClipError(f"visual: OpenFace CSV column {first + 5} is {features[first]!r}, "
-                            f"expected {OPENFACE_COLUMNS[first]!r}")
+                            f"expected {OPENFACE_COLUMNS[first]!r}", kind="bad_openface_csv")
         table.columns = header
         if table.empty:
-            raise ClipError("visual: OpenFace CSV has no rows")
+            raise ClipError("visual: OpenFace CSV has no rows", kind="bad_openface_csv")
         successes = table.groupby("face_id")["success"].sum()
         face = successes.index[np.argmax(successes.to_numpy())]  # argmax: the first (lowest id) on ties
         rows = table[table["face_id"] == face].head(self.max_frames)
         if self.require_face and not (rows["success"] > 0).any():
-            raise ClipError(NO_FACE)
+            raise ClipError(NO_FACE, kind="no_face")
         try:
             return rows[OPENFACE_COLUMNS].to_numpy(dtype=np.float32)
         except ValueError as exc:
-            raise ClipError(f"visual: non-numeric value in OpenFace CSV ({exc})") from exc
+            raise ClipError(f"visual: non-numeric value in OpenFace CSV ({exc})", kind="bad_openface_csv") from exc
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,5 +379,5 @@ class PyFeatExtractor:
             best = faces.loc[faces["FaceScore"].idxmax()]
             rows[int(frame_index)] = [1.0, best["FaceScore"], *best[self._values].to_numpy(dtype=np.float64)]
         if self.require_face and not rows[:, 0].any():
-            raise ClipError(NO_FACE)
+            raise ClipError(NO_FACE, kind="no_face")
         return rows

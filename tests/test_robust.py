@@ -1,0 +1,240 @@
+"""Poison clips, hangs, kills, signals, flaky storage and broken environments, each through the real
+CLI command of a stage (`kebr visual`, `kebr audio`, `kebr asr`) on real media.
+
+The faults are injected by the test hook KEBR_TEST_FAULTS (kebr/worker.py ``inject_fault``): the real
+stage runs, its worker process loads the real models, and at the named clip the worker segfaults,
+hangs, exits, is SIGKILLed with its whole job, or raises.
+"""
+
+import csv
+import errno
+import json
+import os
+import resource
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from skimage import data
+
+from kebr.clips import Clip
+from kebr.config import load_config, stage_fingerprint
+from kebr.democorpus import write_dirty_clips
+from kebr.ingest import write_clip_table
+from kebr.journal import read_stage_output
+from kebr.stages import CRASHED_TWICE, StageFailed, check_error_fraction
+
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+ENV.pop("KEBR_TEST_FAULTS", None)
+
+CONFIG = """results: out
+datasets:
+  tiny: {layout: manifest, manifest: media/clips.csv}
+stages: {clip_timeout_s: 3, transient_retries: 1, retry_backoff_s: 0.05}
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("robust")
+    media = root / "media"
+    write_dirty_clips(media, data.astronaut()[0:300, 75:375].astype(np.float32), np.random.default_rng(0))
+    (media / "clips.csv").write_text("clip_id,video\n")  # the config's manifest; plans are written by hand
+    (root / "config.yaml").write_text(CONFIG)
+    return root
+
+
+def plan(root: Path, name: str, clips: dict[str, str], **fields) -> Path:
+    """A shard plan of clips {clip_id: media file name under media/}."""
+    path = root / "out" / "tiny" / "plan" / f"{name}.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_clip_table([Clip(cid, video=str(root / "media" / f), shard=name, **fields) for cid, f in clips.items()],
+                     path)
+    return path
+
+
+def stage(root: Path, name: str, plan_path: Path, faults: str = "", config: str = "config.yaml",
+          **kw) -> subprocess.CompletedProcess:
+    out = root / "out" / "tiny" / name / f"{plan_path.stem}.h5"
+    env = {**ENV, "KEBR_TEST_FAULTS": faults} if faults else ENV
+    return subprocess.run([sys.executable, "-m", "kebr", name, "--config", config, "--dataset", "tiny",
+                           "--plan", str(plan_path), "--out", str(out)], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+def output(root: Path, name: str, plan_path: Path) -> dict:
+    return read_stage_output(root / "out" / "tiny" / name / f"{plan_path.stem}.h5")[1]
+
+
+def journal(root: Path, name: str, plan_path: Path) -> Path:
+    return root / "out" / "tiny" / name / f"{plan_path.stem}.h5.journal"
+
+
+GOOD = "00001.mp4"  # a talking face with speech
+
+
+def test_crash_hang_and_exit_cost_only_their_clip(corpus):
+    shard = plan(corpus, "00001", {"a": GOOD, "seg": GOOD, "hang": GOOD, "ex": GOOD, "b": GOOD})
+    result = stage(corpus, "visual", shard, "seg:segv,hang:hang,ex:exit3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = output(corpus, "visual", shard)
+    assert records["seg"]["error"] == "crashed the worker (SIGSEGV)" and records["seg"]["kind"] == "crashed_worker"
+    assert records["ex"]["error"] == "crashed the worker (exit code 3)" and records["ex"]["kind"] == "crashed_worker"
+    assert records["hang"]["error"] == "timed out after 3 s" and records["hang"]["kind"] == "timeout"
+    # the clips after each crash ran in a fresh worker and got the real features of the same video
+    np.testing.assert_array_equal(records["a"]["features"], records["b"]["features"])
+    assert records["a"]["features"][:, 0].min() == 1.0 and records["a"]["duration_s"] == pytest.approx(3.1, abs=0.1)
+    assert "worker starts: 4" in result.stderr  # the first, and one after each of the three bad clips
+    meta, _ = read_stage_output(corpus / "out" / "tiny" / "visual" / "00001.h5")
+    config = load_config(corpus / "config.yaml")
+    assert meta["fingerprint"] == stage_fingerprint(config, "visual", "tiny")
+    assert not journal(corpus, "visual", shard).exists()
+
+
+def test_asr_batch_crash_lands_on_the_clip_that_caused_it(corpus):
+    shard = plan(corpus, "00002", {"s1": GOOD, "bad": "00002.mp4", "s3": "00002.mp4", "nosound": "00004.mp4"})
+    with shard.open() as f:  # plus a clip with gold text: answered by the parent, no worker
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    rows.append({**rows[0], "clip_id": "gold", "text": "a gold transcript"})
+    write_clip_table([Clip.from_row(r) for r in rows], shard)
+    result = stage(corpus, "asr", shard, "bad:segv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "a batch of 4 clips crashed the worker (SIGSEGV); running them one at a time" in result.stderr
+    records = output(corpus, "asr", shard)
+    assert records["bad"]["error"] == "crashed the worker (SIGSEGV)"
+    assert "fine" in records["s1"]["text"].lower() and "coffee" in records["s3"]["text"].lower()
+    assert records["nosound"]["kind"] == "no_audio_stream"
+    assert records["gold"]["source"] == "gold" and records["gold"]["duration_s"] is None
+
+
+def test_a_clip_that_kills_its_whole_job_is_skipped_after_two_deaths(corpus):
+    shard = plan(corpus, "00003", {"a": GOOD, "k": GOOD, "b": GOOD})
+    path = journal(corpus, "visual", shard)
+    first = stage(corpus, "visual", shard, "k:killjob")
+    assert first.returncode == -signal.SIGKILL and path.read_text().endswith('{"start": ["k"]}\n')
+    # one death is not proof (a node can go away, a user can kill -9): k runs again, and kills again
+    second = stage(corpus, "visual", shard, "k:killjob")
+    assert second.returncode == -signal.SIGKILL and path.read_text().count('{"start": ["k"]}') == 2
+    last = stage(corpus, "visual", shard, "k:killjob")
+    assert last.returncode == 0, last.stderr[-3000:]
+    records = output(corpus, "visual", shard)
+    assert "error" not in records["a"] and "error" not in records["b"]
+    assert records["k"] == {"clip_id": "k", "duration_s": None, "error": CRASHED_TWICE, "kind": "crashed_worker"}
+
+
+def test_sigterm_is_an_interruption_not_a_crash(corpus):
+    shard = plan(corpus, "00004", {"a": GOOD, "h": GOOD, "b": GOOD})
+    path = journal(corpus, "visual", shard)
+    env = {**ENV, "KEBR_TEST_FAULTS": "h:hang"}
+    proc = subprocess.Popen([sys.executable, "-m", "kebr", "visual", "--config", "config.yaml", "--dataset", "tiny",
+                             "--plan", str(shard), "--out", str(shard.parents[1] / "visual" / "00004.h5")],
+                            cwd=corpus, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (path.exists() and '"start": ["h"]' in path.read_text()):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # as SLURM does: every process of the job
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert json.loads(path.read_text().splitlines()[-1]) == {"close": ["h"], "why": "interrupted"}
+    result = stage(corpus, "visual", shard)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert all("error" not in r for r in output(corpus, "visual", shard).values())
+
+
+def test_transient_errors_are_retried_then_fail_the_job_without_skips(corpus):
+    shard = plan(corpus, "00005", {"a": GOOD, "gpu": GOOD, "nfs": GOOD})
+    # the CUDA error happens once and the retry passes; the EIO persists past transient_retries
+    failed = stage(corpus, "visual", shard, "gpu:cuda@0,nfs:eio")
+    assert failed.returncode == 1
+    assert "transient error on gpu (RuntimeError: CUDA error" in failed.stderr
+    assert "a transient error persisted after 1 retries (OSError: [Errno 5]" in failed.stderr
+    assert "worker starts" not in failed.stderr and failed.stderr.count("worker (pid") == 2  # fresh after the GPU error
+    assert not (shard.parents[1] / "visual" / "00005.h5").exists()
+    text = journal(corpus, "visual", shard).read_text()
+    assert '"clip_id": "gpu"' in text and '"clip_id": "nfs"' not in text  # nothing journaled as skipped
+    fixed = stage(corpus, "visual", shard)  # the storage is back
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert all("error" not in r for r in output(corpus, "visual", shard).values())
+
+
+def test_a_broken_environment_fails_the_shard_loudly_and_its_clips_are_retried(corpus):
+    shard = plan(corpus, "00006", {"a": GOOD, "u1": GOOD, "u2": GOOD, "b": GOOD})
+    failed = stage(corpus, "visual", shard, "u1:boom,u2:boom")
+    assert failed.returncode == 1
+    assert ("2 of 4 clips (50%) hit unexpected errors, more than max_error_fraction=0.2. Most common: "
+            "2 x ValueError: test fault: something unexpected") in failed.stderr
+    assert not (shard.parents[1] / "visual" / "00006.h5").exists()
+    fixed = stage(corpus, "visual", shard)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert "2 already journaled" in fixed.stderr  # a and b were kept; u1 and u2 ran again
+    assert all("error" not in r for r in output(corpus, "visual", shard).values())
+
+
+def test_error_fraction_counts_only_unexpected_errors():
+    ok, skip, bad = {}, {"kind": "no_face", "error": "no face"}, {"kind": "unexpected", "error": "E"}
+    check_error_fraction("s", [bad] + [ok] * 4, 0.2)  # 20% is not more than 20%
+    check_error_fraction("s", [skip] * 9 + [ok], 0.2)  # content skips never count
+    with pytest.raises(StageFailed, match="2 x E"):
+        check_error_fraction("s", [bad, bad] + [ok] * 3, 0.2)
+
+
+def write_long_clips(media: Path) -> None:
+    """A 2-hour FLAC in Matroska (silence compresses to ~130 kB), and a copy whose header lies that it
+    lasts 5 s."""
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono:n=16384", "-t", "7200",
+                    "-c:a", "flac", str(media / "two_hours.mkv")], check=True)
+    raw = bytearray((media / "two_hours.mkv").read_bytes())
+    at = raw.find(b"\x44\x89\x88")  # Segment Info Duration, an 8-byte float in milliseconds
+    assert struct.unpack(">d", raw[at + 3 : at + 11]) == (7.2e6,)
+    raw[at + 3 : at + 11] = struct.pack(">d", 5000.0)
+    (media / "liar.mkv").write_bytes(bytes(raw))
+
+
+MEASURE = """import resource, subprocess, sys
+code = subprocess.call(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)
+"""
+
+
+def test_two_hour_clips_are_refused_without_decoding_them(corpus):
+    write_long_clips(corpus / "media")
+    shard = plan(corpus, "00007", {"long": "two_hours.mkv", "liar": "liar.mkv", "a": GOOD})
+    out = shard.parents[1] / "audio" / "00007.h5"
+    # the peak memory of the stage's processes (the largest one: its worker), measured from outside
+    result = subprocess.run([sys.executable, "-c", MEASURE, sys.executable, "-m", "kebr", "audio", "--config",
+                             "config.yaml", "--dataset", "tiny", "--plan", str(shard), "--out", str(out)],
+                            cwd=corpus, env=ENV, capture_output=True, text=True, timeout=300)
+    peak_kb, code = map(int, result.stdout.split())
+    assert code == 0, result.stderr[-3000:]
+    records = output(corpus, "audio", shard)
+    assert records["long"]["kind"] == "too_long" and records["long"]["duration_s"] == 7200.0
+    assert records["long"]["error"] == "media: 7200 s is longer than max_clip_seconds=900"
+    assert records["liar"]["kind"] == "too_long" and records["liar"]["duration_s"] == 5.0
+    assert "audio runs past max_clip_seconds=900 (the container says 5 s); decoding stopped there" in records["liar"]["error"]
+    assert "error" not in records["a"]
+    # 2 h at 22,050 Hz float32 would be 635 MB (twice that while concatenated); 900 s is 79 MB
+    assert peak_kb < 750_000, peak_kb
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0  # (the measurement is of the children)
+
+
+def test_unreadable_special_files_and_storage_errors_are_told_apart(tmp_path):
+    from kebr.clips import ClipError, is_transient
+    from kebr.media import load_audio
+
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)  # would block a decoder forever
+    with pytest.raises(ClipError, match="not a regular file") as caught:
+        load_audio(fifo, 16000)
+    assert caught.value.kind == "unreadable"
+    assert is_transient(OSError(errno.ESTALE, "Stale file handle"))
+    assert is_transient(RuntimeError("CUDA failed with error out of memory"))
+    assert not is_transient(OSError(errno.ENOENT, "No such file"))
+    assert not is_transient(ValueError("CUDA is mentioned but this is a ValueError"))
