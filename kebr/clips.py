@@ -65,7 +65,7 @@ class ClipError(Exception):
 
 def is_device_error(exc: BaseException) -> bool:
     """A GPU error (CUDA, cuDNN, cuBLAS, NCCL, CUDA out of memory): its process may be unusable."""
-    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+    if type(exc).__name__ in ("OutOfMemoryError", "AcceleratorError"):  # torch.cuda OOM; torch >= 2.8 CUDA errors
         return True
     return isinstance(exc, RuntimeError) and bool(_DEVICE_ERROR.search(str(exc)))
 

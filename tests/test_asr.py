@@ -135,7 +135,8 @@ def test_silence_noise_and_music_are_dropped(results: dict[str, dict]) -> None:
 
 
 def test_clip_without_audio_stream_is_an_error_row(results: dict[str, dict]) -> None:
-    assert results["no_audio"] == {"clip_id": "no_audio", "error": "media: no audio stream"}
+    row = results["no_audio"]
+    assert (row["error"], row["kind"]) == ("media: no audio stream", "no_audio_stream") and row["duration_s"] > 0
 
 
 def test_gold_text_skips_audio_and_model(clips: dict[str, Clip]) -> None:
@@ -145,7 +146,7 @@ def test_gold_text_skips_audio_and_model(clips: dict[str, Clip]) -> None:
     (row,) = transcribe_clips([gold], transcriber=None)
     assert row == {"clip_id": "gold", "text": "What a great film!", "words": [], "avg_logprob": 0.0,
                    "no_speech_prob": 0.0, "language": "en", "language_prob": 1.0, "source": "gold",
-                   "language_model": None, "english_prob": None}
+                   "language_model": None, "english_prob": None, "duration_s": None}  # its media is never opened
     assert english_filter(_transcript(row)) is None
     with pytest.raises(ValueError, match="no transcriber"):
         list(transcribe_clips([gold], transcriber=None, use_gold_text=False))
