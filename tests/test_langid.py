@@ -109,10 +109,11 @@ def test_wheels_that_do_not_assemble_to_the_pin_are_refused(tmp_path: Path, monk
 def test_asr_stage_keeps_english_and_drops_german_and_spanish_by_language_id(
         tmp_path: Path, spoken: dict[str, Clip]) -> None:
     # The defaults: tiny.en transcribes, the bundled base identifies the language (language.id_model).
-    config = validate_config({"results": str(tmp_path), "datasets": {}})
+    config = validate_config({"results": str(tmp_path),
+                              "datasets": {"spoken": {"layout": "manifest", "manifest": str(tmp_path / "m.csv")}}})
     assert (config["asr"]["model"], config["language"]["id_model"]) == ("bundled", "bundled-base")
-    out = tmp_path / "asr.jsonl"
-    stages.run_asr(config, list(spoken.values()), out)
+    out = tmp_path / "asr.h5"
+    stages.run_media_stage("asr", config, "spoken", list(spoken.values()), out)
     meta, records = read_stage_output(out)
     assert meta["language_id"] == "bundled-base"
     transcripts = {name: Transcript.from_json(r) for name, r in records.items()}
