@@ -21,12 +21,14 @@ def resolve_text_model(name: str) -> str:
 class TextEncoder(nn.Module):
     """A Hugging Face encoder (BERT-like) returning its last hidden states.
 
-    ``freeze=True`` is the reference pretraining setting: the LM gets no gradients and stays in eval
-    mode even when the rest of the model trains, so it is a fixed feature extractor (its dropout would
-    only add noise to features no one learns from).
+    ``freeze=True`` is the reference pretraining setting: the LM gets no gradients. By default it also
+    stays in eval mode when the rest of the model trains, so it is a fixed feature extractor whose
+    states can be computed once (kebr/train/lm_cache.py). ``frozen_dropout=True`` is the reference's
+    behaviour instead: it left BERT in train mode, so the frozen LM's own dropout (0.1) stays on in
+    training (config ``pretrain.frozen_lm_dropout``).
     """
 
-    def __init__(self, name_or_path: str = "bundled", freeze: bool = False) -> None:
+    def __init__(self, name_or_path: str = "bundled", freeze: bool = False, frozen_dropout: bool = False) -> None:
         super().__init__()
         path = resolve_text_model(name_or_path)
         # A local directory must never trigger a hub lookup (air-gapped clusters, DATA.md).
@@ -42,8 +44,9 @@ class TextEncoder(nn.Module):
             hf_logging.set_verbosity(verbosity)
             hf_logging.enable_progress_bar()
         self.frozen = freeze
+        self.frozen_dropout = frozen_dropout
         self.model.requires_grad_(not freeze)
-        if freeze:
+        if freeze and not frozen_dropout:
             self.model.eval()
 
     @property
@@ -52,7 +55,7 @@ class TextEncoder(nn.Module):
 
     def train(self, mode: bool = True) -> "TextEncoder":
         super().train(mode)
-        if self.frozen:
+        if self.frozen and not self.frozen_dropout:
             self.model.eval()
         return self
 

@@ -24,7 +24,8 @@ class KEBRConfig:
     """Every architectural choice, saved with each checkpoint.
 
     residual: "layernorm" is the paper's Eq. 7 (R = LN); "identity" is the reference code.
-    mask_padding: keep padded audio/video frames out of the attention (the reference did not).
+    mask_padding: keep padded audio/video frames out of the attention (the reference did not). Which
+        text positions the MCC sees is a training setting (``mcc.text_positions``, kebr/train/loop.py).
     text_query: False is ablation C3 "no TCMF" (see kebr/model/tcmf.py for the reading).
     masked_mean: fine-tuning pools over real tokens only; False averages over padding (reference).
     freeze_text: the LM gets no gradients (reference pretraining).
@@ -90,13 +91,17 @@ class KEBR(nn.Module):
         video: torch.Tensor,
         video_mask: torch.Tensor | None,
         mask_index: torch.Tensor | None = None,
+        text_hidden: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """input_ids, attention_mask (B, L); audio (B, T_a, d_a), video (B, T_v, d_v) with bool masks
-        (B, T) True = valid frame; mask_index (B,) for pretraining, None for fine-tuning.
+        (B, T) True = valid frame; mask_index (B,) for pretraining, None for fine-tuning;
+        ``text_hidden`` (B, L, d_t): the frozen LM's states of ``input_ids`` computed beforehand
+        (kebr/train/lm_cache.py), in which case the LM is not run.
 
         Returns fused = X_K (B, L, d_t), pooled (B, d_t), prediction (B,).
         """
-        text_hidden = self.text(input_ids, attention_mask)
+        if text_hidden is None:
+            text_hidden = self.text(input_ids, attention_mask)
         fused = self.tcmf(text_hidden, audio, video, audio_mask, video_mask)
         if mask_index is not None:
             pooled = gather_at(fused, mask_index)

@@ -13,6 +13,12 @@ reproduces the reference, which attended to the zero padding too. A sample whose
 frame at all (no face found, no audio track) attends to nothing: its attention weights are all zero, so
 that CMA adds only W_O's bias, the same constant for every sample, and no NaN appears.
 
+Shared weights. The keys and values LN(X0_m) W_K, LN(X0_m) W_V depend only on the raw modality input
+and the layer's weights, so with one shared layer they are the same in all K applications: TCMF
+computes them once per forward (``CrossModalAttention.memory``) instead of K times. The output is the
+same; gradients are the same sum, accumulated in one matrix product instead of K. With the frozen
+LM's states cached (pretraining) these projections are a large part of what is left to compute.
+
 Ablation C3, "no TCMF" (paper Table 4: "only removing the text-based part and retaining the overall
 architecture of cross-modal fusion"). What makes the fusion text-based is that the text chooses, token
 by token, which frames to inject (the text is the query). ``text_query=False`` removes exactly that
@@ -54,15 +60,21 @@ class CrossModalAttention(nn.Module):
         # Ablation C3: a text-independent query (see the module docstring).
         self.query = None if text_query else nn.Parameter(torch.randn(d_text) * 0.02)
 
-    def forward(self, text: torch.Tensor, modality: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """text (B, L, d_t), modality (B, T, d_m), mask (B, T) bool True = valid -> (B, L, d_t).
+    def memory(self, modality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, T, d_e) of a modality: they do not depend on the text stream."""
+        m = self.norm_modality(modality)
+        return self.w_k(m), self.w_v(m)
+
+    def forward(self, text: torch.Tensor, modality: torch.Tensor, mask: torch.Tensor | None,
+                memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """text (B, L, d_t), modality (B, T, d_m), mask (B, T) bool True = valid -> (B, L, d_t);
+        ``memory``: ``self.memory(modality)`` when the caller already has it.
 
         With ``text_query=False`` the result is (B, 1, d_t), which broadcasts over the L tokens.
         """
         query = text if self.query is None else self.query.expand(text.shape[0], 1, -1)
         q = self.w_q(self.norm_text(query))
-        m = self.norm_modality(modality)
-        k, v = self.w_k(m), self.w_v(m)
+        k, v = memory if memory is not None else self.memory(modality)
         scores = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])  # (B, L, T)
         if self.mask_padding and mask is not None:
             valid = mask[:, None, :]
@@ -105,9 +117,16 @@ class TCMFLayer(nn.Module):
         video: torch.Tensor,
         audio_mask: torch.Tensor | None,
         video_mask: torch.Tensor | None,
+        memory: tuple | None = None,
     ) -> torch.Tensor:
-        m = self.cma_audio(x, audio, audio_mask) + self.cma_video(x, video, video_mask) + self.residual(x)
+        """``memory``: ``self.memory(audio, video)``, computed once when the layer is applied K times."""
+        memory_a, memory_v = memory if memory is not None else (None, None)
+        m = (self.cma_audio(x, audio, audio_mask, memory_a) + self.cma_video(x, video, video_mask, memory_v)
+             + self.residual(x))
         return self.dropout(self.ffn(self.norm(m))) + m
+
+    def memory(self, audio: torch.Tensor, video: torch.Tensor) -> tuple:
+        return self.cma_audio.memory(audio), self.cma_video.memory(video)
 
 
 class TCMF(nn.Module):
@@ -147,7 +166,8 @@ class TCMF(nn.Module):
         """X0_t (B, L, d_t), X0_a (B, T_a, d_a), X0_v (B, T_v, d_v), masks (B, T) bool True = valid
         (None = every frame valid) -> X_K (B, L, d_t)."""
         x = text_hidden
+        memory = self.layers[0].memory(audio, video) if self.share_weights else None
         for k in range(self.num_layers):
             layer = self.layers[0 if self.share_weights else k]
-            x = layer(x, audio, video, audio_mask, video_mask)
+            x = layer(x, audio, video, audio_mask, video_mask, memory)
         return x
