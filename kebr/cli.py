@@ -128,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from kebr.predict import predict_videos
 
-    results = predict_videos(args.videos, args.checkpoint)
+    results = predict_videos(args.videos, args.checkpoint, device=args.device, amp=args.amp)
     for row in results:
         print(json.dumps(row))
     failed = [r for r in results if "error" in r]
@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="sentiment score of new videos with a fine-tuned run")
     p.add_argument("videos", nargs="+", type=Path)
     p.add_argument("--checkpoint", required=True, type=Path, help="a fine-tuning run directory (results/finetune/...)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast on CUDA (default: as the run evaluated, finetune.eval_amp)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("fetch-models", help="download every model the config names into the model cache (needs network)")

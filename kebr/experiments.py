@@ -151,8 +151,9 @@ def canonical_variant(config: dict[str, Any], variant: str) -> str:
 
 
 # Recipe keys that do not change what a run learns: each seed is its own run (a wildcard), the
-# device and loader workers change speed only, and save_epochs only which states are kept.
-NON_RESULT_KEYS = frozenset({"seeds", "device", "num_workers", "save_epochs"})
+# device and loader workers change speed only, save_epochs only which states are kept and
+# log_every_steps only how often progress is logged.
+NON_RESULT_KEYS = frozenset({"seeds", "device", "num_workers", "save_epochs", "log_every_steps"})
 # Model keys only fine-tuning reads (pooling over tokens): editing them leaves pretraining valid.
 FINETUNE_ONLY_MODEL_KEYS = frozenset({"masked_mean"})
 
@@ -282,7 +283,9 @@ def run_pretraining(config: dict[str, Any], dataset: str, variant: str, out_dir:
         shards, out_dir, model_config=kebr_config, epochs=until_epoch or settings["epochs"],
         batch_size=settings["batch_size"], lr=settings["lr"], mcc=settings["mcc"],
         save_epochs=settings["save_epochs"], seed=config["seed"], device=settings["device"],
-        num_workers=settings["num_workers"], amp=settings["amp"], compile=settings["compile"])
+        num_workers=settings["num_workers"], amp=settings["amp"], compile=settings["compile"],
+        bucket_by_length=settings["bucket_by_length"], lm_cache=settings["lm_cache"],
+        frozen_lm_dropout=settings["frozen_lm_dropout"], log_every_steps=settings["log_every_steps"])
     marker = f"until-epoch{until_epoch}.json" if until_epoch else "final.json"
     (out_dir / marker).write_text(json.dumps({"state": final.name}) + "\n")
     return final
@@ -312,7 +315,8 @@ def run_finetuning(config: dict[str, Any], dataset: str, pretrained: Path | None
         shards, out_dir, model_config=kebr_config, pretrained=state, epochs=settings["epochs"],
         batch_size=settings["batch_size"], lr_backbone=settings["lr_backbone"], lr_head=settings["lr_head"],
         t_max=settings["t_max"], mcc=settings["mcc"], seed=seed, device=settings["device"],
-        num_workers=settings["num_workers"], amp=settings["amp"])
+        num_workers=settings["num_workers"], amp=settings["amp"], bucket_by_length=settings["bucket_by_length"],
+        select_by=settings["select_by"], eval_amp=settings["eval_amp"], log_every_steps=settings["log_every_steps"])
     # A finished run needs only its best state (for `kebr predict`); the rest were for resuming.
     prune(out_dir, keep=[metrics["best_epoch"]])
     link(out_dir, "last", metrics["best_epoch"])

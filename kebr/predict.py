@@ -4,6 +4,10 @@ The run directory holds ``feature_config.json`` (the feature settings of the sha
 on), so new clips are transcribed and featurised exactly as its training clips were. A clip that
 cannot be read, has no speech, no face, or is not English gets an error row with the reason; the
 others get a score in [-3, 3] (MOSI/MOSEI scale).
+
+Precision: on CUDA the model runs under bf16 autocast exactly when the run evaluated that way
+(``finetune.eval_amp``, stored with the run's weights), unless ``amp`` says otherwise; on the CPU it
+runs in fp32.
 """
 
 from __future__ import annotations
@@ -17,8 +21,16 @@ import torch
 from kebr.clips import Clip, ClipError, describe_error
 
 
+def evaluated_with_amp(state_dir: Path) -> bool:
+    """Whether a fine-tuning state's run evaluated under autocast (``finetune.eval_amp``)."""
+    from kebr.train.checkpoint import read_configs
+
+    _, train_config = read_configs(state_dir)
+    return bool(train_config.get("amp", True) and train_config.get("eval_amp", True))
+
+
 class Predictor:
-    def __init__(self, run_dir: str | Path, device: str = "cpu"):
+    def __init__(self, run_dir: str | Path, device: str = "cpu", amp: bool | None = None):
         from kebr.config import validate_config
         from kebr.masking import load_tokenizer
         from kebr.model import KEBR
@@ -41,6 +53,7 @@ class Predictor:
         load_weights(state, self.model)
         self.model.eval().to(device)
         self.device = device
+        self.amp = evaluated_with_amp(state) if amp is None else amp
         self.tokenizer = load_tokenizer(model_config["text_model"])
         self.transcriber = make_transcriber(self.config)
         self.audio = make_audio_extractor(self.config)
@@ -76,12 +89,15 @@ class Predictor:
         v, v_len = pad_frames([visual], self.config["visual"]["max_frames"], visual.shape[1])
         tensor = lambda x: torch.from_numpy(x).to(self.device)  # noqa: E731
         frames = lambda n, total: (torch.arange(total) < int(n[0]))[None].to(self.device)  # noqa: E731
-        out = self.model(input_ids=tensor(ids).long(), attention_mask=tensor(attention),
-                         audio=tensor(a), audio_mask=frames(a_len, a.shape[1]),
-                         video=tensor(v), video_mask=frames(v_len, v.shape[1]))
+        device_type = torch.device(self.device).type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.amp and device_type == "cuda"):
+            out = self.model(input_ids=tensor(ids).long(), attention_mask=tensor(attention),
+                             audio=tensor(a), audio_mask=frames(a_len, a.shape[1]),
+                             video=tensor(v), video_mask=frames(v_len, v.shape[1]))
         return {"clip": str(path), "score": round(float(out["prediction"][0]), 4), "text": text}
 
 
-def predict_videos(paths: Sequence[str | Path], run_dir: str | Path) -> list[dict[str, Any]]:
-    predictor = Predictor(run_dir)
+def predict_videos(paths: Sequence[str | Path], run_dir: str | Path, device: str = "cpu",
+                   amp: bool | None = None) -> list[dict[str, Any]]:
+    predictor = Predictor(run_dir, device=device, amp=amp)
     return [predictor.score(p) for p in paths]

@@ -6,15 +6,20 @@ clip's unmasked transcript (the shards' ``raw_input_ids``). L = L1(prediction, l
 Adam with two learning rates (LM + TCMF ``lr_backbone``, head ``lr_head``) and CosineAnnealingLR
 (``t_max``) stepped once per epoch. The LM trains unless the model config freezes it.
 
-After every epoch the model is scored on the valid split; the best epoch is the one with the LOWEST
-VALID MAE (ties keep the earlier epoch). At the end that epoch's weights are scored on the test split.
+After every epoch the model is scored on the valid split; the best epoch is the one with the lowest
+valid MAE (``select_by="valid_mae"``) or the lowest valid loss (``"valid_loss"``: the reference's rule,
+L1 + MCC in its pretraining form with g = 0.4 and weight 1, whatever the fine-tuning MCC is; spec 10;
+both values are logged every epoch; ties keep the earlier epoch). At the end that epoch's weights are
+scored on the test split. ``eval_amp=False`` evaluates in fp32 where training uses bf16 autocast (the
+paper's precision); ``kebr predict`` follows the run's setting.
 
 Outputs in ``out_dir``: ``epoch-NNNN/`` states (the newest, the best, ``save_epochs``), ``last`` and
 ``best`` symlinks, ``log.csv`` (training terms as in pretraining plus ``valid_<metric>`` for every
 kebr.metrics key), ``metrics.json`` (test metrics of the best epoch + best_epoch, best_valid_mae,
 seed, n_test; an undefined metric such as corr of constant predictions is NaN) and
 ``predictions.csv`` (clip_id, split, prediction, label; one row per test clip). Calling again on
-the same ``out_dir`` resumes after the last saved epoch.
+the same ``out_dir`` resumes after the last saved epoch. ``bucket_by_length`` and
+``log_every_steps`` as in pretraining.
 """
 
 from __future__ import annotations
@@ -26,15 +31,18 @@ from typing import Any, Sequence
 
 import torch
 
+import numpy as np
+
+from kebr.mcc import MCCLoss
 from kebr.metrics import regression_metrics
 from kebr.model import KEBR, KEBRConfig
 from kebr.shards import ShardDataset
 from kebr.train.checkpoint import load_weights, read_configs, read_weights, state_name
+from kebr.train.data import make_loader, text_lengths
 from kebr.train.loop import (
     Objective,
     check_shards,
     fit,
-    make_loader,
     mcc_settings,
     predict,
     setup,
@@ -44,6 +52,9 @@ from kebr.train.loop import (
 
 # The paper's MCC (Eq. 11-12) with its reported g = 0.2 and lambda = 1 (the reference: g = 0.4).
 DEFAULT_MCC = {"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0}
+SELECT_BY = ("valid_mae", "valid_loss")
+# The reference's model-selection loss on valid: L1 + its pretraining-form MCC with g = 0.4 (spec 10).
+SELECTION_MCC = MCCLoss(g=0.4, variant="reference", stage="pretrain", weight=1.0)
 # Model config fields that may differ between pretraining and fine-tuning; all others must match.
 STAGE_SPECIFIC = {"freeze_text", "masked_mean", "dropout"}
 
@@ -69,6 +80,14 @@ def build_finetune_model(model_config: KEBRConfig, pretrained: str | Path | None
     return model
 
 
+def score(predicted: dict[str, np.ndarray]) -> dict[str, float]:
+    """kebr.metrics of ``predict``'s output, plus ``loss``: the reference's selection loss."""
+    mcc = SELECTION_MCC.per_sample(*(torch.from_numpy(predicted[k]).double() for k in ("cos_a", "cos_v")))
+    l1 = np.abs(predicted["prediction"].astype(np.float64) - predicted["target"]).mean()
+    return {**regression_metrics(predicted["prediction"], predicted["target"]),
+            "loss": float(l1 + SELECTION_MCC.weight * mcc.mean())}
+
+
 def finetune(
     shard_paths: Sequence[str | Path],
     out_dir: str | Path,
@@ -88,12 +107,18 @@ def finetune(
     compile: bool = False,
     max_steps_per_epoch: int | None = None,
     save_epochs: Sequence[int] = (),
+    bucket_by_length: bool = True,
+    select_by: str = "valid_mae",
+    eval_amp: bool = True,
+    log_every_steps: int = 50,
 ) -> dict[str, Any]:
     """Fine-tune on the labelled train split, select on valid, and return the test metrics of the
     best epoch (also written to ``metrics.json``). ``mcc`` keys as in ``pretrain`` (defaults
     DEFAULT_MCC); ``batch_size`` is per process under DDP; ``amp``: bf16 autocast, CUDA only."""
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if select_by not in SELECT_BY:
+        raise ValueError(f"select_by must be one of {SELECT_BY}, got {select_by!r}")
     out_dir = Path(out_dir)
     mcc = mcc_settings(mcc, DEFAULT_MCC)
     train_config = {"stage": "finetune", "shard_paths": [str(p) for p in shard_paths],
@@ -101,7 +126,8 @@ def finetune(
                     "batch_size": batch_size, "lr_backbone": lr_backbone, "lr_head": lr_head, "t_max": t_max,
                     "mcc": mcc, "save_epochs": list(save_epochs), "seed": seed, "device": device,
                     "num_workers": num_workers, "amp": amp, "compile": compile,
-                    "max_steps_per_epoch": max_steps_per_epoch}
+                    "max_steps_per_epoch": max_steps_per_epoch, "bucket_by_length": bucket_by_length,
+                    "select_by": select_by, "eval_amp": eval_amp, "log_every_steps": log_every_steps}
     runtime = setup(device, seed, amp)
     splits = {s: ShardDataset(shard_paths, split=s, labelled=True) for s in ("train", "valid", "test")}
     for name, dataset in splits.items():
@@ -112,22 +138,26 @@ def finetune(
     optimizer = torch.optim.Adam(trainable(model.param_groups(lr_backbone, lr_head)))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max)
     generator = torch.Generator().manual_seed(seed)
+    lengths = text_lengths(splits["train"], "finetune") if bucket_by_length else None
     train_loader = make_loader(splits["train"], batch_size, runtime, shuffle=True, seed=seed,
-                               num_workers=num_workers, generator=generator)
+                               num_workers=num_workers, generator=generator, bucket_lengths=lengths)
     valid_loader, test_loader = (make_loader(splits[s], batch_size, runtime, shuffle=False, seed=seed,
                                              num_workers=num_workers) for s in ("valid", "test"))
+    objective = Objective("finetune", mcc, model_config.masked_mean)
     state = fit(out_dir, model=model, train_loader=train_loader, optimizer=optimizer, scheduler=scheduler,
-                objective=Objective("finetune", mcc, model_config.mask_padding), runtime=runtime,
+                objective=objective, runtime=runtime,
                 epochs=epochs, max_steps_per_epoch=max_steps_per_epoch, compile=compile,
                 save_epochs=tuple(save_epochs), model_config=model_config, train_config=train_config,
-                generator=generator,
-                evaluate=lambda m: regression_metrics(*predict(m, valid_loader, "finetune", runtime)))
+                generator=generator, evaluate=lambda m: score(predict(m, valid_loader, objective, runtime, eval_amp)),
+                select_by=select_by.removeprefix("valid_"), log_every_steps=log_every_steps)
 
     best = state["extra"]["best_epoch"]
     load_weights(out_dir / state_name(best), model)
-    preds, labels = predict(model, test_loader, "finetune", runtime)
-    metrics = {**regression_metrics(preds, labels), "best_epoch": best,
-               "best_valid_mae": state["extra"]["best_valid_mae"], "seed": seed, "n_test": len(labels)}
+    tested = predict(model, test_loader, objective, runtime, eval_amp)
+    preds, labels = tested["prediction"], tested["target"]
+    metrics = {**regression_metrics(preds, labels), "best_epoch": best, "select_by": select_by,
+               "best_valid_mae": state["extra"]["best_valid_mae"],
+               "best_valid_loss": state["extra"]["best_valid_loss"], "seed": seed, "n_test": len(labels)}
     if runtime.is_main:
         test = splits["test"]
         write_csv(out_dir / "predictions.csv", [

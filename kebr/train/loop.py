@@ -1,18 +1,23 @@
-"""What pretraining and fine-tuning share: device/DDP setup and seeding, data loading, the objective
-(L1 task loss + MCC), one training epoch, prediction, and ``fit``: the epoch loop with checkpoints,
-automatic resume and logs.
+"""What pretraining and fine-tuning share: device/DDP setup and seeding, the objective (L1 task loss +
+MCC), one training epoch, prediction, and ``fit``: the epoch loop with checkpoints, automatic resume,
+logs and progress (kebr/train/progress.py). Batches: kebr/train/data.py (length buckets, trimming).
 
 The two stages differ only in what they read from a shard batch (``batch_inputs``):
-- "pretrain": the MASKED text, the fused vector at the mask index, target = the masked word's
-  lexicon label (``mask_label``);
+- "pretrain": the MASKED text (or its cached LM states, kebr/train/lm_cache.py), the fused vector at
+  the mask index, target = the masked word's lexicon label (``mask_label``);
 - "finetune": the unmasked text (``raw_input_ids``), the mean over tokens, target = ``label``.
+
+MCC text positions (``mcc.text_positions``): "real" flattens the fused sequence with padded text
+positions (and padded audio/video frames) zeroed; "all" flattens every position, padding included,
+as the reference did. Independent of ``model.mask_padding``, which is about attention only.
 
 Determinism. Every random draw (model init, dropout, data order, DataLoader worker seeds) comes from
 ``seed``; on the CPU, ``torch.use_deterministic_algorithms(True)`` is switched on (warn-only), so two
 runs with the same seed give bit-identical weights, and a resumed run continues every RNG stream from
 the saved state, giving the same weights as an uninterrupted run (world size 1).
 
-DDP. Under torchrun (WORLD_SIZE > 1) each process trains on its DistributedSampler part of the data
+DDP. Under torchrun (any WORLD_SIZE, 1 included: ``torchrun --nproc_per_node=1`` runs the DDP code
+path on one GPU) each process trains on its DistributedSampler (or length-bucket) part of the data
 with ``batch_size`` samples per process; rank 0 writes checkpoints and logs; every rank evaluates the
 whole valid/test set (identical results, no gather needed). On resume every rank restores rank 0's
 RNG state (their dropout streams then coincide; gradients stay unbiased). The test suite covers world
@@ -38,17 +43,22 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from kebr.mcc import MCCLoss, modality_cosines
 from kebr.model import KEBRConfig
 from kebr.train.checkpoint import latest_state, link, load_state, prune, read_configs, save_state
+from kebr.train.data import text_keys, trim_text
+from kebr.train.progress import Progress
 
 log = logging.getLogger("kebr")
 
-MCC_KEYS = {"enabled", "variant", "g", "weight"}
-# Training settings a resumed run may change (how long, which states to keep, where data and compute live).
-RESUMABLE_CHANGES = {"epochs", "save_epochs", "device", "num_workers", "shard_paths", "pretrained"}
+MCC_KEYS = {"enabled", "variant", "g", "weight", "text_positions"}
+TEXT_POSITIONS = ("real", "all")
+# Training settings a resumed run may change (how long, which states to keep, where data and compute
+# live, how often to log).
+RESUMABLE_CHANGES = {"epochs", "save_epochs", "device", "num_workers", "shard_paths", "pretrained",
+                     "log_every_steps"}
 LOSS_TERMS = ("loss", "l_task", "l_mcc", "cos_a", "cos_v")
 
 
@@ -58,24 +68,27 @@ class Runtime:
     rank: int
     world_size: int
     amp: bool  # bf16 autocast, CUDA only
+    distributed: bool = False  # launched by torchrun: a process group exists (world size 1 included)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+    def autocast(self, enabled: bool = True) -> torch.autocast:
+        """bf16 autocast when the runtime uses it and ``enabled`` (evaluation may run in fp32)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and enabled)
 
     def barrier(self) -> None:
-        if self.world_size > 1:
+        if self.distributed:
             dist.barrier()
 
 
 def setup(device: str, seed: int, amp: bool) -> Runtime:
     """Device (``auto`` = CUDA when available), process group under torchrun, seeds."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    distributed = "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ  # torchrun sets both
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if world_size > 1:
+    if distributed:
         local_rank = int(os.environ["LOCAL_RANK"])
         if use_cuda:
             torch.cuda.set_device(local_rank)
@@ -89,14 +102,17 @@ def setup(device: str, seed: int, amp: bool) -> Runtime:
     random.seed(seed)
     if target.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    return Runtime(target, rank, world_size, amp=amp and target.type == "cuda")
+    return Runtime(target, rank, world_size, amp=amp and target.type == "cuda", distributed=distributed)
 
 
 def mcc_settings(given: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any]:
     unknown = set(given or {}) - MCC_KEYS
     if unknown:
         raise ValueError(f"unknown mcc keys {sorted(unknown)}: expected {sorted(MCC_KEYS)}")
-    return {**defaults, **(given or {})}
+    settings = {"text_positions": "real", **defaults, **(given or {})}
+    if settings["text_positions"] not in TEXT_POSITIONS:
+        raise ValueError(f"mcc text_positions must be one of {TEXT_POSITIONS}, got {settings['text_positions']!r}")
+    return settings
 
 
 def check_shards(dataset: Any, model_config: KEBRConfig, what: str) -> None:
@@ -122,86 +138,97 @@ def trainable(groups: list[dict]) -> list[dict]:
             for name, g in zip(("backbone", "head"), groups, strict=True)]
 
 
-def _seed_worker(worker_id: int) -> None:
-    # torch seeds each worker from the loader's generator; numpy and python follow it.
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def make_loader(dataset: Dataset, batch_size: int, runtime: Runtime, *, shuffle: bool, seed: int,
-                num_workers: int, generator: torch.Generator | None = None) -> DataLoader:
-    """A streaming loader over a ShardDataset. Training (``shuffle``) is split across DDP ranks."""
-    sampler = DistributedSampler(dataset, shuffle=True, seed=seed) if shuffle and runtime.world_size > 1 else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      generator=generator, num_workers=num_workers, worker_init_fn=_seed_worker,
-                      pin_memory=runtime.device.type == "cuda")
-
-
-def batch_inputs(batch: dict[str, torch.Tensor], stage: str,
-                 device: torch.device) -> tuple[dict[str, torch.Tensor | None], torch.Tensor]:
-    """KEBR.forward keyword arguments and the L1 target of one shard batch (module docstring)."""
-    text = "" if stage == "pretrain" else "raw_"
-    move = lambda key: batch[key].to(device, non_blocking=True)  # noqa: E731
+def batch_inputs(batch: dict[str, torch.Tensor], stage: str, device: torch.device,
+                 trim: bool = False) -> tuple[dict[str, torch.Tensor | None], torch.Tensor]:
+    """KEBR.forward keyword arguments and the L1 target of one shard batch (module docstring);
+    ``trim``: cut the text to the batch's longest real text (kebr/train/data.py)."""
+    ids_key, mask_key = text_keys(stage)
+    ids, attention = batch[ids_key], batch[mask_key]
+    hidden = batch.get("text_hidden") if stage == "pretrain" else None
+    if trim:
+        ids, attention, hidden = trim_text(ids, attention, hidden)
+    move = lambda x: x.to(device, non_blocking=True)  # noqa: E731
     inputs = {
-        "input_ids": move(f"{text}input_ids"),
-        "attention_mask": move(f"{text}attention_mask"),
-        "audio": move("audio"),
-        "audio_mask": move("audio_mask"),
-        "video": move("video"),
-        "video_mask": move("video_mask"),
-        "mask_index": move("mask_index") if stage == "pretrain" else None,
+        "input_ids": move(ids),
+        "attention_mask": move(attention),
+        "audio": move(batch["audio"]),
+        "audio_mask": move(batch["audio_mask"]),
+        "video": move(batch["video"]),
+        "video_mask": move(batch["video_mask"]),
+        "mask_index": move(batch["mask_index"]) if stage == "pretrain" else None,
     }
-    return inputs, move("mask_label" if stage == "pretrain" else "label").float()
+    if hidden is not None:
+        inputs["text_hidden"] = move(hidden).float()  # stored as float16 by default
+    return inputs, move(batch["mask_label" if stage == "pretrain" else "label"]).float()
 
 
 class Objective:
     """L = L1(prediction, target) + weight * L_mcc (when MCC is enabled).
 
     The modality cosines and the unweighted MCC term are computed (and logged) even with MCC
-    disabled, so runs with and without it can be compared. Padding is kept out of the MCC cosines
-    when the model masks padding (``KEBRConfig.mask_padding``; False = the reference, which
-    flattened the padded tensors): one switch for padding everywhere.
+    disabled, so runs with and without it can be compared. ``mcc["text_positions"]`` (module
+    docstring) says whether padded text positions enter the cosines; where they cannot enter the
+    result, batches are trimmed (``self.trim``; fine-tuning also needs ``masked_mean``).
     """
 
-    def __init__(self, stage: str, mcc: dict[str, Any], mask_padding: bool) -> None:
+    def __init__(self, stage: str, mcc: dict[str, Any], masked_mean: bool = True) -> None:
         self.stage = stage
         self.enabled = bool(mcc["enabled"])
         self.mcc = MCCLoss(g=mcc["g"], variant=mcc["variant"], stage=stage, weight=mcc["weight"])
-        self.mask_padding = mask_padding
+        self.real_positions = mcc.get("text_positions", "real") == "real"
+        self.trim = self.real_positions and (stage == "pretrain" or masked_mean)
 
-    def __call__(self, model: nn.Module, inputs: dict[str, Any], target: torch.Tensor,
-                 runtime: Runtime) -> dict[str, torch.Tensor]:
+    def inputs(self, batch: dict[str, torch.Tensor], device: torch.device
+               ) -> tuple[dict[str, Any], torch.Tensor, int]:
+        """(model inputs, target, the batch's full text length before trimming)."""
+        full = batch[text_keys(self.stage)[0]].shape[1]
+        inputs, target = batch_inputs(batch, self.stage, device, self.trim)
+        return inputs, target, full
+
+    def cosines(self, fused: torch.Tensor, inputs: dict[str, Any], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample (cos_a, cos_v) of the fused sequence at the shards' full text ``length``."""
+        if not self.real_positions:
+            return modality_cosines(fused, inputs["audio"], inputs["video"])
+        attention = inputs["attention_mask"]
+        if fused.shape[1] < length:  # trimmed: the cosines flatten the full padded layout (zeros)
+            fused = F.pad(fused, (0, 0, 0, length - fused.shape[1]))
+            attention = torch.cat([attention, attention.new_zeros(len(attention), length - attention.shape[1])], 1)
+        return modality_cosines(fused, inputs["audio"], inputs["video"], fused_mask=attention,
+                                audio_mask=inputs["audio_mask"], video_mask=inputs["video_mask"])
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor], runtime: Runtime) -> dict[str, Any]:
+        """The loss terms of one shard batch (and ``n``, its size)."""
+        inputs, target, length = self.inputs(batch, runtime.device)
         with runtime.autocast():
             out = model(**inputs)
         l_task = F.l1_loss(out["prediction"].float(), target)
-        masks = {}
-        if self.mask_padding:
-            masks = {"fused_mask": inputs["attention_mask"], "audio_mask": inputs["audio_mask"],
-                     "video_mask": inputs["video_mask"]}
         with torch.set_grad_enabled(self.enabled and torch.is_grad_enabled()):
-            cos_a, cos_v = modality_cosines(out["fused"], inputs["audio"], inputs["video"], **masks)
+            cos_a, cos_v = self.cosines(out["fused"], inputs, length)
             l_mcc = self.mcc.per_sample(cos_a, cos_v).mean()
         loss = l_task + self.mcc.weight * l_mcc if self.enabled else l_task
-        return {"loss": loss, "l_task": l_task, "l_mcc": l_mcc, "cos_a": cos_a.mean(), "cos_v": cos_v.mean()}
+        return {"loss": loss, "l_task": l_task, "l_mcc": l_mcc, "cos_a": cos_a.mean(), "cos_v": cos_v.mean(),
+                "n": len(target)}
 
 
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
-                runtime: Runtime, max_steps: int | None) -> tuple[dict[str, float], int, int]:
+                runtime: Runtime, max_steps: int | None,
+                progress: Progress | None = None) -> tuple[dict[str, float], int, int]:
     """One pass over the training data: (sample-weighted means of LOSS_TERMS, steps, samples)."""
     model.train()
     totals = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64, device=runtime.device)
     steps = 0
     for batch in islice(loader, max_steps):
-        inputs, target = batch_inputs(batch, objective.stage, runtime.device)
-        terms = objective(model, inputs, target, runtime)
+        terms = objective(model, batch, runtime)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
-        n = len(target)
-        totals += torch.stack([terms[k].detach().double() * n for k in LOSS_TERMS] + [totals.new_tensor(n)])
+        n = terms["n"]
+        values = torch.stack([terms[k].detach().double() for k in LOSS_TERMS])
+        totals += torch.cat([values * n, totals.new_tensor([n])])
         steps += 1
-    if runtime.world_size > 1:
+        if progress is not None:
+            progress.step(values, n)
+    if runtime.distributed:
         dist.all_reduce(totals)
     samples = int(totals[-1].item())
     means = {k: float(v) / max(samples, 1) for k, v in zip(LOSS_TERMS, totals[:-1].tolist())}
@@ -209,16 +236,22 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, stage: str, runtime: Runtime) -> tuple[np.ndarray, np.ndarray]:
-    """(predictions, targets) over a loader, in its order, with the model in eval mode."""
+def predict(model: nn.Module, loader: DataLoader, objective: Objective, runtime: Runtime,
+            amp: bool = True) -> dict[str, np.ndarray]:
+    """Over a loader, in its order, with the model in eval mode: ``prediction``, ``target`` and the
+    per-sample modality cosines ``cos_a``, ``cos_v`` (as the objective takes them). ``amp=False``
+    evaluates in fp32 even where training uses bf16 autocast."""
     model.eval()
-    preds, targets = [], []
+    out: dict[str, list[torch.Tensor]] = {"prediction": [], "target": [], "cos_a": [], "cos_v": []}
     for batch in loader:
-        inputs, target = batch_inputs(batch, stage, runtime.device)
-        with runtime.autocast():
-            preds.append(model(**inputs)["prediction"].float().cpu())
-        targets.append(target.cpu())
-    return torch.cat(preds).numpy(), torch.cat(targets).numpy()
+        inputs, target, length = objective.inputs(batch, runtime.device)
+        with runtime.autocast(amp):
+            result = model(**inputs)
+        cos_a, cos_v = objective.cosines(result["fused"], inputs, length)
+        for key, value in (("prediction", result["prediction"]), ("target", target), ("cos_a", cos_a),
+                           ("cos_v", cos_v)):
+            out[key].append(value.float().cpu())
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -255,16 +288,19 @@ def fit(run_dir: Path, *, model: nn.Module, train_loader: DataLoader, optimizer:
         scheduler: Any | None, objective: Objective, runtime: Runtime, epochs: int,
         max_steps_per_epoch: int | None, compile: bool, save_epochs: tuple[int, ...], model_config: KEBRConfig,
         train_config: dict[str, Any], generator: torch.Generator,
-        evaluate: Callable[[nn.Module], dict[str, float]] | None = None) -> dict[str, Any]:
+        evaluate: Callable[[nn.Module], dict[str, float]] | None = None, select_by: str = "mae",
+        log_every_steps: int = 0) -> dict[str, Any]:
     """Train up to ``epochs``, resuming from the latest state in ``run_dir`` if there is one.
 
     After every epoch: ``evaluate`` (if given) scores the model on held-out data; the best epoch is the
-    one with the lowest ``mae`` (ties keep the earlier epoch); the scheduler steps; the state is saved
-    (kept: ``save_epochs``, the newest, the best) and ``log.csv`` is rewritten from the history held in
-    the state, so it always matches the state a resume starts from.
+    one with the lowest ``select_by`` value of it (``mae`` or ``loss``; ties keep the earlier epoch);
+    the scheduler steps; the state is saved (kept: ``save_epochs``, the newest, the best) and
+    ``log.csv`` is rewritten from the history held in the state, so it always matches the state a
+    resume starts from. ``log_every_steps``: progress lines within an epoch (kebr/train/progress.py).
 
     ``generator`` must be the one ``train_loader`` draws its order from. Returns the final state
-    (epoch, global_step, history, extra = {"best_epoch", "best_valid_mae"} when evaluating).
+    (epoch, global_step, history, extra = {"best_epoch", "best_valid_<key>" for every key of
+    ``evaluate``'s result} when evaluating).
     """
     config = model_config.to_dict()
     state: dict[str, Any] = {"epoch": 0, "global_step": 0, "history": [], "extra": {}}
@@ -274,28 +310,36 @@ def fit(run_dir: Path, *, model: nn.Module, train_loader: DataLoader, optimizer:
         state = load_state(latest, model=model, optimizer=optimizer, scheduler=scheduler, generator=generator)
         log.info("%s: resuming after epoch %d", run_dir, state["epoch"])
     forward = model
-    if runtime.world_size > 1:
+    if runtime.distributed:
         ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         # find_unused_parameters: the other stage's head never enters this stage's loss.
         forward = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     if compile:
         forward = torch.compile(forward)
     writer = _summary_writer(run_dir) if runtime.is_main else None
+    steps_per_epoch = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)
+    progress = Progress(str(run_dir), terms=LOSS_TERMS, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                        every=log_every_steps, world_size=runtime.world_size, enabled=runtime.is_main)
     for epoch in range(state["epoch"] + 1, epochs + 1):
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         lrs = {f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups}
         started = time.perf_counter()
-        means, steps, samples = train_epoch(forward, train_loader, optimizer, objective, runtime,
-                                            max_steps_per_epoch)
+        progress.start_epoch(epoch)
+        try:
+            means, steps, samples = train_epoch(forward, train_loader, optimizer, objective, runtime,
+                                                max_steps_per_epoch, progress)
+        finally:
+            progress.end_epoch()
         seconds = time.perf_counter() - started
         row: dict[str, Any] = {"epoch": epoch, **means, **lrs, "seconds": round(seconds, 3),
                                "samples_per_s": round(samples / seconds, 3)}
         if evaluate is not None:
             valid = evaluate(model)
             row.update({f"valid_{k}": v for k, v in valid.items()})
-            if "best_epoch" not in state["extra"] or valid["mae"] < state["extra"]["best_valid_mae"]:
-                state["extra"] = {"best_epoch": epoch, "best_valid_mae": valid["mae"]}
+            best = state["extra"].get(f"best_valid_{select_by}")
+            if "best_epoch" not in state["extra"] or valid[select_by] < best:
+                state["extra"] = {"best_epoch": epoch, **{f"best_valid_{k}": v for k, v in valid.items()}}
         if scheduler is not None:
             scheduler.step()
         state["history"].append(row)
