@@ -1,26 +1,41 @@
 """Training loops on two tiny real shards: real masked sentences (bundled MiniLM tokenizer + VADER),
 seeded audio/visual features with one feature carrying the label. Checks that losses fall, outputs
-are complete and consistent, runs are reproducible, resume is exact, and pretrained weights reach
-the fine-tuning model."""
+are complete and consistent, runs are reproducible, resume is exact, pretrained weights reach the
+fine-tuning model; that trimming, length buckets and the LM cache keep the losses; the parity
+switches (MCC text positions, selection rule, evaluation precision, frozen-LM dropout) by value;
+and the progress lines."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
+import math
+import re
+import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.utils.data import DataLoader
 
 from kebr.masking import SentimentMasker, load_tokenizer
+from kebr.mcc import reference_modality_cosines
 from kebr.metrics import METRIC_KEYS, evaluate_predictions_csv
-from kebr.model import KEBR, KEBRConfig
+from kebr.model import KEBR, KEBRConfig, TextEncoder
+from kebr.predict import evaluated_with_amp
 from kebr.shards import ShardDataset, ShardRow, write_shard
 from kebr.train import finetune, pretrain
-from kebr.train.checkpoint import WEIGHTS, read_weights
+from kebr.train.checkpoint import WEIGHTS, load_weights, read_weights, state_name
+from kebr.train.data import LengthBucketSampler, text_keys
 from kebr.train.finetune import build_finetune_model
+from kebr.train.lm_cache import build_sidecars
+from kebr.train.loop import LOSS_TERMS, Objective, Runtime, batch_inputs, predict
+from kebr.train.progress import Progress
 
 SENTENCES = [  # (transcript, sentiment label in [-3, 3])
     ("I absolutely loved this movie, it was wonderful", 2.8),
@@ -185,7 +200,9 @@ def test_pretrained_lm_and_tcmf_reach_finetuning_with_a_fresh_head(pretrained):
 def test_finetune_writes_metrics_and_predictions(finetuned, runs):
     run = runs / "finetune"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {*METRIC_KEYS, "best_epoch", "best_valid_mae", "seed", "n_test"}
+    assert set(metrics) == {*METRIC_KEYS, "best_epoch", "select_by", "best_valid_mae", "best_valid_loss", "seed",
+                            "n_test"}
+    assert metrics["select_by"] == "valid_mae"
     assert metrics["seed"] == 1 and metrics["n_test"] == 4
     with (run / "predictions.csv").open() as fh:
         rows = list(csv.DictReader(fh))
@@ -211,9 +228,210 @@ def test_finetune_learns_the_label(finetuned, runs):
     assert finetuned["corr"] > 0.8  # audio column 0 carries the label
 
 
-def test_finetune_resume_equals_uninterrupted_run(shards, runs, pretrained, finetuned):
-    run = runs / "finetune_resumed"
-    finetune(shards, run, pretrained=pretrained, **{**FINETUNE, "epochs": 3})
-    metrics = finetune(shards, run, pretrained=pretrained, **FINETUNE)
-    assert_same_weights(runs / "finetune" / "epoch-0008", run / "epoch-0008")
-    assert metrics == pytest.approx(finetuned, nan_ok=True)
+# ---- trimming, length buckets, the LM cache ------------------------------------------------------
+
+CPU = Runtime(torch.device("cpu"), rank=0, world_size=1, amp=False)
+MCC = {"enabled": True, "variant": "reference", "g": 0.25, "weight": 0.5}
+
+
+def first_batch(shards: list[Path], stage: str, split: str | None = None, size: int = 8) -> dict:
+    data = ShardDataset(shards, split=split, labelled=stage == "finetune")
+    return next(iter(DataLoader(data, batch_size=size)))
+
+
+def loss_terms(model: KEBR, batch: dict, stage: str, positions: str, trim: bool) -> torch.Tensor:
+    objective = Objective(stage, {**MCC, "text_positions": positions})
+    objective.trim = trim
+    with torch.no_grad():
+        terms = objective(model.eval(), batch, CPU)
+    return torch.stack([terms[k] for k in LOSS_TERMS])
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_trimming_keeps_the_loss_where_padding_cannot_enter(shards, stage):
+    batch = first_batch(shards, stage)
+    _, mask_key = text_keys(stage)
+    assert int(batch[mask_key].sum(1).max()) < L  # there is padding to cut
+    assert Objective(stage, {**MCC, "text_positions": "real"}).trim
+    assert not Objective(stage, {**MCC, "text_positions": "all"}).trim  # padding enters the MCC
+    assert not Objective("finetune", {**MCC, "text_positions": "real"}, masked_mean=False).trim
+    model = KEBR(CONFIG if stage == "pretrain" else FT_CONFIG)
+    # The same loss to float32 rounding (bitwise is not promised by float32 kernels: kebr/train/data.py).
+    full = loss_terms(model, batch, stage, "real", trim=False)
+    torch.testing.assert_close(loss_terms(model, batch, stage, "real", trim=True), full, rtol=1e-5, atol=1e-7)
+    # Over all positions (the reference) trimming would change the MCC: that setting keeps the length.
+    everything = loss_terms(model, batch, stage, "all", trim=False)
+    assert abs(loss_terms(model, batch, stage, "all", trim=True)[2] - everything[2]) > 1e-3
+
+
+def test_length_buckets_cover_every_clip_in_a_seeded_resumable_order():
+    lengths = np.clip(np.random.default_rng(0).gamma(2.0, 6.0, 1000).astype(int) + 3, 3, 39)
+
+    def sampler(generator: torch.Generator, **kw) -> LengthBucketSampler:
+        return LengthBucketSampler(lengths, 32, generator, pool_batches=10, **kw)
+
+    first = sampler(torch.Generator().manual_seed(0))
+    epochs = [list(first), list(first)]
+    assert len(epochs[0]) == len(first) == 32  # 31 full batches + 8 clips
+    for epoch in epochs:
+        assert sorted(i for b in epoch for i in b) == list(range(1000))
+    assert epochs[0] != epochs[1]
+    again = sampler(torch.Generator().manual_seed(0))
+    assert [list(again), list(again)] == epochs
+    # A resumed run restores the generator (as a training state does) and continues the same order.
+    generator = torch.Generator().manual_seed(0)
+    list(sampler(generator))
+    resumed = torch.Generator()
+    resumed.set_state(generator.get_state())
+    assert list(sampler(resumed)) == epochs[1]
+    # Padding: the longest text of a bucket batch is near its mean; random batches reach the tail.
+    random_batches = torch.randperm(1000, generator=torch.Generator().manual_seed(1)).split(32)
+    padded = lambda batches: np.mean([lengths[list(b)].max() - lengths[list(b)].mean() for b in batches])  # noqa: E731
+    assert padded(epochs[0]) < 0.2 * padded(random_batches)
+    # DDP: every rank takes its own equal share of the same batches.
+    ranks = [list(sampler(torch.Generator().manual_seed(0), rank=r, world_size=3)) for r in range(3)]
+    assert [len(r) for r in ranks] == [10, 10, 10]
+    assert len({i for r in ranks for b in r for i in b}) == sum(len(b) for r in ranks for b in r)
+
+
+def test_lm_cache_runs_match_the_uncached_run(shards, tmp_path, caplog):
+    """float32 storage: the losses of the uncached run to float32 rounding; float16: to ~1e-3
+    (kebr/train/lm_cache.py); LM dropout (the reference) changes the run. Also the progress lines."""
+    copies = [Path(shutil.copy(s, tmp_path / s.name)) for s in shards]
+    short = {**PRETRAIN, "epochs": 2, "save_epochs": ()}
+    caplog.set_level(logging.INFO, logger="kebr")
+    runs = {cache: pretrain(copies, tmp_path / cache, **short, lm_cache=cache, log_every_steps=1)
+            for cache in ("none", "float32", "float16")}
+    logs = {cache: read_log(tmp_path / cache) for cache in runs}
+    gap = {cache: max(abs(row[k] / ref[k] - 1) for row, ref in zip(logs[cache], logs["none"])
+                      for k in ("loss", "l_task", "l_mcc")) for cache in ("float32", "float16")}
+    assert gap["float32"] < 1e-6 and gap["float32"] < gap["float16"] < 1e-3, gap  # measured: 5e-8 and 6e-5
+    sidecars = sorted(p.name for p in (tmp_path / "lm_cache").iterdir())
+    assert len(sidecars) == 4 and sidecars[0].startswith("00000-")  # 2 shards x 2 dtypes
+    # Progress: one line per step (log_every_steps=1); their losses average to the epoch's (3 full batches).
+    lines = [r.getMessage() for r in caplog.records if str(tmp_path / "float32") in r.getMessage() and " step " in r.getMessage()]
+    assert len(lines) == 6 and all(re.search(r"samples/s \| ETA epoch \d+:\d\d:\d\d, run \d+:\d\d:\d\d", x) for x in lines)
+    steps = [float(re.search(r": loss (\S+)", x).group(1)) for x in lines]
+    for epoch, row in enumerate(logs["float32"]):
+        assert np.mean(steps[3 * epoch: 3 * epoch + 3]) == pytest.approx(row["loss"], rel=1e-3)
+    # The reference's frozen LM in train mode: dropout on, so the run differs (no cache possible).
+    with pytest.raises(ValueError, match="lm_cache"):
+        pretrain(copies, tmp_path / "dropout", **short, frozen_lm_dropout=True)
+    pretrain(copies, tmp_path / "dropout", **short, lm_cache="none", frozen_lm_dropout=True, log_every_steps=0)
+    assert read_log(tmp_path / "dropout")[0]["l_task"] != logs["none"][0]["l_task"]
+
+
+def test_lm_cache_sidecar_is_keyed_by_text_and_weights(shards, tmp_path):
+    shard = Path(shutil.copy(shards[0], tmp_path / shards[0].name))
+    lm = TextEncoder("bundled", freeze=True)
+    [first] = build_sidecars([shard], lm, dtype="float16", runtime=CPU)
+    with h5py.File(first) as f, h5py.File(shard) as s, torch.no_grad():
+        stored = f["hidden"][()]
+        states = lm(torch.from_numpy(s["text/input_ids"][()]).long(), torch.from_numpy(s["text/attention_mask"][()]))
+    assert stored.dtype == np.float16 and stored.shape == tuple(states.shape) == (12, L, 384)
+    np.testing.assert_allclose(stored, states.numpy(), rtol=2**-10, atol=1e-6)  # fp16 rounding only
+    built = first.stat().st_mtime_ns
+    assert build_sidecars([shard], lm, dtype="float16", runtime=CPU) == [first]
+    assert first.stat().st_mtime_ns == built  # reused, not recomputed
+    # Other weights: another sidecar; the first stays (a run with the old LM may be reading it).
+    with torch.no_grad():
+        lm.model.encoder.layer[-1].output.LayerNorm.bias += 0.01
+    [other] = build_sidecars([shard], lm, dtype="float16", runtime=CPU)
+    assert other != first and first.exists()
+    # A rebuilt shard with other text: new states; this LM's old sidecar of the shard is deleted.
+    with h5py.File(shard, "r+") as f:
+        f["text/input_ids"][0, 1] = 2204
+    [rebuilt] = build_sidecars([shard], lm, dtype="float16", runtime=CPU)
+    assert rebuilt not in (first, other) and not other.exists() and first.exists()
+
+
+# ---- parity switches ------------------------------------------------------------------------------
+
+
+def test_mcc_text_positions_choose_what_the_cosines_flatten(shards):
+    batch = first_batch(shards, "finetune")
+    model = KEBR(FT_CONFIG).eval()
+    with torch.no_grad():
+        untrimmed, _ = batch_inputs(batch, "finetune", CPU.device)
+        fused = model(**untrimmed)["fused"]  # (B, L, d_t) over every position
+        real = torch.as_tensor(untrimmed["attention_mask"])[..., None]
+        audio, video = batch["audio"], batch["video"]
+        want = {"all": reference_modality_cosines(fused, audio, video),  # the reference's own loop
+                "real": reference_modality_cosines(fused * real, audio * batch["audio_mask"][..., None],
+                                                   video * batch["video_mask"][..., None])}
+        for positions in ("real", "all"):
+            objective = Objective("finetune", {**MCC, "text_positions": positions})
+            inputs, _, length = objective.inputs(batch, CPU.device)
+            got = objective.cosines(model(**inputs)["fused"], inputs, length)
+            for g, w in zip(got, want[positions]):
+                torch.testing.assert_close(g, w, rtol=0, atol=2e-6)
+    assert (want["real"][0] - want["all"][0]).abs().max() > 1e-3
+
+
+def test_select_by_the_references_valid_loss_and_fp32_evaluation(shards, tmp_path):
+    frozen = KEBRConfig(**{**FT_CONFIG.to_dict(), "freeze_text": True})  # the LM frozen: a quick run
+    run = tmp_path / "run"
+    metrics = finetune(shards, run, model_config=frozen, pretrained=None, epochs=3, batch_size=8, lr_backbone=2e-3,
+                       lr_head=2e-3, t_max=3, seed=2, device="cpu", select_by="valid_loss", eval_amp=False,
+                       log_every_steps=0)
+    losses = [r["valid_loss"] for r in read_log(run)]
+    assert metrics["select_by"] == "valid_loss" and metrics["best_epoch"] == 1 + int(np.argmin(losses))
+    assert metrics["best_valid_loss"] == pytest.approx(min(losses))
+    # The logged value, by hand: L1 + the reference's pretraining-form MCC, g = 0.4, over the valid clips.
+    model = KEBR(frozen).eval()
+    load_weights(run / state_name(metrics["best_epoch"]), model)
+    batch = first_batch(shards, "finetune", split="valid")
+    with torch.no_grad():
+        inputs, label = batch_inputs(batch, "finetune", CPU.device)
+        out = model(**inputs)
+        cos_a, cos_v = reference_modality_cosines(out["fused"] * inputs["attention_mask"][..., None],
+                                                  inputs["audio"], inputs["video"])
+    c = ((cos_a + cos_v) / 2).tolist()
+    f = [abs(math.cos(math.pi * (x + 0.4))) if x >= 0 else 1 - x for x in c]
+    expected = (out["prediction"] - label).abs().mean().item() + float(np.mean(f))
+    assert losses[metrics["best_epoch"] - 1] == pytest.approx(expected, rel=1e-5)
+    assert evaluated_with_amp(run / state_name(metrics["best_epoch"])) is False  # kebr predict: fp32 too
+
+
+def test_evaluation_autocast_switch(shards):
+    model = KEBR(FT_CONFIG).eval()
+    loader = DataLoader(ShardDataset(shards, split="valid", labelled=True), batch_size=4)
+    objective = Objective("finetune", MCC)
+    bf16 = Runtime(torch.device("cpu"), rank=0, world_size=1, amp=True)  # bf16 autocast (CPU, for the test)
+    fp32 = predict(model, loader, objective, bf16, amp=False)["prediction"]
+    mixed = predict(model, loader, objective, bf16, amp=True)["prediction"]
+    with torch.no_grad():
+        plain = model(**objective.inputs(next(iter(loader)), CPU.device)[0])["prediction"].numpy()
+    np.testing.assert_array_equal(fp32, plain)
+    assert np.abs(mixed - fp32).max() > 1e-4
+
+
+def test_frozen_lm_dropout_switch(shards):
+    batch = first_batch(shards, "pretrain")
+    model = KEBR(CONFIG).train()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        fixed = model.text(ids, mask)
+        assert torch.equal(model.text(ids, mask), fixed)  # frozen: a fixed feature extractor
+        model.text.frozen_dropout = True
+        model.train()
+        noisy = model.text(ids, mask)
+        assert not torch.equal(noisy, fixed) and not torch.equal(model.text(ids, mask), noisy)
+        model.eval()
+        assert torch.equal(model.text(ids, mask), fixed)
+    assert not any(p.requires_grad for p in model.text.parameters())
+
+
+def test_progress_bar_only_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        progress = Progress("run", terms=("loss",), epochs=2, steps_per_epoch=3, every=1, stream=stream)
+        progress.start_epoch(1)
+        for _ in range(3):
+            progress.step(torch.tensor([0.5]), 8)
+        progress.end_epoch()
+        bar = stream.getvalue()
+        assert ("epoch 1/2" in bar and "3/3" in bar and "loss=0.5" in bar) == shown, bar
