@@ -41,12 +41,12 @@ from kebr.train.checkpoint import load_weights, read_configs, read_weights, stat
 from kebr.train.data import make_loader, text_lengths
 from kebr.train.loop import (
     Objective,
+    adam,
     check_shards,
     fit,
     mcc_settings,
     predict,
     setup,
-    trainable,
     write_csv,
 )
 
@@ -135,7 +135,7 @@ def finetune(
 
     model = build_finetune_model(model_config, pretrained).to(runtime.device)
     model.pretrain_head.requires_grad_(False)
-    optimizer = torch.optim.Adam(trainable(model.param_groups(lr_backbone, lr_head)))
+    optimizer = adam(model.param_groups(lr_backbone, lr_head))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max)
     generator = torch.Generator().manual_seed(seed)
     lengths = text_lengths(splits["train"], "finetune") if bucket_by_length else None

