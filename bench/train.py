@@ -1,15 +1,28 @@
-"""Training-step throughput of KEBR: pretraining and fine-tuning samples/s, with kebr's vectorised MCC
-against a faithful re-implementation of the reference's per-sample Python-loop cosine and MCC, on the
-same model in the same run.
+"""Training throughput of KEBR, through the real training code (loader, objective, optimizer).
 
-    python bench/train.py [--text-model bundled|PATH] [--batch-size 32] [--steps 5] [--rounds 3] [--device auto]
+    python bench/train.py [--clips 256] [--batch-size 32] [--device auto] [--shaped base large] [--threads N]
 
-Inputs have the reference's sizes (39 tokens, 400 x 33 audio frames, 55 x 709 OpenFace frames). A
-step is forward + L1 + MCC + backward + Adam, as in kebr/train/loop.py; data loading is not timed.
-On CUDA it runs under bf16 autocast and also prints model FLOP utilisation (MFU: 6 x parameters x
-tokens per second for the trained parts, 2 x for the frozen LM, against the GPU's dense bf16 peak).
-Also times the MCC alone (forward + backward), ours against the loop.
-Prints one JSON object.
+Prints one JSON object with:
+- ``finetune``: fine-tuning samples/s on MOSI-shaped text lengths (mean 15 of 39 tokens, random batches
+  of 32 reaching ~36) in three ways: ``fixed`` (every batch at 39 tokens: before this change),
+  ``random`` (random batches, each trimmed to its longest text) and ``bucketed`` (length buckets, then
+  trimmed); ``bucketing_speedup`` = bucketed / random (target >= 1.8).
+- ``pretrain``: pretraining samples/s (frozen LM) without and with the LM cache, ``cache_speedup``
+  (target >= 5 on CPU), the one-off seconds to build the cache, and the fp16 sidecar's MB per 1,000
+  clips; for the bundled MiniLM and for LMs of BERT-base's (default) or BERT-large's shape
+  (``--shaped``) with random weights: FLOPs do not depend on the weights, and the real BERTs are not
+  bundled. The cache saves the LM's forward pass, so its gain grows with the LM's share of a step.
+- ``mcc``: kebr's vectorised MCC (forward + backward) against a faithful re-implementation of the
+  reference's per-sample Python loop, on the model's shapes.
+
+Clips are written as a real shard (real sentences of vocabulary words through the bundled tokenizer
+and VADER masking; audio and visual features of the reference's sizes, 400 x 33 and 55 x 709, random).
+A measurement is one epoch over the clips after two warm-up steps; data loading (HDF5 rows) is
+included, as in a real run (num_workers 0). On a CPU each also reports samples per CPU second of this
+process (``samples_per_cpu_s``), and the speedups use those: with ``--threads 1`` that is the rate on a
+core of its own, which wall time on a shared machine is not. The model is the paper's TCMF (K = 4 shared layers,
+d_e = 256). On CUDA it runs under bf16 autocast; ``step_throughput`` (used by bench/gpu_check.py) also
+reports MFU.
 """
 
 from __future__ import annotations
@@ -17,43 +30,151 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
+from kebr.masking import SentimentMasker, bundled_text_model_path, load_tokenizer
 from kebr.mcc import MCCLoss, reference_modality_cosines
 from kebr.model import KEBR, KEBRConfig
+from kebr.shards import ShardDataset, ShardRow, write_shard
+from kebr.train.data import make_loader, text_lengths
+from kebr.train.lm_cache import LMCacheDataset, build_sidecars
+from kebr.train.loop import Objective, Runtime, adam, train_epoch
 
 # Dense bf16 tensor-core peaks, FLOP/s, by device name fragment.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+T_A, D_A, T_V, D_V, L = 400, 33, 55, 709, 39
+PRETRAIN_MCC = {"enabled": True, "variant": "reference", "g": 0.25, "weight": 0.5}
+FINETUNE_MCC = {"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0}
 
 
-def reference_mcc(fused: torch.Tensor, audio: torch.Tensor, video: torch.Tensor, g: float, weight: float,
-                  stage: str) -> torch.Tensor:
-    """The reference's MCC: cosines and loss one sample at a time in Python (spec section 4)."""
-    cos_a, cos_v = reference_modality_cosines(fused, audio, video)
-    losses = []
-    for a, v in zip(cos_a, cos_v):
-        if stage == "pretrain":
-            c = (a + v) / 2
-            losses.append(torch.abs(torch.cos(math.pi * (c + g))) if c >= 0 else 1 - c)
-        elif a >= 0 and v >= 0:
-            losses.append(torch.abs(torch.cos(math.pi * ((a + v) / 2 + g) * torch.exp(torch.abs(a - v) / 2))))
-        else:
-            losses.append(1 + torch.abs(a) + torch.abs(v))
-    return weight * torch.stack(losses).mean()
+def mosi_lengths(n: int, seed: int = 0) -> np.ndarray:
+    """Token counts (with [CLS]/[SEP]) shaped like MOSI's training texts: mean ~15, a tail to 39."""
+    return np.clip(np.round(np.random.default_rng(seed).gamma(2.0, 6.0, n)) + 3, 3, L).astype(int)
 
 
-def batch(b: int, device: torch.device, vocab: int) -> dict[str, torch.Tensor]:
+def write_bench_shard(folder: Path, n: int, seed: int = 0) -> Path:
+    """A real shard of ``n`` clips with MOSI-shaped text lengths (all in the train split)."""
+    tokenizer = load_tokenizer("bundled")
+    words = sorted(w for w in tokenizer.get_vocab() if w.isalpha() and w.islower() and len(w) >= 3)
+    rng = np.random.default_rng(seed)
+    masker = SentimentMasker(tokenizer, max_length=L, seed=seed)
+    rows = []
+    for i, length in enumerate(mosi_lengths(n, seed)):
+        text = " ".join(rng.choice(words, size=max(int(length) - 2, 1)))
+        clip_id = f"spk{i % 16}__clip{i:05d}"
+        transcript = {"source": "gold", "avg_logprob": 0.0, "no_speech_prob": 0.0, "language_prob": 1.0,
+                      "language": "en", "words": []}
+        audio = rng.standard_normal((T_A, D_A), dtype=np.float32)
+        video = rng.standard_normal((T_V, D_V), dtype=np.float32)
+        rows.append(ShardRow(clip_id, "train", f"spk{i % 16}", float(rng.uniform(-3, 3)), transcript,
+                             masker(text, clip_id), audio, video))
+    return write_shard(folder / "00000.h5", rows, audio_columns=[f"a{j}" for j in range(D_A)],
+                       visual_columns=[f"v{j}" for j in range(D_V)], audio_frames=T_A, visual_frames=T_V,
+                       text_length=L, tokenizer=tokenizer, attrs={"dataset": "bench", "shard": "00000"})
+
+
+SHAPES = {"base": {}, "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                                  "intermediate_size": 4096}}
+
+
+def bert_shaped(folder: Path, shape: str) -> str:
+    """An LM of BERT-base's (12 layers, 768 wide) or BERT-large's (24, 1024) shape with random weights
+    and the bundled tokenizer (the same uncased vocabulary)."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(**SHAPES[shape]), add_pooling_layer=False).save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (bundled_text_model_path() / name).exists():
+            shutil.copy(bundled_text_model_path() / name, folder / name)
+    return str(folder)
+
+
+def epoch_throughput(model: KEBR, dataset: Any, stage: str, *, runtime: Runtime, batch_size: int,
+                     bucket: bool, trim: bool, lr: float, warmup: int = 2) -> dict[str, float]:
+    """Samples/s of one training epoch (after ``warmup`` steps) and the mean padded batch length."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    base = dataset.shards if isinstance(dataset, LMCacheDataset) else dataset
+    lengths = text_lengths(base, stage)
+    loader = make_loader(dataset, batch_size, runtime, shuffle=True, seed=0, num_workers=0, generator=generator,
+                         bucket_lengths=lengths if bucket else None)
+    objective = Objective(stage, PRETRAIN_MCC if stage == "pretrain" else FINETUNE_MCC)
+    objective.trim = trim
+    optimizer = adam(model.param_groups(lr, lr))
+    train_epoch(model, loader, optimizer, objective, runtime, max_steps=warmup)
+    widths = [int(lengths[b].max()) if trim else L for b in loader.batch_sampler]
+    start, cpu_start = time.perf_counter(), time.process_time()
+    _, _, samples = train_epoch(model, loader, optimizer, objective, runtime, max_steps=None)
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    out = {"samples_per_s": round(samples / seconds, 2), "mean_batch_tokens": round(float(np.mean(widths)), 1)}
+    if runtime.device.type == "cpu":
+        out["samples_per_cpu_s"] = round(samples / cpu_seconds, 2)
+    return out
+
+
+def rate(result: dict[str, float]) -> float:
+    """The rate speedups compare: per CPU second on a CPU, per wall second on a GPU."""
+    return result.get("samples_per_cpu_s", result["samples_per_s"])
+
+
+def bench_finetune(shards: list[Path], runtime: Runtime, batch_size: int, warmup: int = 2) -> dict[str, Any]:
+    dataset = ShardDataset(shards, split="train", labelled=True)
+    model = KEBR(KEBRConfig(d_audio=D_A, d_video=D_V)).to(runtime.device)
+    model.pretrain_head.requires_grad_(False)
+    out: dict[str, Any] = {}
+    for name, bucket, trim in (("fixed", False, False), ("random", False, True), ("bucketed", True, True)):
+        out[name] = epoch_throughput(model, dataset, "finetune", runtime=runtime, batch_size=batch_size,
+                                     bucket=bucket, trim=trim, lr=5e-6, warmup=warmup)
+    lengths = text_lengths(dataset, "finetune")
+    out["mean_text_tokens"] = round(float(lengths.mean()), 1)
+    out["bucketing_speedup"] = round(rate(out["bucketed"]) / rate(out["random"]), 2)
+    out["speedup_over_fixed"] = round(rate(out["bucketed"]) / rate(out["fixed"]), 2)
+    return out
+
+
+def bench_pretrain(shards: list[Path], runtime: Runtime, batch_size: int, text_model: str,
+                   warmup: int = 2) -> dict[str, Any]:
+    dataset = ShardDataset(shards)
+    model = KEBR(KEBRConfig(d_audio=D_A, d_video=D_V, text_model=text_model, freeze_text=True)).to(runtime.device)
+    model.finetune_head.requires_grad_(False)
+    uncached = epoch_throughput(model, dataset, "pretrain", runtime=runtime, batch_size=batch_size,
+                                bucket=True, trim=True, lr=1e-4, warmup=warmup)
+    start = time.perf_counter()
+    sidecars = build_sidecars(dataset.paths, model.text, dtype="float16", runtime=runtime)
+    build = time.perf_counter() - start
+    cached = epoch_throughput(model, LMCacheDataset(dataset, sidecars), "pretrain", runtime=runtime,
+                              batch_size=batch_size, bucket=True, trim=True, lr=1e-4, warmup=warmup)
+    size = sum(p.stat().st_size for p in sidecars)
+    for p in sidecars:
+        p.unlink()
+    return {"uncached": uncached, "cached": cached, "cache_speedup": round(rate(cached) / rate(uncached), 2),
+            "cache_build_s": round(build, 2), "sidecar_mb_per_1000_clips": round(size / len(dataset) * 1000 / 1e6, 1),
+            "d_text": model.text.hidden_size}
+
+
+# ---- single steps on fixed-size batches (MFU; also bench/gpu_check.py) --------------------------------
+
+
+def synthetic_batch(b: int, device: torch.device, vocab: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return {
-        "input_ids": torch.randint(1000, vocab, (b, 39), generator=g).to(device),
-        "attention_mask": torch.ones(b, 39, dtype=torch.bool, device=device),
-        "audio": torch.randn(b, 400, 33, generator=g).to(device),
-        "audio_mask": torch.ones(b, 400, dtype=torch.bool, device=device),
-        "video": torch.randn(b, 55, 709, generator=g).to(device),
-        "video_mask": torch.ones(b, 55, dtype=torch.bool, device=device),
+        "input_ids": torch.randint(1000, vocab, (b, L), generator=g).to(device),
+        "attention_mask": torch.ones(b, L, dtype=torch.bool, device=device),
+        "audio": torch.randn(b, T_A, D_A, generator=g).to(device),
+        "audio_mask": torch.ones(b, T_A, dtype=torch.bool, device=device),
+        "video": torch.randn(b, T_V, D_V, generator=g).to(device),
+        "video_mask": torch.ones(b, T_V, dtype=torch.bool, device=device),
         "mask_index": torch.full((b,), 5, device=device),
         "target": torch.rand(b, generator=g).to(device) * 6 - 3,
     }
@@ -72,78 +193,106 @@ def seconds_per_call(fn, calls: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def time_steps(model: KEBR, inputs: dict[str, torch.Tensor], stage: str, mcc, steps: int,
-               device: torch.device) -> float:
-    """Seconds per training step (after one warm-up step)."""
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+def step_throughput(text_model: str, stage: str, batch_size: int, steps: int, device: torch.device,
+                    d_video: int = D_V) -> dict[str, Any]:
+    """Samples/s of full training steps (forward, L1 + MCC, backward, Adam) on 39-token batches, bf16
+    autocast on CUDA, and MFU there (6 x trained parameters + 2 x frozen ones x tokens/s, against the
+    GPU's dense bf16 peak)."""
+    config = KEBRConfig(d_audio=D_A, d_video=d_video, text_model=text_model, freeze_text=stage == "pretrain")
+    model = KEBR(config).to(device).train()
+    inputs = synthetic_batch(batch_size, device, model.text.model.config.vocab_size)
+    if d_video != D_V:
+        inputs["video"] = inputs["video"][..., :d_video]
     kwargs = {k: v for k, v in inputs.items() if k != "target" and (stage == "pretrain" or k != "mask_index")}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
+    mcc = MCCLoss(**{k: v for k, v in (PRETRAIN_MCC if stage == "pretrain" else FINETUNE_MCC).items()
+                     if k != "enabled"}, stage=stage)
+    amp = device.type == "cuda"
 
     def step() -> None:
-        with autocast:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(**kwargs)
-            loss = torch.nn.functional.l1_loss(out["prediction"].float(), inputs["target"])
-            loss = loss + mcc(out["fused"], inputs["audio"], inputs["video"])
+        loss = torch.nn.functional.l1_loss(out["prediction"].float(), inputs["target"])
+        loss = loss + mcc(out["fused"], inputs["audio"], inputs["video"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    return seconds_per_call(step, steps, device)
+    seconds = seconds_per_call(step, steps, device)
+    result: dict[str, Any] = {"samples_per_s": round(batch_size / seconds, 2)}
+    if device.type == "cuda":
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        peak = next((v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name()), None)
+        if peak:
+            result["mfu"] = round((6 * trained + 2 * frozen) * batch_size * L / seconds / peak, 4)
+    return result
 
 
-def time_mcc_only(mcc, b: int, d_text: int, device: torch.device, steps: int) -> float:
-    """Seconds per MCC forward + backward alone, on the model's shapes (fused (B, 39, d_text))."""
-    g = torch.Generator().manual_seed(1)
-    fused = torch.randn(b, 39, d_text, generator=g).to(device).requires_grad_()
-    audio = torch.randn(b, 400, 33, generator=g).to(device)
-    video = torch.randn(b, 55, 709, generator=g).to(device)
-    return seconds_per_call(lambda: mcc(fused, audio, video).backward(), steps, device)
+def reference_mcc(fused: torch.Tensor, audio: torch.Tensor, video: torch.Tensor, g: float, weight: float,
+                  stage: str) -> torch.Tensor:
+    """The reference's MCC: cosines and loss one sample at a time in Python (spec section 4)."""
+    cos_a, cos_v = reference_modality_cosines(fused, audio, video)
+    losses = []
+    for a, v in zip(cos_a, cos_v):
+        if stage == "pretrain":
+            c = (a + v) / 2
+            losses.append(torch.abs(torch.cos(math.pi * (c + g))) if c >= 0 else 1 - c)
+        elif a >= 0 and v >= 0:
+            losses.append(torch.abs(torch.cos(math.pi * ((a + v) / 2 + g) * torch.exp(torch.abs(a - v) / 2))))
+        else:
+            losses.append(1 + torch.abs(a) + torch.abs(v))
+    return weight * torch.stack(losses).mean()
+
+
+def bench_mcc(batch_size: int, d_text: int, device: torch.device, calls: int) -> dict[str, Any]:
+    """MCC forward + backward alone on the model's shapes: ours against the reference's loop."""
+    out = {}
+    for stage, mcc in (("pretrain", PRETRAIN_MCC), ("finetune", FINETUNE_MCC)):
+        g = torch.Generator().manual_seed(1)
+        fused = torch.randn(batch_size, L, d_text, generator=g).to(device).requires_grad_()
+        audio = torch.randn(batch_size, T_A, D_A, generator=g).to(device)
+        video = torch.randn(batch_size, T_V, D_V, generator=g).to(device)
+        ours = MCCLoss(g=mcc["g"], variant="reference", stage=stage, weight=mcc["weight"])
+        times = {"ours": [], "loop": []}
+        for _ in range(3):  # alternate, keep the medians: drift in machine load hits both alike
+            times["ours"].append(seconds_per_call(lambda: ours(fused, audio, video).backward(), calls, device))
+            times["loop"].append(seconds_per_call(
+                lambda: reference_mcc(fused, audio, video, mcc["g"], mcc["weight"], stage).backward(), calls, device))
+        t_ours, t_loop = (statistics.median(times[k]) for k in ("ours", "loop"))
+        out[stage] = {"mcc_ms": round(1e3 * t_ours, 3), "mcc_ms_reference_loop": round(1e3 * t_loop, 3),
+                      "mcc_speedup": round(t_loop / t_ours, 2)}
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--text-model", default="bundled")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--shaped", nargs="*", choices=sorted(SHAPES), default=["base"],
+                        help="also time pretraining with BERT-shaped LMs of random weights")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    torch.manual_seed(0)
-
-    report: dict[str, object] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                                 "threads": torch.get_num_threads(), "batch_size": args.batch_size,
-                                 "text_model": args.text_model}
-    for stage, (g, weight) in (("pretrain", (0.25, 0.5)), ("finetune", (0.2, 1.0))):
-        config = KEBRConfig(d_audio=33, d_video=709, text_model=args.text_model, freeze_text=stage == "pretrain")
-        model = KEBR(config).to(device).train()
-        inputs = batch(args.batch_size, device, model.text.model.config.vocab_size)
-        ours = MCCLoss(g=g, variant="reference", stage=stage, weight=weight)
-        loop = lambda f, a, v: reference_mcc(f, a, v, g, weight, stage)  # noqa: E731
-        # Alternate the two and keep each one's median, so drift in machine load hits both alike.
-        times: dict[str, list[float]] = {"ours": [], "loop": []}
-        for _ in range(args.rounds):
-            times["ours"].append(time_steps(model, inputs, stage, ours, args.steps, device))
-            times["loop"].append(time_steps(model, inputs, stage, loop, args.steps, device))
-        t_ours, t_loop = (statistics.median(times[k]) for k in ("ours", "loop"))
-        result = {"samples_per_s": round(args.batch_size / t_ours, 2),
-                  "samples_per_s_reference_loop_mcc": round(args.batch_size / t_loop, 2),
-                  "speedup": round(t_loop / t_ours, 3)}
-        # The MCC alone: the step above is dominated by the model on CPU, which hides the loop's cost.
-        d_text = model.text.model.config.hidden_size
-        m_ours = time_mcc_only(ours, args.batch_size, d_text, device, 10 * args.steps)
-        m_loop = time_mcc_only(loop, args.batch_size, d_text, device, 10 * args.steps)
-        result.update({"mcc_ms": round(1e3 * m_ours, 3), "mcc_ms_reference_loop": round(1e3 * m_loop, 3),
-                       "mcc_speedup": round(m_loop / m_ours, 2)})
-        if device.type == "cuda":
-            trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-            tokens_per_s = args.batch_size * 39 / t_ours
-            peak = next((v for k, v in PEAK_BF16.items() if k in report["device"]), None)
-            if peak:
-                result["mfu"] = round((6 * trained + 2 * frozen) * tokens_per_s / peak, 4)
-        report[stage] = result
+    runtime = Runtime(device, rank=0, world_size=1, amp=device.type == "cuda")
+    work = Path(tempfile.mkdtemp(prefix="kebr-bench-train-"))
+    try:
+        shards = [write_bench_shard(work / "shards", args.clips)]
+        report: dict[str, Any] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                                  "threads": torch.get_num_threads(), "clips": args.clips,
+                                  "batch_size": args.batch_size}
+        report["finetune"] = bench_finetune(shards, runtime, args.batch_size)
+        report["pretrain"] = {"bundled": bench_pretrain(shards, runtime, args.batch_size, "bundled")}
+        for shape in args.shaped:
+            lm = bert_shaped(work / f"bert-{shape}-shaped", shape)
+            report["pretrain"][f"bert-{shape}-shaped"] = bench_pretrain(shards, runtime, args.batch_size, lm)
+        report["mcc"] = bench_mcc(args.batch_size, 384, device, calls=10)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(report, indent=2))
 
 
