@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import h5py
@@ -333,11 +334,14 @@ def test_lm_cache_sidecar_is_keyed_by_text_and_weights(shards, tmp_path):
     built = first.stat().st_mtime_ns
     assert build_sidecars([shard], lm, dtype="float16", runtime=CPU) == [first]
     assert first.stat().st_mtime_ns == built  # reused, not recomputed
-    # Other weights: another sidecar; the first stays (a run with the old LM may be reading it).
+    # Other weights: another sidecar; the first stays (a run with the old LM may be reading it). The
+    # temporary file of a build killed on this host goes.
+    killed = first.parent / f".{first.name}.{socket.gethostname()}.999999999.tmp"
+    killed.write_bytes(b"half a sidecar")
     with torch.no_grad():
         lm.model.encoder.layer[-1].output.LayerNorm.bias += 0.01
     [other] = build_sidecars([shard], lm, dtype="float16", runtime=CPU)
-    assert other != first and first.exists()
+    assert other != first and first.exists() and not killed.exists()
     # A rebuilt shard with other text: new states; this LM's old sidecar of the shard is deleted.
     with h5py.File(shard, "r+") as f:
         f["text/input_ids"][0, 1] = 2204
