@@ -185,20 +185,52 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
     return attrs
 
 
+class OpenFiles:
+    """HDF5 files opened for reading on first use in each process (a handle inherited through fork is
+    not safe to use), at most ``limit`` at a time: the least recently used one is closed when another
+    is needed. ``files[i]`` is ``paths[i]`` open."""
+
+    def __init__(self, paths: Sequence[str | Path], limit: int = MAX_OPEN_FILES) -> None:
+        if limit < 1:
+            raise ValueError(f"max_open_files must be >= 1, got {limit}")
+        self.paths, self.limit = [Path(p) for p in paths], limit
+        self._handles: OrderedDict[int, h5py.File] = OrderedDict()
+        self._pid = -1
+
+    def __getitem__(self, i: int) -> h5py.File:
+        if self._pid != os.getpid():  # a forked worker: the parent's handles are not ours to use or close
+            self._handles, self._pid = OrderedDict(), os.getpid()
+        if i in self._handles:
+            self._handles.move_to_end(i)
+            return self._handles[i]
+        while len(self._handles) >= self.limit:
+            self._handles.popitem(last=False)[1].close()
+        self._handles[i] = h5py.File(self.paths[i], "r")
+        return self._handles[i]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to a spawned DataLoader worker without this process's open files.
+        return {**self.__dict__, "_handles": OrderedDict(), "_pid": -1}
+
+    def close(self) -> None:
+        """Close this process's open files (they reopen on the next read)."""
+        if self._pid == os.getpid():
+            for handle in self._handles.values():
+                handle.close()
+        self._handles.clear()
+
+
 class ShardDataset(torch.utils.data.Dataset):
     """Rows of one split across shards, read lazily: RAM does not grow with the corpus.
 
-    File handles are opened on first use in each process (a handle inherited through fork is not
-    safe to use), so DataLoader workers each read through their own; each process keeps at most
-    ``max_open_files`` open and closes the least recently used one when it needs another.
+    File handles are opened on first use in each process, so DataLoader workers each read through
+    their own; each process keeps at most ``max_open_files`` open (``OpenFiles``).
     """
 
     def __init__(self, paths: Sequence[str | Path], split: str | None = None, labelled: bool = False,
                  max_open_files: int = MAX_OPEN_FILES):
-        if max_open_files < 1:
-            raise ValueError(f"max_open_files must be >= 1, got {max_open_files}")
-        self.max_open_files = max_open_files
-        self.paths = [Path(p) for p in paths]
+        self.files = OpenFiles(paths, max_open_files)
+        self.paths = self.files.paths
         self.index: list[tuple[int, int]] = []
         first: dict[str, Any] | None = None
         for i, path in enumerate(self.paths):
@@ -216,37 +248,17 @@ class ShardDataset(torch.utils.data.Dataset):
                 keep &= ~np.isnan(labels)
             self.index.extend((i, int(r)) for r in np.flatnonzero(keep))
         self.attrs = first or {}
-        self._handles: OrderedDict[int, h5py.File] = OrderedDict()
-        self._pid = -1
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _file(self, i: int) -> h5py.File:
-        if self._pid != os.getpid():  # a forked worker: the parent's handles are not ours to use or close
-            self._handles, self._pid = OrderedDict(), os.getpid()
-        if i in self._handles:
-            self._handles.move_to_end(i)
-            return self._handles[i]
-        while len(self._handles) >= self.max_open_files:
-            self._handles.popitem(last=False)[1].close()
-        self._handles[i] = h5py.File(self.paths[i], "r")
-        return self._handles[i]
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Sent to a spawned DataLoader worker without this process's open files.
-        return {**self.__dict__, "_handles": OrderedDict(), "_pid": -1}
-
     def close(self) -> None:
         """Close this process's open shard files (they reopen on the next read)."""
-        if self._pid == os.getpid():
-            for handle in self._handles.values():
-                handle.close()
-        self._handles.clear()
+        self.files.close()
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         shard, row = self.index[item]
-        f = self._file(shard)
+        f = self.files[shard]
         audio_len, visual_len = int(f["audio/lengths"][row]), int(f["visual/lengths"][row])
         audio = torch.from_numpy(f["audio/features"][row])
         visual = torch.from_numpy(f["visual/features"][row])
@@ -266,4 +278,4 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def clip_id(self, item: int) -> str:
         shard, row = self.index[item]
-        return self._file(shard)["id"].asstr()[row]
+        return self.files[shard]["id"].asstr()[row]

@@ -39,7 +39,6 @@ import hashlib
 import logging
 import os
 import socket
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,14 +49,13 @@ from torch.utils.data import Dataset
 
 from kebr.config import fingerprint
 from kebr.model import TextEncoder
-from kebr.shards import ShardDataset
+from kebr.shards import OpenFiles, ShardDataset
 
 log = logging.getLogger("kebr")
 
 FORMAT = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
 BUILD_BATCH = 128  # clips per LM forward pass while building
-OPEN_FILES = 64  # sidecars kept open per process (least recently used closed first)
 
 
 def weights_sha1(encoder: TextEncoder) -> str:
@@ -160,27 +158,15 @@ class LMCacheDataset(Dataset):
                     raise ValueError(f"{sidecar} holds {b.attrs['n']} rows, {shard} {len(a['id'])}")
         self.shards, self.sidecars = shards, [Path(p) for p in sidecars]
         self.attrs = shards.attrs
-        self._open: OrderedDict[int, h5py.File] = OrderedDict()
-        self._pid = -1
+        self.files = OpenFiles(self.sidecars)
 
     def __len__(self) -> int:
         return len(self.shards)
 
-    def _file(self, i: int) -> h5py.File:
-        if self._pid != os.getpid():  # handles inherited through fork are not safe to use
-            self._open, self._pid = OrderedDict(), os.getpid()
-        if i in self._open:
-            self._open.move_to_end(i)
-        else:
-            if len(self._open) >= OPEN_FILES:
-                self._open.popitem(last=False)[1].close()
-            self._open[i] = h5py.File(self.sidecars[i], "r")
-        return self._open[i]
-
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         row = self.shards[item]
         shard, index = self.shards.index[item]
-        row["text_hidden"] = torch.from_numpy(self._file(shard)["hidden"][index])
+        row["text_hidden"] = torch.from_numpy(self.files[shard]["hidden"][index])
         return row
 
     def clip_id(self, item: int) -> str:
