@@ -285,7 +285,8 @@ def run_pretraining(config: dict[str, Any], dataset: str, variant: str, out_dir:
         save_epochs=settings["save_epochs"], seed=config["seed"], device=settings["device"],
         num_workers=settings["num_workers"], amp=settings["amp"], compile=settings["compile"],
         bucket_by_length=settings["bucket_by_length"], lm_cache=settings["lm_cache"],
-        frozen_lm_dropout=settings["frozen_lm_dropout"], log_every_steps=settings["log_every_steps"])
+        frozen_lm_dropout=settings["frozen_lm_dropout"], log_every_steps=settings["log_every_steps"],
+        lm_cache_dir=dataset_dir(config, dataset) / "lm_cache")
     marker = f"until-epoch{until_epoch}.json" if until_epoch else "final.json"
     (out_dir / marker).write_text(json.dumps({"state": final.name}) + "\n")
     return final

@@ -1,13 +1,14 @@
-"""The frozen LM of pretraining, run once per clip: its states in a sidecar file beside each shard.
+"""The frozen LM of pretraining, run once per clip: its states in a sidecar file per shard.
 
 Pretraining freezes the LM (spec 5). With its dropout off (``frozen_lm_dropout: false``) X0_t of a
 clip is the same in every epoch, so ``pretrain.lm_cache`` computes it once and TCMF + head train from
 the stored states for all epochs; the LM's forward pass, most of a pretraining step with BERT, is
 paid once instead of once per epoch.
 
-Layout, per shard ``<dataset>/shards/<shard>.h5``::
+Layout, per shard ``<dataset>/shards/<shard>.h5``, in a folder beside the shards (the pipeline's
+``results/<dataset>/lm_cache/``; by default the shards' folder's ``lm_cache/``)::
 
-    <dataset>/shards/lm_cache/<shard>-<lm>-<text>.h5
+    lm_cache/<shard>-<lm>-<text>.h5
         hidden (N, L, d_t)  float16 (or float32), row i = LM(text/input_ids[i], text/attention_mask[i])
                             at the shard's full padded length L; one chunk per clip
         attrs: dtype, text_model, shard (the shard's file name), n
@@ -82,8 +83,8 @@ def text_key(shard: Path) -> str:
     return hashlib.sha1(ids.astype(np.int64).tobytes() + attention.astype(bool).tobytes()).hexdigest()[:16]
 
 
-def sidecar_path(shard: Path, lm: str, text: str) -> Path:
-    return shard.parent / "lm_cache" / f"{shard.stem}-{lm}-{text}.h5"
+def sidecar_path(shard: Path, lm: str, text: str, folder: Path | None = None) -> Path:
+    return (shard.parent / "lm_cache" if folder is None else folder) / f"{shard.stem}-{lm}-{text}.h5"
 
 
 @torch.no_grad()
@@ -122,14 +123,16 @@ def _remove_killed_builds(folder: Path) -> None:
             pass
 
 
-def build_sidecars(shards: Sequence[Path], encoder: TextEncoder, *, dtype: str, runtime: Any) -> list[Path]:
-    """The sidecar of every shard (in order), computing the missing ones; stale ones are deleted."""
+def build_sidecars(shards: Sequence[Path], encoder: TextEncoder, *, dtype: str, runtime: Any,
+                   folder: Path | None = None) -> list[Path]:
+    """The sidecar of every shard (in order) in ``folder`` (None: ``lm_cache/`` in the shard's folder),
+    computing the missing ones; stale ones of this LM are deleted."""
     if dtype not in DTYPES:
         raise ValueError(f"lm_cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     lm = lm_key(encoder, dtype, runtime)
     paths = []
     for i, shard in enumerate(map(Path, shards)):
-        path = sidecar_path(shard, lm, text_key(shard))
+        path = sidecar_path(shard, lm, text_key(shard), folder)
         paths.append(path)
         if path.exists() or i % runtime.world_size != runtime.rank:
             continue

@@ -7,8 +7,8 @@ is frozen here: it gets no gradient in this stage.
 
 A frozen LM is a fixed feature extractor unless ``frozen_lm_dropout`` keeps its dropout on (the
 reference, which left BERT in train mode). Fixed, its states are computed once per clip into a
-sidecar beside each shard (``lm_cache``: "float16", "float32" or "none"; kebr/train/lm_cache.py), and
-every epoch trains TCMF + head from them. ``bucket_by_length``: batches of similar text length
+sidecar per shard in ``lm_cache_dir`` (``lm_cache``: "float16", "float32" or "none";
+kebr/train/lm_cache.py), and every epoch trains TCMF + head from them. ``bucket_by_length``: batches of similar text length
 (kebr/train/data.py); ``log_every_steps``: progress lines within an epoch.
 
 Outputs in ``out_dir``: ``epoch-NNNN/`` states (``save_epochs`` and the newest; see
@@ -57,6 +57,7 @@ def pretrain(
     lm_cache: str = "float16",
     frozen_lm_dropout: bool = False,
     log_every_steps: int = 50,
+    lm_cache_dir: str | Path | None = None,
 ) -> Path:
     """Pretrain on every clip of the shards (``split`` restricts to one split: the paper uses the
     whole pretraining corpus) and return the final state directory.
@@ -93,7 +94,9 @@ def pretrain(
     generator = torch.Generator().manual_seed(seed)
     lengths = text_lengths(dataset, "pretrain") if bucket_by_length else None
     if lm_cache != "none":
-        dataset = LMCacheDataset(dataset, build_sidecars(dataset.paths, model.text, dtype=lm_cache, runtime=runtime))
+        folder = None if lm_cache_dir is None else Path(lm_cache_dir)
+        dataset = LMCacheDataset(dataset, build_sidecars(dataset.paths, model.text, dtype=lm_cache, runtime=runtime,
+                                                         folder=folder))
     loader = make_loader(dataset, batch_size, runtime, shuffle=True, seed=seed, num_workers=num_workers,
                          generator=generator, bucket_lengths=lengths)
     state = fit(out_dir, model=model, train_loader=loader, optimizer=optimizer, scheduler=None,
