@@ -54,3 +54,15 @@ include: "rules/common.smk"
 include: "rules/features.smk"
 include: "rules/training.smk"
 include: "rules/models.smk"
+include: "rules/report_common.smk"
+include: "rules/report.smk"
+
+
+# The default target (`snakemake --cores 2` alone): the demo's table and Fig. 4 with every figure;
+# then `snakemake --report report.html` collects them (README command 1). It sits here because
+# Snakemake takes `default_target` from the main Snakefile only.
+rule demo:
+    default_target: True
+    input:
+        targets_of("demo", "demo_gsweep"),
+    localrule: True

@@ -8,10 +8,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from kebr.config import load_config
+
+EXAMPLES = """examples:
+  kebr config-check config.yaml      # the validated config, every default filled in
+  kebr plan --help                   # every command's help ends with an example like these
+  kebr predict clip.mp4 --checkpoint results/finetune/mosi/voxceleb1/full/seed0
+  snakemake --cores 2                # the workflow runs the commands for you: here, the demo"""
+
+
+def command(sub: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` ends with ``example`` (one command line, or several lines).
+    Every subcommand is made here; tests/test_cli_help.py checks each example parses."""
+    lines = "\n".join(f"  {line}" for line in example.strip().splitlines())
+    return sub.add_parser(name, help=help, description=help, epilog=f"example:\n{lines}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _shard_args(p: argparse.ArgumentParser) -> None:
@@ -119,6 +135,26 @@ def cmd_table(args: argparse.Namespace) -> None:
     print(args.out_md.read_text())
 
 
+def cmd_plots(args: argparse.Namespace) -> None:
+    from kebr import plots
+
+    if args.kind == "training":
+        plots.plot_training(args.runs, args.out, args.title or os.path.commonpath(args.runs))
+        written = [str(args.out) + s for s in (".png", ".svg")]
+    else:
+        config = load_config(args.config)
+        if args.kind == "dataset":
+            clips = args.clips or Path(config["results"]) / args.dataset / "clips.tsv"
+            written = plots.dataset_figures(config, args.dataset, clips, args.out_dir, args.max_shards)
+        elif args.kind == "table":
+            tables = args.tables or Path(config["results"]) / "tables"
+            written = plots.table_figures(args.name, config, tables / f"{args.name}.md", tables / f"{args.name}.csv",
+                                          args.out)
+        else:
+            written = [plots.write_text(args.out, plots.config_html(config, args.config))]
+    print(json.dumps({"written": [str(p) for p in written]}))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from kebr.metrics import evaluate_predictions_csv
 
@@ -149,11 +185,13 @@ def cmd_config_check(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kebr", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kebr", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("plan", help="list a dataset's clips, splits and shards")
+    p = command(sub, "plan", "list a dataset's clips, splits and shards",
+                "kebr plan --config config.yaml --dataset mosi --out results/mosi/plan")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True, type=Path, help="folder for one plan TSV per shard")
@@ -161,12 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, text in (("asr", "transcribe a shard (gold text where the corpus has it)"),
                        ("audio", "audio features of a shard"), ("visual", "visual features of a shard")):
-        p = sub.add_parser(name, help=text)
+        p = command(sub, name, text, f"kebr {name} --config config.yaml --dataset mosi"
+                                     f" --plan results/mosi/plan/00000.tsv --out results/mosi/{name}/00000.h5")
         _shard_args(p)
         p.add_argument("--dataset", required=True, help="the shard's dataset (its per-dataset config keys)")
         p.set_defaults(func=cmd_stage)
 
-    p = sub.add_parser("assemble", help="English filter + masking + features -> HDF5 shard and status")
+    p = command(sub, "assemble", "English filter + masking + features -> HDF5 shard and status",
+                "kebr assemble --config config.yaml --dataset mosi --plan results/mosi/plan/00000.tsv"
+                " --asr results/mosi/asr/00000.h5 --audio results/mosi/audio/00000.h5"
+                " --visual results/mosi/visual/00000.h5 --out results/mosi/shards/00000.h5"
+                " --status results/mosi/status/00000.tsv")
     _shard_args(p)
     p.add_argument("--dataset", required=True)
     for name in ("asr", "audio", "visual"):
@@ -174,21 +217,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", required=True, type=Path)
     p.set_defaults(func=cmd_assemble)
 
-    p = sub.add_parser("mmsa-import", help="an mmsa_pickle shard's gold text and features as the stage outputs")
+    p = command(sub, "mmsa-import", "an mmsa_pickle shard's gold text and features as the stage outputs",
+                "kebr mmsa-import --plan results/mosi/plan/00000.tsv --arrays results/mosi/plan/00000.mmsa.h5"
+                " --asr results/mosi/asr/00000.h5 --audio results/mosi/audio/00000.h5"
+                " --visual results/mosi/visual/00000.h5")
     p.add_argument("--plan", required=True, type=Path, help="the shard's plan TSV")
     p.add_argument("--arrays", required=True, type=Path, help="the shard's arrays (plan/<shard>.mmsa.h5)")
     for name in ("asr", "audio", "visual"):
         p.add_argument(f"--{name}", required=True, type=Path, help=f"the {name} stage output to write")
     p.set_defaults(func=cmd_mmsa_import)
 
-    p = sub.add_parser("export-mmsa", help="a dataset's labelled shards as an MMSA feature pickle")
+    p = command(sub, "export-mmsa", "a dataset's labelled shards as an MMSA feature pickle",
+                "kebr export-mmsa --config config.yaml --dataset mosi --out results/mosi/unaligned.pkl")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True, type=Path, help="the pickle to write (e.g. unaligned.pkl)")
     p.add_argument("--device", default="cpu", help="where the LM computes the `text` features")
     p.set_defaults(func=cmd_export_mmsa)
 
-    p = sub.add_parser("report", help="clips.tsv (every planned clip: status, kind, reason) and clips_summary.tsv")
+    p = command(sub, "report", "clips.tsv (every planned clip: status, kind, reason) and clips_summary.tsv",
+                "kebr report --plan-dir results/mosi/plan --status-dir results/mosi/status"
+                " --out results/mosi/clips.tsv")
     p.add_argument("--plan-dir", required=True, type=Path)
     p.add_argument("--status-dir", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
@@ -196,17 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", type=Path, help="clips_summary.tsv path (default: beside --out)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("status", help="progress of a running or finished corpus: shards per stage, clips by kind")
+    p = command(sub, "status", "progress of a running or finished corpus: shards per stage, clips by kind",
+                "kebr status results")
     p.add_argument("results", type=Path, nargs="?", default=Path("results"), help="the results folder")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("demo-corpus", help="write the embedded demo corpora (TTS speech over a real face)")
+    p = command(sub, "demo-corpus", "write the embedded demo corpora (TTS speech over a real face)",
+                "kebr demo-corpus demo_data")
     p.add_argument("out", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo_corpus)
 
-    p = sub.add_parser("pretrain", help="pretrain KEBR on a dataset's shards (spec 5)")
+    p = command(sub, "pretrain", "pretrain KEBR on a dataset's shards (spec 5)",
+                "kebr pretrain --config config.yaml --dataset voxceleb1 --out results/pretrain/voxceleb1/full")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--dataset", required=True)
     p.add_argument("--variant", default="full", help="full, no_tcmf, no_mcc, bert_base, bert_large (kebr/experiments.py)")
@@ -215,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this epoch (one job of a chain; writes until-epoch<N>.json, not final.json)")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="fine-tune one seed on a labelled dataset's shards (spec 6)")
+    p = command(sub, "finetune", "fine-tune one seed on a labelled dataset's shards (spec 6)",
+                "kebr finetune --config config.yaml --dataset mosi --pretrained results/pretrain/voxceleb1/full"
+                " --seed 0 --out results/finetune/mosi/voxceleb1/full/seed0")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--dataset", required=True)
     p.add_argument("--pretrained", help="pretraining run directory, or none")
@@ -224,18 +278,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("table", help="a paper table (table2, table3, table4, gsweep, demo) from finished runs")
+    p = command(sub, "table", "a paper table (table2, table3, table4, gsweep, demo, demo_gsweep) from finished runs",
+                "kebr table demo --config config.yaml --out-md results/tables/demo.md --out-csv results/tables/demo.csv")
     p.add_argument("name")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--out-md", required=True, type=Path)
     p.add_argument("--out-csv", required=True, type=Path)
     p.set_defaults(func=cmd_table)
 
-    p = sub.add_parser("evaluate", help="MMSA metrics of a predictions CSV (columns prediction, label)")
+    p = command(sub, "plots", "figures of a dataset, a training run, a table, and the config as a page",
+                "kebr plots dataset --dataset mosi --out-dir results/plots/mosi")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    q = command(kinds, "dataset", "clips ok/skipped by reason, clip durations, feature distributions",
+                "kebr plots dataset --config config.yaml --dataset mosi --out-dir results/plots/mosi")
+    q.add_argument("--config", default="config.yaml")
+    q.add_argument("--dataset", required=True)
+    q.add_argument("--clips", type=Path, help="the dataset's clips.tsv (default: results/<dataset>/clips.tsv)")
+    q.add_argument("--max-shards", type=int, default=20, help="feature statistics read at most this many shards")
+    q.add_argument("--out-dir", required=True, type=Path)
+    q = command(kinds, "training", "loss terms, modality cosines, valid MAE and learning rates per epoch",
+                "kebr plots training results/finetune/mosi/voxceleb1/full/seed0 results/finetune/mosi/voxceleb1/full/seed1"
+                " --out results/plots/finetune/mosi/voxceleb1/full")
+    q.add_argument("runs", nargs="+", type=Path, help="run directories (each holds a log.csv); seeds are overlaid")
+    q.add_argument("--title", help="figure title (default: the runs' common folder)")
+    q.add_argument("--out", required=True, type=Path, help="figure path without suffix: writes .png and .svg")
+    q = command(kinds, "table", "a table's figure beside the paper's numbers (gsweep: Fig. 4), and the table as HTML",
+                "kebr plots table table2 --config config.yaml --out results/plots/tables/table2")
+    q.add_argument("name")
+    q.add_argument("--config", default="config.yaml")
+    q.add_argument("--tables", type=Path, help="folder of <name>.md and <name>.csv (default: results/tables)")
+    q.add_argument("--out", required=True, type=Path, help="path without suffix: writes .png, .svg and .html")
+    q = command(kinds, "config", "the validated config, every default filled in, as an HTML page",
+                "kebr plots config --config config.yaml --out results/plots/config.html")
+    q.add_argument("--config", default="config.yaml")
+    q.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_plots)
+
+    p = command(sub, "evaluate", "MMSA metrics of a predictions CSV (columns prediction, label)",
+                "kebr evaluate results/finetune/mosi/voxceleb1/full/seed0/predictions.csv")
     p.add_argument("predictions", type=Path)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="sentiment score of new videos with a fine-tuned run")
+    p = command(sub, "predict", "sentiment score of new videos with a fine-tuned run",
+                "kebr predict clip.mp4 other.mp4 --checkpoint results/finetune/mosi/voxceleb1/full/seed0")
     p.add_argument("videos", nargs="+", type=Path)
     p.add_argument("--checkpoint", required=True, type=Path, help="a fine-tuning run directory (results/finetune/...)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -243,12 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bf16 autocast on CUDA (default: as the run evaluated, finetune.eval_amp)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("fetch-models", help="download every model the config names into the model cache (needs network)")
+    p = command(sub, "fetch-models", "download every model the config names into the model cache (needs network)",
+                "kebr fetch-models --config config.yaml")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--out", type=Path, help="the lock file to write (default <models.dir>/kebr-models.json)")
     p.set_defaults(func=cmd_fetch_models)
 
-    p = sub.add_parser("config-check", help="validate a config and print it with every default filled in")
+    p = command(sub, "config-check", "validate a config and print it with every default filled in",
+                "kebr config-check config.yaml")
     p.add_argument("config", nargs="?", default="config.yaml")
     p.set_defaults(func=cmd_config_check)
     return parser
@@ -279,7 +366,10 @@ def main(argv: list[str] | None = None) -> None:
             _offline_models(args)
         args.func(args)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"kebr {args.command}: error: {exc}", file=sys.stderr)
+        name = " ".join([args.command] + ([args.kind] if getattr(args, "kind", None) else []))
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError quotes its text
+        print(f"kebr {name}: error: {message}", file=sys.stderr)
+        print(f"kebr {name}: `kebr {name} --help` lists the arguments and ends with an example", file=sys.stderr)
         sys.exit(2)
     except (StageFailed, WorkerFailed) as exc:
         print(f"kebr {args.command}: failed: {exc}", file=sys.stderr)

@@ -128,13 +128,13 @@ def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     variant) and the paper's numbers. The paper's corpora map to config datasets through
     ``paper_datasets``; the LM of every variant but bert_base/bert_large is config ``text.model``
     (set it to bert-large-uncased to match the paper)."""
-    if name == "gsweep":
-        rows = [("mosi", "voxceleb1", f"g{g:g}") for g in config["gsweep"]]
+    if name in ("gsweep", "demo_gsweep"):  # Fig. 4: the g values are the config key of the same name
+        rows = [("mosi", "voxceleb1", f"g{g:g}") for g in config[name]]
     elif name in TABLES:
         rows = TABLES[name]
     else:
-        raise ValueError(f"unknown table {name!r}: one of {sorted(TABLES) + ['gsweep']}")
-    names = config["demo_datasets"] if name == "demo" else config["paper_datasets"]
+        raise ValueError(f"unknown table {name!r}: one of {sorted(TABLES) + ['gsweep', 'demo_gsweep']}")
+    names = config["demo_datasets"] if name.startswith("demo") else config["paper_datasets"]
     missing = sorted({names[c] for f, p, _ in rows for c in (f, p)} - set(config["datasets"]))
     if missing:
         raise ValueError(f"{name} needs datasets {missing} in config.yaml `datasets:` (see `paper_datasets`)")

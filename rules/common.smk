@@ -60,7 +60,7 @@ wildcard_constraints:
     variant=r"[A-Za-z0-9_.\-]+",
     pvariant=r"[A-Za-z0-9_.\-]+",
     seed=r"\d+",
-    table=r"[a-z0-9]+",
+    table=r"[a-z0-9_]+",
 
 
 def pretrained_input(wildcards):

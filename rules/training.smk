@@ -115,14 +115,7 @@ rule table:
         " --out-md {output.md:q} --out-csv {output.csv:q} > {log:q} 2>&1"
 
 
-for _table in ("table2", "table3", "table4", "gsweep", "demo"):
-
-    rule:
-        name:
-            _table
-        input:
-            f"{RESULTS}/tables/{_table}.md",
-        localrule: True
+# The table targets (table2, ..., demo) live in rules/report.smk with the figures they bring.
 
 
 for _dataset in DATASETS:

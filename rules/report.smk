@@ -1,0 +1,192 @@
+# Figures and the Snakemake report (issue: report): one `kebr plots` command per rule, every figure
+# under results/plots/, each marked with report() and a caption (report/*.rst) saying what to read
+# from it. `snakemake --report report.html <target>` after a run collects them into one HTML file.
+# The targets people ask for (table2, ...; `demo` in the Snakefile) bring a table with all of its figures.
+# Functions: rules/report_common.smk.
+
+
+report: "../report/workflow.rst"
+
+
+for _table in ("table2", "table3", "table4", "gsweep"):
+
+    rule:
+        name:
+            _table
+        input:
+            targets_of(_table),
+        localrule: True
+
+
+rule plot_dataset:
+    input:
+        clips=f"{RESULTS}/{{dataset}}/clips.tsv",
+    output:
+        clips=figure(
+            f"{PLOTS}/{{dataset}}/clips.png",
+            "clips",
+            "1. Clips",
+            "{dataset}",
+            dataset="{dataset}",
+            figure="clips by status and reason",
+        ),
+        summary=figure(
+            f"{PLOTS}/{{dataset}}/clips.html",
+            "clips_summary",
+            "1. Clips",
+            "{dataset}",
+            dataset="{dataset}",
+            figure="clips by status and reason (table)",
+        ),
+        durations=figure(
+            f"{PLOTS}/{{dataset}}/durations.png",
+            "durations",
+            "1. Clips",
+            "{dataset}",
+            dataset="{dataset}",
+            figure="clip durations",
+        ),
+        features=figure(
+            f"{PLOTS}/{{dataset}}/features.png",
+            "features",
+            "2. Features",
+            "{dataset}",
+            dataset="{dataset}",
+            figure="feature distributions",
+        ),
+        svg=multiext(
+            f"{PLOTS}/{{dataset}}/", "clips.svg", "durations.svg", "features.svg"
+        ),
+    log:
+        f"{RESULTS}/logs/plots/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plots/{{dataset}}.tsv"
+    conda:
+        "../envs/kebr.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        config=CONFIG,
+        out_dir=subpath(output.clips, parent=True),
+    shell:
+        "python -m kebr plots dataset --config {params.config} --dataset {wildcards.dataset}"
+        " --clips {input.clips} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule plot_pretrain:
+    input:
+        f"{RESULTS}/pretrain/{{dataset}}/{{pvariant}}/final.json",
+    output:
+        png=figure(
+            f"{PLOTS}/pretrain/{{dataset}}/{{pvariant}}.png",
+            "training",
+            "3. Training",
+            "pretraining",
+            run="{dataset} / {pvariant}",
+        ),
+        svg=f"{PLOTS}/pretrain/{{dataset}}/{{pvariant}}.svg",
+    log:
+        f"{RESULTS}/logs/plots/pretrain/{{dataset}}/{{pvariant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plots/pretrain/{{dataset}}/{{pvariant}}.tsv"
+    conda:
+        "../envs/kebr.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        run=subpath(input[0], parent=True),
+        prefix=subpath(output.png, strip_suffix=".png"),
+        title=lambda wc: f"pretraining on {wc.dataset}, recipe {wc.pvariant}",
+    shell:
+        "python -m kebr plots training {params.run} --title {params.title:q} --out {params.prefix} > {log} 2>&1"
+
+
+rule plot_finetune:
+    input:
+        finetune_seed_metrics,
+    output:
+        png=figure(
+            f"{PLOTS}/finetune/{{dataset}}/{{pretrained}}/{{variant}}.png",
+            "training",
+            "3. Training",
+            "fine-tuning",
+            run="{dataset} / {pretrained} / {variant}",
+        ),
+        svg=f"{PLOTS}/finetune/{{dataset}}/{{pretrained}}/{{variant}}.svg",
+    log:
+        f"{RESULTS}/logs/plots/finetune/{{dataset}}/{{pretrained}}/{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plots/finetune/{{dataset}}/{{pretrained}}/{{variant}}.tsv"
+    conda:
+        "../envs/kebr.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        runs=lambda wc, input: [subpath(f, parent=True) for f in input],
+        prefix=subpath(output.png, strip_suffix=".png"),
+        title=lambda wc, input: (
+            f"fine-tuning on {wc.dataset} from {wc.pretrained}, variant {wc.variant}: {len(input)} seeds"
+        ),
+    shell:
+        "python -m kebr plots training {params.runs} --title {params.title:q} --out {params.prefix} > {log} 2>&1"
+
+
+rule plot_table:
+    input:
+        md=f"{RESULTS}/tables/{{table}}.md",
+        csv=f"{RESULTS}/tables/{{table}}.csv",
+    output:
+        png=figure(
+            f"{PLOTS}/tables/{{table}}.png",
+            "table",
+            "4. Tables",
+            "{table}",
+            table="{table}",
+            shows="figure",
+        ),
+        html=figure(
+            f"{PLOTS}/tables/{{table}}.html",
+            "table_html",
+            "4. Tables",
+            "{table}",
+            table="{table}",
+            shows="table",
+        ),
+        svg=f"{PLOTS}/tables/{{table}}.svg",
+    log:
+        f"{RESULTS}/logs/plots/tables/{{table}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plots/tables/{{table}}.tsv"
+    conda:
+        "../envs/kebr.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        config=CONFIG,
+        tables=subpath(input.md, parent=True),
+        prefix=subpath(output.png, strip_suffix=".png"),
+    shell:
+        "python -m kebr plots table {wildcards.table} --config {params.config} --tables {params.tables}"
+        " --out {params.prefix} > {log} 2>&1"
+
+
+rule plot_config:
+    input:
+        CONFIG,
+    output:
+        figure(f"{PLOTS}/config.html", "config", "5. Configuration", "config"),
+    log:
+        f"{RESULTS}/logs/plots/config.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plots/config.tsv"
+    conda:
+        "../envs/kebr.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "python -m kebr plots config --config {input} --out {output} > {log} 2>&1"

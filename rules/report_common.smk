@@ -1,0 +1,51 @@
+# Functions of rules/report.smk (Snakemake's lint keeps functions and rules in separate files).
+from kebr.experiments import pretraining_source
+
+PLOTS = f"{RESULTS}/plots"
+
+
+def figure(path, caption, category, subcategory, **labels):
+    """A PNG figure for the report (its SVG twin is written beside it, not shown twice)."""
+    return report(
+        path,
+        caption=f"../report/{caption}.rst",
+        category=category,
+        subcategory=subcategory,
+        labels=labels or None,
+    )
+
+
+def table_files(table):
+    """Everything a table target brings: the table, its figure, the training curves of each of
+    its runs, the plots of each dataset it reads, and the config page."""
+    files = [f"{RESULTS}/tables/{table}.md", f"{PLOTS}/tables/{table}.png"]
+    datasets = []
+    for row in table_runs(table, config):
+        source = pretraining_source(row["pretrain"], row["variant"])
+        files.append(
+            f"{PLOTS}/finetune/{row['finetune']}/{source}/{row['variant']}.png"
+        )
+        datasets.append(row["finetune"])
+        if source != "none":
+            pvariant = pretrain_variant(row["variant"])
+            files.append(f"{PLOTS}/pretrain/{source}/{pvariant}.png")
+            datasets.append(source)
+    for dataset in dict.fromkeys(datasets):
+        files += [f"{PLOTS}/{dataset}/{name}" for name in DATASET_FIGURES]
+    return list(dict.fromkeys(files)) + [f"{PLOTS}/config.html"]
+
+
+def targets_of(*tables):
+    return lambda wildcards: [f for table in tables for f in table_files(table)]
+
+
+def finetune_seed_metrics(wildcards):
+    """metrics.json of every seed of one fine-tuning recipe (the seeds its recipe runs)."""
+    seeds = recipe(config, wildcards.variant, wildcards.dataset)["finetune"]["seeds"]
+    return [
+        f"{RESULTS}/finetune/{wildcards.dataset}/{wildcards.pretrained}/{wildcards.variant}/seed{seed}/metrics.json"
+        for seed in seeds
+    ]
+
+
+DATASET_FIGURES = ("clips.png", "clips.html", "durations.png", "features.png")
