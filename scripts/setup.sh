@@ -13,7 +13,9 @@ fi
 # torch first, at the version these machines hold as a local CPU wheel; anything newer would pull a
 # multi-GB CUDA build. On a GPU machine `pip install torch==2.13.0` gets the CUDA build from PyPI.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+# Every package at its version in requirements.lock (written by `python scripts/lock.py`), then kebr.
+.venv/bin/python -m pip install --quiet -r requirements.lock
+.venv/bin/python -m pip install --quiet --no-deps -e .
 .venv/bin/python -c "import kebr, torch, mediapipe, faster_whisper, h5py; print('kebr', kebr.__version__, 'torch', torch.__version__)"
 
 # The submitting Snakemake with the SLURM executor plugin, in a venv of its own: the plugin needs
