@@ -75,8 +75,8 @@ def save(fig: plt.Figure, prefix: Path) -> list[Path]:
 
 
 def _figure(*args: Any, **kwargs: Any) -> tuple[plt.Figure, Any]:
-    with plt.rc_context(STYLE):
-        return plt.subplots(*args, **kwargs)
+    plt.rcParams.update(STYLE)  # read while drawing and saving, not only when the figure is made
+    return plt.subplots(*args, **kwargs)
 
 
 def _note(ax: Any, text: str) -> None:
@@ -266,6 +266,10 @@ def plot_features(stats: dict[str, Any], prefix: Path, dataset: str) -> None:
     fig, axes = _figure(3, 1, figsize=(11, 10), gridspec_kw={"height_ratios": [1, 1, 0.8]})
     for ax, modality in zip(axes, ("audio", "visual")):
         s = stats[modality]
+        if not s["frames"]:
+            ax.set_title(modality)
+            _note(ax, f"{modality}: the shards hold no real frame, so there is no distribution to show")
+            continue
         x = np.arange(len(s["columns"]))
         ax.errorbar(x, s["mean"], yerr=s["std"], fmt="o", markersize=2.5, color="black", ecolor="0.55",
                     elinewidth=0.8, capsize=1.5)

@@ -90,7 +90,7 @@ def test_durations_come_from_clips_tsv_when_it_records_them(demo_run, tmp_path):
     plan = [c for p in sorted((demo_run / "out/demo_labelled/plan").glob("*.tsv")) for c in read_clip_table(p)]
     durations = {}
     for clip in plan:
-        with av.open(clip.video) as container:
+        with av.open(demo_run / clip.video) as container:  # plan paths are relative to the run folder
             durations[clip.clip_id] = container.duration / 1e6
     clips_tsv = tmp_path / "clips.tsv"
     with (demo_run / "out/demo_labelled/clips.tsv").open() as f, clips_tsv.open("w") as out:
