@@ -486,7 +486,7 @@ def plot_gsweep(table_csv: Path, g_values: Sequence[float], prefix: Path, title:
 
 PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{title}</title><style>
-body {{font-family: sans-serif; font-size: 14px; margin: 1em; color: #111}}
+body {{font-family: sans-serif; font-size: 13px; margin: 1em; color: #111}}
 table {{border-collapse: collapse}} th, td {{border: 1px solid #999; padding: 3px 7px; text-align: right}}
 td:first-child, th:first-child {{text-align: left}} th {{background: #eee}} pre {{font-size: 13px}}
 </style></head><body>
@@ -495,13 +495,17 @@ td:first-child, th:first-child {{text-align: left}} th {{background: #eee}} pre 
 """
 
 
+def _inline(text: str) -> str:
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def markdown_html(markdown: str) -> str:
     """The Markdown that kebr writes (a '# ' title, paragraphs, pipe tables) as an HTML page."""
     out, table = [], []
 
     def flush() -> None:
         if table:
-            cells = [[html.escape(c.strip()) for c in line.strip().strip("|").split("|")] for line in table]
+            cells = [[_inline(c.strip()) for c in line.strip().strip("|").split("|")] for line in table]
             body = [cells[0]] + [r for r in cells[1:] if not all(set(c) <= set("-: ") for c in r)]
             out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in body[0]) + "</tr>"
                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body[1:])
@@ -516,7 +520,7 @@ def markdown_html(markdown: str) -> str:
         if line.startswith("# "):
             out.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
+            out.append(f"<p>{_inline(line)}</p>")
     flush()
     title = next((line[2:] for line in markdown.splitlines() if line.startswith("# ")), "kebr")
     return PAGE.format(title=html.escape(title), body="\n".join(out))
