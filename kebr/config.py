@@ -1,8 +1,14 @@
 """Load config.yaml, validate it against the JSON schema and fill in every default.
 
-The same schema file is used by the Snakefile and by the CLI, so a key means the same thing on both
-paths. This module also names what each stage's outputs depend on (``STAGE_KEYS``, fingerprints) and
-writes the resolved config the workflow's jobs read (``write_resolved_config``).
+The same schema file is used by the Snakefile and by the CLI, through ``validate_config``, so a key
+means the same thing on both paths. This module also names what each stage's outputs depend on
+(``STAGE_KEYS``, fingerprints) and writes the resolved config the workflow's jobs read
+(``write_resolved_config``).
+
+Why not ``snakemake.utils.validate(config, schema, set_default=True)``: it runs the same jsonschema
+recipe, but fills defaults into every object, a dataset's ``pretrain:``/``finetune:`` overrides
+included, where a filled-in default would override the top-level value; it stops at the first error;
+and it would import Snakemake into every CLI job. tests/test_repository.py shows the difference.
 """
 
 from __future__ import annotations
