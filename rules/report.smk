@@ -67,11 +67,10 @@ rule plot_dataset:
         mem_mb=4000,
         runtime=60,
     params:
-        config=CONFIG,
         out_dir=subpath(output.clips, parent=True),
     shell:
-        "python -m kebr plots dataset --config {params.config} --dataset {wildcards.dataset}"
-        " --clips {input.clips} --out-dir {params.out_dir} > {log} 2>&1"
+        'python -m kebr plots dataset --config "$KEBR_CONFIG" --dataset {wildcards.dataset:q}'
+        " --clips {input.clips:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule plot_pretrain:
@@ -100,7 +99,7 @@ rule plot_pretrain:
         prefix=subpath(output.png, strip_suffix=".png"),
         title=lambda wc: f"pretraining on {wc.dataset}, recipe {wc.pvariant}",
     shell:
-        "python -m kebr plots training {params.run} --title {params.title:q} --out {params.prefix} > {log} 2>&1"
+        "python -m kebr plots training {params.run:q} --title {params.title:q} --out {params.prefix:q} > {log:q} 2>&1"
 
 
 rule plot_finetune:
@@ -131,7 +130,7 @@ rule plot_finetune:
             f"fine-tuning on {wc.dataset} from {wc.pretrained}, variant {wc.variant}: {len(input)} seeds"
         ),
     shell:
-        "python -m kebr plots training {params.runs} --title {params.title:q} --out {params.prefix} > {log} 2>&1"
+        "python -m kebr plots training {params.runs:q} --title {params.title:q} --out {params.prefix:q} > {log:q} 2>&1"
 
 
 rule plot_table:
@@ -166,17 +165,14 @@ rule plot_table:
         mem_mb=1000,
         runtime=10,
     params:
-        config=CONFIG,
         tables=subpath(input.md, parent=True),
         prefix=subpath(output.png, strip_suffix=".png"),
     shell:
-        "python -m kebr plots table {wildcards.table} --config {params.config} --tables {params.tables}"
-        " --out {params.prefix} > {log} 2>&1"
+        'python -m kebr plots table {wildcards.table:q} --config "$KEBR_CONFIG" --tables {params.tables:q}'
+        " --out {params.prefix:q} > {log:q} 2>&1"
 
 
 rule plot_config:
-    input:
-        CONFIG,
     output:
         figure(f"{PLOTS}/config.html", "config", "5. Configuration", "config"),
     log:
@@ -188,5 +184,7 @@ rule plot_config:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        fingerprint=fingerprint(config),  # the page shows the whole config: any edit redraws it
     shell:
-        "python -m kebr plots config --config {input} --out {output} > {log} 2>&1"
+        'python -m kebr plots config --config "$KEBR_CONFIG" --out {output:q} > {log:q} 2>&1'
