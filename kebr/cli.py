@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
 
     p = command(sub, "table", "a paper table (table2, table3, table4, gsweep, demo, demo_gsweep) from finished runs",
-                "kebr table demo --config config.yaml --out-md results/tables/demo.md --out-csv results/tables/demo.csv")
+                "kebr table demo --config config.yaml --out-md results/tables/demo.md"
+                " --out-csv results/tables/demo.csv")
     p.add_argument("name")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--out-md", required=True, type=Path)
@@ -297,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-shards", type=int, default=20, help="feature statistics read at most this many shards")
     q.add_argument("--out-dir", required=True, type=Path)
     q = command(kinds, "training", "loss terms, modality cosines, valid MAE and learning rates per epoch",
-                "kebr plots training results/finetune/mosi/voxceleb1/full/seed0 results/finetune/mosi/voxceleb1/full/seed1"
-                " --out results/plots/finetune/mosi/voxceleb1/full")
+                "kebr plots training results/finetune/mosi/voxceleb1/full/seed0"
+                " results/finetune/mosi/voxceleb1/full/seed1 --out results/plots/finetune/mosi/voxceleb1/full")
     q.add_argument("runs", nargs="+", type=Path, help="run directories (each holds a log.csv); seeds are overlaid")
     q.add_argument("--title", help="figure title (default: the runs' common folder)")
     q.add_argument("--out", required=True, type=Path, help="figure path without suffix: writes .png and .svg")

@@ -8,9 +8,9 @@ and says so where something is missing (a pretraining run has no valid split; a 
 ``duration_s`` has no clip durations): nothing is estimated or filled in.
 
 What each figure reads:
-- clips, durations: ``clips.tsv`` (clip_id, status, reason, shard; ``kind`` and ``duration_s`` when
-  the stages write them); without ``duration_s`` the durations figure shows the seconds of features
-  the shards hold per clip instead, and says so;
+- clips, durations: ``clips.tsv`` (clip_id, status, reason, shard; ``kind``, ``missing`` and
+  ``duration_s`` when the stages write them); without ``duration_s`` the durations figure shows the
+  seconds of features the shards hold per clip instead, and says so;
 - features: the dataset's HDF5 shards (``kebr.shards``): per-column mean and std over real frames,
   and per clip the share of sampled frames with a face (the ``face_present`` column);
 - training: a run's ``log.csv`` (one row per epoch, ``kebr.train.loop.fit``) and, when the run writes
@@ -117,7 +117,10 @@ def summarize_clips(clips_tsv: Path) -> dict[str, Any]:
     has_duration, no_duration = False, 0
     for row in _read_tsv(clips_tsv):
         status = row["status"]
-        counts[(status, row.get("kind") or "", reason_group(row["reason"]) if row["reason"] else "")] += 1
+        # an ok clip may lack a modality (clips.tsv `missing`, when written): its own bar
+        missing = f"missing {row['missing']}" if row.get("missing") else ""
+        group = reason_group(row["reason"]) if row["reason"] else missing
+        counts[(status, row.get("kind") or "", group)] += 1
         if "duration_s" in row:
             has_duration = True
             try:
@@ -200,7 +203,7 @@ def plot_durations(summary: dict[str, Any], shards: Sequence[Path], prefix: Path
         ax.hist(list(groups.values()), bins=bins, stacked=True, label=[f"{k} ({len(v):,})" for k, v in groups.items()],
                 color=[OURS["color"], "white"], edgecolor="black", linewidth=0.5, hatch=[None, SKIPPED["hatch"]])
         ax.set_xlabel("clip duration (s)")
-        missing = f"; {summary['no_duration']:,} clips without a duration (unreadable)" if summary["no_duration"] else ""
+        missing = f"; {summary['no_duration']:,} clips without a duration_s" if summary["no_duration"] else ""
         ax.set_title(f"{dataset}: clip durations from clips.tsv{missing}")
         drawn = {"source": "clips.tsv", **{k: v.tolist() for k, v in groups.items()}}
     else:
@@ -231,7 +234,8 @@ def feature_stats(shards: Sequence[Path], max_shards: int) -> dict[str, Any]:
 
     if not shards:
         raise ValueError("no shards to read features from")
-    picked = [shards[i] for i in sorted({round(x) for x in np.linspace(0, len(shards) - 1, min(max_shards, len(shards)))})]
+    spread = np.linspace(0, len(shards) - 1, min(max_shards, len(shards)))
+    picked = [shards[i] for i in sorted({round(x) for x in spread})]
     attrs = read_attrs(picked[0])
     stats: dict[str, Any] = {"shards_read": len(picked), "shards": len(shards), "clips": 0, "face_share": [],
                              "clips_without_frames": 0}

@@ -38,7 +38,8 @@ def test_lock_pins_every_dependency_within_its_range():
 def test_conda_env_installs_exactly_the_lock():
     env = yaml.safe_load((REPO / "envs" / "kebr.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    lock = [line for line in (REPO / "requirements.lock").read_text().splitlines() if line and not line.startswith("#")]
+    lines = (REPO / "requirements.lock").read_text().splitlines()
+    lock = [line for line in lines if line and not line.startswith("#")]
     assert pip == lock, "envs/kebr.yaml and requirements.lock differ: run `python scripts/lock.py`"
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
     assert f"# python {python.removeprefix('python=')}," in (REPO / "requirements.lock").read_text()

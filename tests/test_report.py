@@ -110,7 +110,7 @@ def test_durations_come_from_clips_tsv_when_it_records_them(demo_run, tmp_path):
     expected = [d for clip_id, d in durations.items() if clip_id not in (skipped, unreadable)]
     assert drawn["source"] == "clips.tsv" and sorted(drawn["ok"]) == pytest.approx(sorted(expected))
     assert drawn["not ok"] == pytest.approx([durations[skipped]]) and summary["no_duration"] == 1
-    assert "1 clips without a duration" in (tmp_path / "durations.svg").read_text()
+    assert "1 clips without a duration_s" in (tmp_path / "durations.svg").read_text()
 
 
 def test_feature_statistics_are_over_real_frames(demo_run):
