@@ -27,7 +27,7 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 DATASETS = ("demo_labelled", "demo_unlabelled")
 RUNS = ("finetune/demo_labelled/demo_unlabelled/full", "finetune/demo_labelled/none/no_pretrain",
-        "finetune/demo_labelled/demo_unlabelled/g0", "pretrain/demo_unlabelled/full")
+        "pretrain/demo_unlabelled/full")
 FIGURES = ([f"plots/{d}/{f}" for d in DATASETS for f in ("clips.png", "clips.html", "durations.png", "features.png")]
            + [f"plots/{run}.png" for run in RUNS]
            + [f"plots/tables/{t}.{ext}" for t in ("demo", "demo_gsweep") for ext in ("png", "html")]
