@@ -64,8 +64,8 @@ rule plot_dataset:
     conda:
         "../envs/kebr.yaml"
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=mem_mb(config, "plot_dataset"),
+        runtime=runtime(config, "plot_dataset"),
     params:
         out_dir=subpath(output.clips, parent=True),
     shell:
@@ -92,8 +92,8 @@ rule plot_pretrain:
     conda:
         "../envs/kebr.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem_mb(config, "plot_pretrain"),
+        runtime=runtime(config, "plot_pretrain"),
     params:
         run=subpath(input[0], parent=True),
         prefix=subpath(output.png, strip_suffix=".png"),
@@ -121,8 +121,8 @@ rule plot_finetune:
     conda:
         "../envs/kebr.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem_mb(config, "plot_finetune"),
+        runtime=runtime(config, "plot_finetune"),
     params:
         runs=lambda wc, input: [subpath(f, parent=True) for f in input],
         prefix=subpath(output.png, strip_suffix=".png"),
@@ -162,8 +162,8 @@ rule plot_table:
     conda:
         "../envs/kebr.yaml"
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=mem_mb(config, "plot_table"),
+        runtime=runtime(config, "plot_table"),
     params:
         tables=subpath(input.md, parent=True),
         prefix=subpath(output.png, strip_suffix=".png"),
@@ -182,8 +182,8 @@ rule plot_config:
     conda:
         "../envs/kebr.yaml"
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=mem_mb(config, "plot_config"),
+        runtime=runtime(config, "plot_config"),
     params:
         fingerprint=fingerprint(config),  # the page shows the whole config: any edit redraws it
     shell:

@@ -87,7 +87,7 @@ def test_clip_figure_counts_every_clip(demo_run):
 
 
 def test_durations_come_from_clips_tsv_when_it_records_them(demo_run, tmp_path):
-    """A clips.tsv with `kind` and `duration_s` (here: each clip's real media duration) is drawn as is."""
+    """A clips.tsv with `kind` and `duration_s` (here: each clip's media duration, read again) is drawn as is."""
     plan = [c for p in sorted((demo_run / "out/demo_labelled/plan").glob("*.tsv")) for c in read_clip_table(p)]
     durations = {}
     for clip in plan:
@@ -97,7 +97,8 @@ def test_durations_come_from_clips_tsv_when_it_records_them(demo_run, tmp_path):
     with (demo_run / "out/demo_labelled/clips.tsv").open() as f, clips_tsv.open("w") as out:
         reader = csv.DictReader(f, delimiter="\t")
         rows = list(reader)
-        writer = csv.DictWriter(out, reader.fieldnames + ["kind", "duration_s"], delimiter="\t")
+        fields = reader.fieldnames + [f for f in ("kind", "duration_s") if f not in reader.fieldnames]
+        writer = csv.DictWriter(out, fields, delimiter="\t")
         writer.writeheader()
         # the first clip marked skipped with a detailed reason, the second without a readable duration
         skipped, unreadable = rows[0]["clip_id"], rows[1]["clip_id"]
