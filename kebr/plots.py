@@ -137,19 +137,28 @@ def summarize_clips(clips_tsv: Path) -> dict[str, Any]:
 
 def _clip_bars(counts: Counter[tuple[str, str, str]]) -> list[tuple[str, str, int]]:
     """(status, label, clips) per bar: ok groups first, then the other statuses by count, the tail
-    of rare reasons summed into one bar."""
-    def label(status: str, kind: str, group: str) -> str:
-        text = group if status != "ok" else ("ok" + (f": {group}" if group else ""))
-        if status not in ("ok", "skipped") and not text.startswith(status):
-            text = f"{status}: {text}"
-        return text + (f" [{kind}]" if kind else "")
+    of rare causes summed into one bar. Where clips.tsv names a skip's ``kind`` the bar is the kind
+    (e.g. not_english, whatever language was heard), labelled with its most common reason."""
+    merged: dict[tuple[str, str, str], Counter[str]] = {}  # (status, kind, reason group if no kind)
+    for (status, kind, group), n in counts.items():
+        merged.setdefault((status, kind, "" if kind else group), Counter())[group] += n
 
-    ok = sorted(((s, label(s, k, g), n) for (s, k, g), n in counts.items() if s == "ok"), key=lambda b: -b[2])
-    rest = sorted(((s, label(s, k, g), n) for (s, k, g), n in counts.items() if s != "ok"),
-                  key=lambda b: (-b[2], b[1]))
+    def label(status: str, kind: str, groups: Counter[str]) -> str:
+        group, _ = groups.most_common(1)[0]
+        if kind:
+            text = f"{kind}: {'e.g. ' if len(groups) > 1 else ''}{group}" if group else kind
+        else:
+            text = group
+        if status == "ok":
+            return "ok" + (f": {text}" if text else "")
+        return text if status == "skipped" or text.startswith(status) else f"{status}: {text}"
+
+    bars = [(status, label(status, kind, groups), sum(groups.values())) for (status, kind, _), groups in merged.items()]
+    ok = sorted((b for b in bars if b[0] == "ok"), key=lambda b: -b[2])
+    rest = sorted((b for b in bars if b[0] != "ok"), key=lambda b: (-b[2], b[1]))
     if len(rest) > MAX_REASON_BARS:
         tail = rest[MAX_REASON_BARS - 1:]
-        rest = rest[:MAX_REASON_BARS - 1] + [("skipped", f"{len(tail)} other reasons", sum(b[2] for b in tail))]
+        rest = rest[:MAX_REASON_BARS - 1] + [("skipped", f"{len(tail)} other causes", sum(b[2] for b in tail))]
     return ok + rest
 
 
