@@ -116,3 +116,21 @@ def test_snakemake_validation_would_fill_a_datasets_overrides():
                 assert theirs["datasets"][name][key].keys() > value.keys()  # Snakemake's: every default
             else:
                 assert theirs["datasets"][name][key] == value
+
+
+def test_every_test_the_readme_cites_exists():
+    """The Guarantees table cites `test_file.py::test_name` (and `::test_name` for the same file)."""
+    cited, current = [], None
+    for ref in re.findall(r"`((?:test_\w+\.py)?(?:::test_\w+)?)`", README):
+        file, _, name = ref.partition("::")
+        current = file or current
+        if name:
+            cited.append((current, name))
+        elif file:
+            cited.append((file, None))
+    assert len(cited) > 20
+    for file, name in cited:
+        path = REPO / "tests" / file
+        assert path.is_file(), f"README cites {file}, which does not exist"
+        if name:
+            assert re.search(rf"^def {name}\(", path.read_text(), re.M), f"README cites {file}::{name}, not defined"
