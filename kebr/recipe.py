@@ -33,8 +33,13 @@ SPEED_KEYS = frozenset({"device", "num_workers", "compile", "log_every_steps"})
 SECTIONS = ("model", "pretrain", "finetune")
 
 
+@functools.cache
+def _names() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+
+
 def recipe_names() -> list[str]:
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    return list(_names())
 
 
 @functools.cache

@@ -46,11 +46,36 @@ def test_paper_tables_plan_from_raw_corpora(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     counts = job_counts(result.stdout)
-    # 4 corpora planned; pretraining: full on VoxCeleb1 and 2, bert_base, no_tcmf, no_mcc on VoxCeleb1.
+    # 4 corpora planned; pretraining (the paper recipe): full on VoxCeleb1 and 2, bert_base, no_tcmf,
+    # no_mcc on VoxCeleb1.
     assert counts["plan"] == 4 and counts["pretrain"] == 5
-    # fine-tuning x 5 seeds: table2 4 rows, table3 +2 bert_base, table4 +4 ablations, gsweep +8 values
-    # (bert_large and g=0.2 are the full recipe under this config and are not trained twice).
-    assert counts["finetune"] == 5 * (4 + 2 + 4 + 8)
+    # fine-tuning x 5 seeds: table2 4 rows + 4 extra rows (the reference's MCC), table3 +2 bert_base,
+    # table4 +4 ablations, gsweep +8 values (bert_large and g=0.2 are the recipe's full one: not trained twice).
+    assert counts["finetune"] == 5 * (4 + 4 + 2 + 4 + 8)
+
+
+def test_table2_dry_run_from_a_fresh_clone_plans_and_prints_the_paper_recipe(tmp_path):
+    """Only the four corpora configured: table2 plans BERT-large runs of the paper recipe (paper-<variant>)
+    and says so while the DAG is built, with the deviations this config forces."""
+    (tmp_path / "c.yaml").write_text("\n".join(line for line in PAPER_CONFIG.splitlines() if "text:" not in line))
+    empty_corpora(tmp_path, PAPER_CORPORA)
+    result = subprocess.run(SNAKEMAKE + ["--configfile", "c.yaml", "-n", "-p", "table2"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert job_counts(result.stdout)["finetune"] == 5 * 8 and job_counts(result.stdout)["pretrain"] == 2
+    for pretrain in ("voxceleb1", "voxceleb2"):
+        assert f"--dataset {pretrain} --variant paper-full --until-epoch" in result.stdout
+    assert ("--dataset mosi --pretrained out/pretrain/voxceleb1/paper-full --variant paper-mcc_reference --seed 4"
+            in result.stdout)
+    said = result.stderr
+    assert "kebr: table2 runs recipe paper (kebr/recipes/paper.yaml" in said
+    for value in ("text.model=bert-large-uncased", "model.residual=identity", "model.mask_padding=false",
+                  "model.masked_mean=false", "finetune.eval_amp=false", "pretrain.frozen_lm_dropout=true",
+                  "pretrain.bucket_by_length=false", "finetune.mcc.text_positions=all", "finetune.mcc.g=0.2",
+                  "pretrain.save_epochs=[1, 5, 10, 20, 50, 100, 150, 200]"):
+        assert value in said, value
+    assert "kebr: table2 deviates from the paper: `visual.backend`: mediapipe (paper: openface_csv" in said
+    assert said.count("kebr: table2 runs recipe paper") == 1
 
 
 def test_table_without_its_corpora_is_a_clear_error(tmp_path):
