@@ -8,6 +8,7 @@ from kebr.experiments import (
     training_fingerprint,
 )
 from kebr.ingest import check_sources
+from kebr.recipe import table_header
 
 RESULTS = config["results"]
 DATASETS = list(config["datasets"])
@@ -81,8 +82,10 @@ def training_params(stage):
 
 
 def table_fingerprint(wildcards):
-    """The rows a table reads from the config (datasets, variants, paper numbers)."""
-    return fingerprint(table_rows(wildcards.table, config))
+    """The rows a table reads from the config (datasets, variants, paper numbers) and its header
+    (the recipe, the deviations from the paper)."""
+    rows = table_rows(wildcards.table, config)
+    return fingerprint([rows, table_header(wildcards.table, config, rows)])
 
 
 def table_metrics(wildcards):
