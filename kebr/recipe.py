@@ -221,9 +221,10 @@ def deviations(config: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     for key, entry in found.items():
         source = paper["training"][key]["source"]
         for value, places in entry["values"].items():
-            datasets = ", ".join(sorted({d for d, _ in places}))
+            # model and LM keys have no per-dataset value: they hold for every run of the table
+            where = f" on {', '.join(sorted({d for d, _ in places}))}" if key.startswith(("pretrain.", "finetune.")) else ""
             whys = "; ".join(sorted({w for _, w in places}))
-            lines.append(f"`{key}`: {value} on {datasets} (paper: {_show(entry['paper'])}, {source}; set by {whys})")
+            lines.append(f"`{key}`: {value}{where} (paper: {_show(entry['paper'])}, {source}; set by {whys})")
     datasets = dict.fromkeys(d for row in rows for d in (row["finetune"], row["pretrain"]))
     extracted = [d for d in datasets if config["datasets"][d]["layout"] != "mmsa_pickle"]
     for dataset in datasets:
@@ -255,7 +256,7 @@ def table_header(name: str, config: dict[str, Any], rows: list[dict[str, Any]]) 
         title = f"{name}: config recipe (not the paper's)"
     lines = [f"Recipe: {ran}. `kebr config-check --recipe paper` lists every paper value with its source.", ""]
     if found:
-        lines.append("Deviations from the paper in these runs (forced by this config or machine):")
+        lines.append("Deviations from the paper in these runs (this config's choices, or forced by what it lacks):")
         lines += [f"- {line}" for line in found]
     else:
         lines.append("Deviations from the paper in these runs: none a switch could remove.")

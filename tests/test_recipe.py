@@ -181,4 +181,4 @@ def test_table_header_names_the_recipe_the_forced_deviations_and_the_extra_rows(
     demo = load_config(REPO / "config.yaml")
     title, header = table_header("demo", demo, table_rows("demo", demo))
     assert title == "demo: config recipe (not the paper's)"
-    assert any(line.startswith("- `text.model`: bundled on demo_labelled") for line in header)
+    assert any(line.startswith("- `text.model`: bundled (paper: bert-large-uncased") for line in header)
