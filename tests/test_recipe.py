@@ -2,10 +2,12 @@
 runs beside the config's own, deviations in the table headers, and `kebr config-check --recipe`."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -182,3 +184,54 @@ def test_table_header_names_the_recipe_the_forced_deviations_and_the_extra_rows(
     title, header = table_header("demo", demo, table_rows("demo", demo))
     assert title == "demo: config recipe (not the paper's)"
     assert any(line.startswith("- `text.model`: bundled (paper: bert-large-uncased") for line in header)
+
+
+def test_paper_recipe_trains_through_pretraining_and_finetuning(tmp_path):
+    """The recipe's switches together on real shards (the bundled MiniLM in place of BERT-large, an
+    override, and 2 epochs): both runs finish, record the recipe, and read the config's own shards."""
+    from test_train import D_A, D_V, L, SENTENCES, SPLITS, T_A, T_V
+
+    from kebr.config import features_fingerprint
+    from kebr.experiments import run_finetuning, run_pretraining
+    from kebr.masking import SentimentMasker, load_tokenizer
+    from kebr.shards import ShardRow, write_shard
+
+    overrides = {"text.model": "bundled", "pretrain.epochs": 2, "pretrain.save_epochs": [1, 2], "finetune.epochs": 2,
+                 "finetune.seeds": [0], "pretrain.batch_size": 8, "finetune.batch_size": 8, "model.num_layers": 1,
+                 "model.d_embed": 32, "model.head_hidden": 32}
+    config = validate_config({"results": str(tmp_path / "out"), "paper_recipe": {"overrides": overrides},
+                              "text": {"max_length": L}, "pretrain": {"num_workers": 0}, "finetune": {"num_workers": 0},
+                              "datasets": {"vox": {"layout": "manifest", "manifest": "v.csv"},
+                                           "mo": {"layout": "manifest", "manifest": "m.csv"}}})
+    tokenizer = load_tokenizer("bundled")
+    masker, rng = SentimentMasker(tokenizer, max_length=L, seed=0), np.random.default_rng(0)
+    transcript = {"source": "gold", "avg_logprob": 0.0, "no_speech_prob": 0.0, "language_prob": 1.0,
+                  "language": "en", "words": []}
+    rows = [ShardRow(f"s{i % 4}/c{i}", SPLITS[i % 6], f"s{i % 4}", label, transcript, masker(text, f"c{i}"),
+                     rng.normal(0, 1, (int(rng.integers(5, T_A)), D_A)).astype(np.float32),
+                     rng.normal(0, 1, (int(rng.integers(3, T_V)), D_V)).astype(np.float32))
+            for i, (text, label) in enumerate(SENTENCES)]
+    for dataset in ("vox", "mo"):
+        root = tmp_path / "out" / dataset
+        (root / "plan").mkdir(parents=True)
+        (root / "plan" / "00000.tsv").write_text("")
+        write_shard(root / "shards" / "00000.h5", rows, audio_columns=[f"a{j}" for j in range(D_A)],
+                    visual_columns=[f"v{j}" for j in range(D_V)], audio_frames=T_A, visual_frames=T_V,
+                    text_length=L, tokenizer=tokenizer,
+                    attrs={"dataset": dataset, "shard": "00000", "text_model": "bundled", "feature_config": "{}",
+                           "fingerprint": features_fingerprint(config, dataset)})
+    pretrained = tmp_path / "out" / "pretrain" / "vox" / "paper-full"
+    run_pretraining(config, "vox", "paper-full", pretrained)
+    record = json.loads((pretrained / "trained_on.json").read_text())
+    assert (record["model"]["residual"], record["model"]["mask_padding"], record["model"]["text_model"]) == (
+        "identity", False, "bundled")
+    assert (record["settings"]["frozen_lm_dropout"], record["settings"]["lm_cache"], record["settings"]["amp"],
+            record["settings"]["mcc"]["text_positions"], record["settings"]["mcc"]["variant"]) == (
+        True, "none", False, "all", "reference")
+    assert sorted(p.name for p in pretrained.glob("epoch-*")) == ["epoch-0001", "epoch-0002"]
+    out = tmp_path / "out" / "finetune" / "mo" / "vox" / "paper-mcc_reference" / "seed0"
+    metrics = run_finetuning(config, "mo", pretrained, "paper-mcc_reference", 0, out)
+    settings = json.loads((out / "trained_on.json").read_text())["settings"]
+    assert (settings["select_by"], settings["eval_amp"], settings["bucket_by_length"]) == ("valid_loss", False, False)
+    assert settings["mcc"] == {"enabled": True, "variant": "reference", "g": 0.4, "weight": 1.0, "text_positions": "all"}
+    assert metrics["n_test"] == 4 and math.isfinite(metrics["mae"])
