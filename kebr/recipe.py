@@ -204,14 +204,18 @@ def _show(value: Any) -> str:
 def deviations(config: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """Every way the runs of ``rows`` (kebr/experiments.py ``table_rows``) and the config's features
     differ from the paper recipe, one line each: key, value here, the paper's value and source, why."""
+    from kebr.experiments import NON_RESULT_KEYS
+
     paper = load_recipe("paper")
     pristine = _paper_config(config)
     found: dict[str, dict[str, Any]] = {}
+    # Keys that change no result (seeds, save_epochs) are no deviation: the table shows its seed count.
+    keys = [k for k in paper["training"] if k.rsplit(".", 1)[-1] not in NON_RESULT_KEYS]
     for row in rows:
         _, base = split_variant(row["variant"])
         ours = effective_values(config, row["variant"], row["finetune"], row["pretrain"])
         want = effective_values(pristine, f"paper-{base}", row["finetune"], row["pretrain"])
-        for key in paper["training"]:
+        for key in keys:
             if key in want and ours.get(key) != want[key]:
                 where = row["pretrain"] if key.startswith("pretrain.") else row["finetune"]
                 entry = found.setdefault(key, {"paper": want[key], "values": {}})
