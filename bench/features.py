@@ -24,25 +24,32 @@ from kebr.democorpus import write_demo_corpora
 from kebr.ingest import plan_clips
 
 
+def demo_clips(out_dir: Path, asr: dict | None = None) -> tuple[dict, list, Path]:
+    """(config, every clip of both demo corpora, an empty work folder) under ``out_dir``: the demo
+    corpora written unless there, ASR on every clip (gold text off) with ``asr`` keys over that. The
+    benches run all the clips as one shard of demo_unlabelled. Also used by bench/stage_outputs.py."""
+    corpus = out_dir / "demo"
+    if not (corpus / "README.txt").exists():
+        write_demo_corpora(corpus)
+    config = validate_config({
+        "results": str(out_dir / "results"),
+        "datasets": {"demo_unlabelled": {"layout": "voxceleb2", "root": str(corpus / "voxceleb2")},
+                     "demo_labelled": {"layout": "mmsa_raw", "root": str(corpus / "mosi")}},
+        "asr": {"use_gold_text": False, **(asr or {})},
+    })
+    clips = [c for d in config["datasets"].values() for c in plan_clips(d, config["seed"], 10**9, 0.1, 0.1)]
+    work = out_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    return config, clips, work
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out-dir", type=Path, default=Path(tempfile.mkdtemp(prefix="kebr-bench-")))
     parser.add_argument("--asr-batch-size", type=int, default=1)
     args = parser.parse_args()
 
-    corpus = args.out_dir / "demo"
-    if not (corpus / "README.txt").exists():
-        write_demo_corpora(corpus)
-    config = validate_config({
-        "results": str(args.out_dir / "results"),
-        "datasets": {"demo_unlabelled": {"layout": "voxceleb2", "root": str(corpus / "voxceleb2")},
-                     "demo_labelled": {"layout": "mmsa_raw", "root": str(corpus / "mosi")}},
-        "asr": {"use_gold_text": False, "batch_size": args.asr_batch_size},
-    })
-    clips = [c for name, d in config["datasets"].items()
-             for c in plan_clips(d, config["seed"], 10**9, 0.1, 0.1)]
-    work = args.out_dir / "work"
-    work.mkdir(parents=True, exist_ok=True)
+    config, clips, work = demo_clips(args.out_dir, {"batch_size": args.asr_batch_size})
     paths = {s: work / f"{s}.h5" for s in ("asr", "audio", "visual")}
     for p in [*paths.values(), work / "shard.h5", work / "status.tsv"]:
         p.unlink(missing_ok=True)

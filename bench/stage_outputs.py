@@ -25,10 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from features import demo_clips  # bench/features.py: bench/ is on sys.path when a bench script runs
 from kebr import stages
-from kebr.config import validate_config
-from kebr.democorpus import write_demo_corpora
-from kebr.ingest import plan_clips
 from kebr.journal import read_stage_output
 from kebr.worker import StopSignals, Worker
 
@@ -49,18 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out-dir", type=Path, default=Path(tempfile.mkdtemp(prefix="kebr-bench-")))
     args = parser.parse_args()
-    corpus = args.out_dir / "demo"
-    if not (corpus / "README.txt").exists():
-        write_demo_corpora(corpus)
-    config = validate_config({
-        "results": str(args.out_dir / "results"),
-        "datasets": {"demo_unlabelled": {"layout": "voxceleb2", "root": str(corpus / "voxceleb2")},
-                     "demo_labelled": {"layout": "mmsa_raw", "root": str(corpus / "mosi")}},
-        "asr": {"use_gold_text": False},
-    })
-    clips = [c for d in config["datasets"].values() for c in plan_clips(d, config["seed"], 10**9, 0.1, 0.1)]
-    work = args.out_dir / "work"
-    work.mkdir(parents=True, exist_ok=True)
+    config, clips, work = demo_clips(args.out_dir)
     report: dict = {"clips": len(clips), "cpus": os.cpu_count(), "machine": platform.machine(), "stages": {}}
     for stage in ("asr", "audio", "visual"):
         out = work / f"{stage}.h5"
