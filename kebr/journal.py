@@ -284,9 +284,3 @@ def read_stage_output(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[
                 if present[i]:
                     record[name] = data[offsets[i] : offsets[i + 1]]
     return meta, {r["clip_id"]: r for r in records}
-
-
-def read_stage_meta(path: str | Path) -> dict[str, Any]:
-    """Only the meta of a stage output (its fingerprint, columns): cheap, for checks and `kebr status`."""
-    with h5py.File(path, "r") as f:
-        return json.loads(f.attrs["meta"])
