@@ -177,7 +177,9 @@ def feature_stages(config: dict[str, Any], dataset: str) -> tuple[str, ...]:
     return IMPORT_STAGES if config["datasets"][dataset]["layout"] == "mmsa_pickle" else FEATURE_STAGES
 
 
-def _lookup(config: dict[str, Any], dotted: str, dataset: str | None) -> Any:
+def lookup(config: dict[str, Any], dotted: str, dataset: str | None = None) -> Any:
+    """The value at a dotted key ("audio.max_frames"), None where absent; "dataset.<key>" reads
+    ``dataset``'s own entry."""
     if dotted.startswith("dataset."):
         if dataset is None:
             raise ValueError(f"config key {dotted!r} needs a dataset")
@@ -202,7 +204,7 @@ def stage_fingerprint(config: dict[str, Any], stage: str, dataset: str | None = 
     """The fingerprint of the config keys ``stage`` reads (STAGE_KEYS), for one dataset."""
     if stage not in STAGE_KEYS:
         raise ValueError(f"unknown stage {stage!r}: one of {sorted(STAGE_KEYS)}")
-    return fingerprint({key: _lookup(config, key, dataset) for key in STAGE_KEYS[stage]})
+    return fingerprint({key: lookup(config, key, dataset) for key in STAGE_KEYS[stage]})
 
 
 def features_fingerprint(config: dict[str, Any], dataset: str) -> str:

@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from kebr.config import lookup
+
 RECIPES_DIR = Path(str(resources.files("kebr") / "recipes"))
 PAPER_TABLES = ("table2", "table3", "table4", "gsweep")
 # Training keys a recipe leaves to the config: they change speed or bookkeeping, not what a run learns.
@@ -77,15 +79,6 @@ def _set(config: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parents:
         node = node.setdefault(part, {})
     node[last] = copy.deepcopy(value)
-
-
-def lookup(config: dict[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def recipe_config(config: dict[str, Any], name: str, base: str) -> tuple[dict[str, Any], str]:
