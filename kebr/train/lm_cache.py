@@ -141,7 +141,8 @@ def build_sidecars(shards: Sequence[Path], encoder: TextEncoder, *, dtype: str, 
         for old in path.parent.glob(f"{shard.stem}-{lm}-*.h5"):  # this LM's states of an older shard
             if old != path:
                 old.unlink(missing_ok=True)
-        _remove_killed_builds(path.parent)
+    for parent in {p.parent for p in paths if p.parent.is_dir()}:  # once per folder, not once per shard
+        _remove_killed_builds(parent)
     runtime.barrier()
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
