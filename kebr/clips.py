@@ -7,7 +7,15 @@ Three kinds of failure, three outcomes (README "What each stage does with bad in
   human reason and a stable short ``kind`` (``SKIP_KINDS``); clips.tsv counts clips by kind.
 - a transient error (``is_transient``): I/O errors of a network file system and GPU errors. They say
   nothing about the clip, so they are retried with backoff and, if they persist, fail the job
-  (Snakemake retries it later); they are never journaled as skips.
+  (Snakemake retries it later). A clip whose transient error persists in two job runs is skipped as
+  ``persistent_error`` with the error (kebr/stages.py; the journal counts the runs), so no single
+  file can block its shard forever.
+- Content versus storage is decided by evidence. FFmpeg reports many broken files as EIO (a
+  Matroska file cut to 58 bytes raises ``OSError(errno=5)`` in PyAV), which would otherwise be
+  retried as a storage error. An EIO that FFmpeg reports (a PyAV error naming its file) is a
+  content error when a plain ``os.stat`` and a read of every byte of that file succeed: the storage
+  demonstrably serves the file, so the bytes themselves are bad. An EIO from anything else (Python's
+  own reads, an error without a file name), or one whose file does not stat or read, stays transient.
 - anything else is ``unexpected``: recorded for the clip (kind ``unexpected``) but counted, and a
   shard where more than ``max_error_fraction`` of the clips hit one fails loudly. Such records are
   not final: a rerun retries them.
@@ -16,7 +24,10 @@ Three kinds of failure, three outcomes (README "What each stage does with bad in
 from __future__ import annotations
 
 import errno
+import os
 import re
+import stat
+import sys
 from dataclasses import asdict, dataclass, fields
 
 # Every kind of skip a stage records, with what it means. A kind is a stable short name for counting
@@ -37,6 +48,7 @@ SKIP_KINDS: dict[str, str] = {
     "no_speech": "Whisper's no-speech rule",
     "low_confidence": "ASR confidence too low for English (another language or heavy noise)",
     "not_english": "the language ID or the transcript says not English",
+    "persistent_error": "a storage or GPU error that persisted through the retries of two job runs",
     "crashed_worker": "the clip killed the stage's worker process (segfault, abort, out-of-memory kill)",
     "timeout": "the clip took longer than stages.clip_timeout_s",
     "invalid": "another problem with the clip's content (the reason says which)",
@@ -49,6 +61,10 @@ TRANSIENT_ERRNOS = frozenset({
     errno.ECONNABORTED, errno.ECONNREFUSED, errno.ENETDOWN, errno.ENETUNREACH, errno.ENETRESET,
     errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.EREMOTEIO, errno.ENOLINK, errno.ECOMM,
 })
+# Kinds whose records a restarted job retries instead of keeping (kebr/journal.py is_final): the
+# environment may have been fixed since.
+RETRIED_KINDS = frozenset({"unexpected", "persistent_error"})
+READ_CHUNK = 1 << 20
 # GPU failures (torch, CTranslate2, cuDNN, cuBLAS, NCCL); a fresh worker process may succeed.
 _DEVICE_ERROR = re.compile(r"\bCUDA\b|\bcuda\b|cuDNN|CUDNN|cuBLAS|CUBLAS|NCCL|device-side assert")
 
@@ -70,12 +86,41 @@ def is_device_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and bool(_DEVICE_ERROR.search(str(exc)))
 
 
+def _is_ffmpeg_error(exc: BaseException) -> bool:
+    av = sys.modules.get("av")  # an FFmpeg error exists only once PyAV is imported; clips.py never imports it
+    return av is not None and isinstance(exc, av.error.FFmpegError)
+
+
+def reads_whole(path: str | os.PathLike[str]) -> int | None:
+    """The size of ``path`` when a plain ``os.stat`` says it is a regular file and every byte of it
+    reads without an error (the storage serves it), else None."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        size = 0
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(READ_CHUNK):
+                size += len(chunk)
+        return size
+    except OSError:
+        return None
+
+
+def corrupt_content_size(exc: BaseException) -> int | None:
+    """For an EIO that FFmpeg reported on a file that stats and reads whole: the file's size (the
+    error is the file's content). None for every other error (see the module docstring)."""
+    if not (isinstance(exc, OSError) and exc.errno == errno.EIO and _is_ffmpeg_error(exc) and exc.filename):
+        return None
+    return reads_whole(exc.filename)
+
+
 def is_transient(exc: BaseException) -> bool:
-    """An I/O error of the storage (EIO, ESTALE, timeouts...) or a GPU error: retry, never skip."""
+    """An I/O error of the storage (EIO, ESTALE, timeouts...) or a GPU error: retry, never skip.
+    FFmpeg's EIO on a file that stats and reads whole is the file's content, not transient."""
     if isinstance(exc, ClipError):
         return False
     if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
-        return True
+        return corrupt_content_size(exc) is None
     return isinstance(exc, TimeoutError) or is_device_error(exc)
 
 
@@ -127,15 +172,23 @@ class Clip:
 
 
 def describe_error(exc: BaseException) -> str:
-    """The skip reason for an exception raised while processing one clip."""
-    if isinstance(exc, ClipError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    """The skip reason for an exception raised while processing one clip. A skip caused by FFmpeg's
+    EIO on a healthy file says that the evidence put the blame on the content, not the storage."""
+    text = str(exc) if isinstance(exc, ClipError) else f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__ if isinstance(exc, ClipError) else exc
+    if cause is not None and isinstance(cause, OSError) and cause.errno == errno.EIO and _is_ffmpeg_error(cause):
+        size = reads_whole(cause.filename) if cause.filename else None
+        if size is not None:
+            text += (f"; FFmpeg reported an I/O error, but {cause.filename} stats and reads whole ({size} bytes), "
+                     "so its content is corrupt, not the storage")
+    return text
 
 
 def error_kind(exc: BaseException) -> str:
     """The SKIP_KINDS name of an exception that is not transient."""
-    return exc.kind if isinstance(exc, ClipError) else "unexpected"
+    if isinstance(exc, ClipError):
+        return exc.kind
+    return "unreadable" if corrupt_content_size(exc) is not None else "unexpected"
 
 
 def skip_record(exc: BaseException) -> dict[str, str]:

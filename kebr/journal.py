@@ -9,6 +9,8 @@ fsyncs each one. The stage's parent process is the only writer; its worker child
     {"meta": {...}}                the output's meta (e.g. feature columns), once the worker has said it
     {"start": ["c1", ...]}         written BEFORE the worker touches these clips (one clip, or one ASR batch)
     {"close": ["c1", ...], "why": "interrupted" | "split"}   they left the worker without a record
+    {"transient": ["c1", ...], "reason": "..."}   a transient error on these clips outlasted the retries
+                                   and failed the job (one line per job run)
     {"clip_id": "c1", ...}         one finished clip: its result, or its skip with "error" and "kind"
     {"records": [{...}, ...]}      a whole batch's records on one line, so a batch lands all or nothing
 
@@ -33,8 +35,12 @@ and records the clip as ``crashed_worker`` with the signal or exit code (kebr/wo
 - SIGTERM and SIGINT (Snakemake's Ctrl-C, SLURM preemption and time limits send SIGTERM first) are
   not crashes: the parent closes the in-flight group as ``interrupted`` before it exits, so the
   group carries no strike and is simply run again.
-- Records of kind ``unexpected`` are not final: a restarted job drops them and retries those clips
-  (the environment may have been fixed since).
+- Records of kind ``unexpected`` or ``persistent_error`` are not final (``kebr.clips.RETRIED_KINDS``):
+  a restarted job drops them and retries those clips (the environment may have been fixed since).
+- Transient errors (storage, GPU) that outlast a job's retries fail the job; each such job run is
+  counted per group (``transient``). A group that failed so once runs one clip at a time, and a
+  single clip whose transient error persists in its second job run is skipped as
+  ``persistent_error`` with the error and the count (kebr/stages.py), so no file blocks its shard.
 - A journal written under another fingerprint (``kebr.config.stage_fingerprint``: the config keys
   the stage reads), by another stage, or in another format is discarded: records made under another
   config never mix with new ones.
@@ -65,10 +71,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+from kebr.clips import RETRIED_KINDS
+
 log = logging.getLogger("kebr")
 
 JOURNAL_FORMAT = 2
 STRIKES_TO_SKIP = 2  # whole-job deaths with a clip in flight before it is skipped as crashed_worker
+TRANSIENT_RUNS_TO_SKIP = 2  # job runs a clip's transient error persists in before it is skipped
 _ARRAY = "__ndarray__"
 
 
@@ -90,16 +99,17 @@ def _loads(line: str) -> Any:
 
 
 def is_final(record: dict[str, Any]) -> bool:
-    """Whether a journaled record stands on restart (an unexpected error is retried instead)."""
-    return record.get("kind") != "unexpected"
+    """Whether a journaled record stands on restart (an unexpected or persistent error is retried instead)."""
+    return record.get("kind") not in RETRIED_KINDS
 
 
 class Journal:
     """The journal of one stage on one shard (see the module docstring for the rules).
 
     After opening: ``records`` (clip id -> final record), ``meta`` (or None), ``strikes`` (each
-    unsettled group of clip ids -> whole-job deaths it was in flight for), ``discarded`` (why an
-    existing journal was thrown away, or None).
+    unsettled group of clip ids -> whole-job deaths it was in flight for), ``transient`` (each group
+    -> job runs its transient error failed), ``discarded`` (why an existing journal was thrown away,
+    or None).
     """
 
     def __init__(self, path: str | Path, stage: str, fingerprint: str) -> None:
@@ -108,6 +118,7 @@ class Journal:
         self.records: dict[str, dict[str, Any]] = {}
         self.meta: dict[str, Any] | None = None
         self.strikes: dict[tuple[str, ...], int] = {}
+        self.transient: dict[tuple[str, ...], int] = {}
         self.discarded: str | None = None
         good_bytes = self._load() if self.path.exists() else 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +159,9 @@ class Journal:
                 pending = tuple(event["start"])
             elif "close" in event:
                 pending = None
+            elif "transient" in event:
+                group = tuple(event["transient"])
+                self.transient[group] = self.transient.get(group, 0) + 1
             elif "meta" in event:
                 self.meta = event["meta"]
             else:
@@ -185,6 +199,14 @@ class Journal:
         """These clips left the worker without records (``interrupted`` by a signal, or ``split``
         from a batch that crashed to run one by one): no strike against them."""
         self._write({"close": list(clip_ids), "why": why})
+
+    def transient_failed(self, clip_ids: list[str], reason: str) -> int:
+        """A transient error on these clips outlasted the retries (the job fails or the clip is
+        skipped next); returns the job runs it has now failed for this group."""
+        group = tuple(clip_ids)
+        self.transient[group] = self.transient.get(group, 0) + 1
+        self._write({"transient": list(clip_ids), "reason": reason})
+        return self.transient[group]
 
     def append(self, record: dict[str, Any]) -> None:
         self.records[record["clip_id"]] = record

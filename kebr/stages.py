@@ -18,7 +18,9 @@ How a media stage (asr, audio, visual) runs on one shard (``run_media_stage``):
 - What a skip is and what is retried (kebr/clips.py): content problems are skips with a reason and
   a kind; transient I/O and GPU errors are retried ``stages.transient_retries`` times with
   exponential backoff from ``stages.retry_backoff_s``, then fail the job (non-zero exit, so
-  Snakemake retries it) with nothing journaled as skipped; anything else is an unexpected error,
+  Snakemake retries it) with nothing journaled as skipped, and a clip whose transient error
+  persists in two job runs is skipped as ``persistent_error`` (the journal counts the runs), so no
+  file blocks its shard; anything else is an unexpected error,
   recorded and counted, and a shard where more than the dataset's ``max_error_fraction`` of the
   clips hit one fails loudly naming the most common errors (its journal stays, and a rerun retries
   exactly those clips).
@@ -43,7 +45,7 @@ import numpy as np
 
 import kebr
 from kebr.clips import Clip, describe_error, error_kind, skip_record
-from kebr.journal import STRIKES_TO_SKIP, Journal, read_stage_output, write_stage_output
+from kebr.journal import STRIKES_TO_SKIP, TRANSIENT_RUNS_TO_SKIP, Journal, read_stage_output, write_stage_output
 from kebr.worker import Interrupted, StopSignals, Worker, inject_fault
 
 log = logging.getLogger("kebr")
@@ -234,6 +236,11 @@ class Progress:
             self.bar.close()
 
 
+def _files(clips: list[Clip]) -> str:
+    """Clips named with their media files, for messages that must say which file failed."""
+    return ", ".join(f"{c.clip_id} ({', '.join(p for p in (c.video, c.audio) if p) or 'no media'})" for c in clips)
+
+
 def check_error_fraction(label: str, records: list[dict[str, Any]], max_fraction: float) -> None:
     """Fail when more than ``max_fraction`` of the clips hit unexpected errors: a broken environment
     must not pass as a corpus of bad clips."""
@@ -297,8 +304,9 @@ class _ShardRun:
                     if not remaining:
                         continue
                     ids = tuple(c.clip_id for c in group)
-                    if len(remaining) < len(group) or journal.strikes.get(ids, 0) >= STRIKES_TO_SKIP:
-                        for clip in remaining:  # a batch that crashed before goes clip by clip
+                    if (len(remaining) < len(group) or journal.strikes.get(ids, 0) >= STRIKES_TO_SKIP
+                            or (len(group) > 1 and journal.transient.get(ids, 0))):
+                        for clip in remaining:  # a batch that crashed or failed a job before goes clip by clip
                             self._task([clip])
                     else:
                         self._task(remaining)
@@ -357,14 +365,23 @@ class _ShardRun:
                 kind = "crashed_worker" if outcome.status == "crashed" else "timeout"
                 self._finish([{"clip_id": ids[0], "duration_s": None, "error": outcome.reason, "kind": kind}])
                 return
-            # transient: nothing about these clips is known; they are retried, never skipped
+            # transient: nothing about these clips is known; they are retried, and skipped only when
+            # the error outlasts the retries of two job runs (kebr/journal.py)
             self.journal.close(ids, "interrupted")
             self.in_flight = []
             if attempt >= self.retries:
-                raise StageFailed(f"{self.label}: a transient error persisted after {self.retries} retries "
-                                  f"({outcome.reason}); failing the job so it is retried later")
+                runs = self.journal.transient_failed(ids, outcome.reason)
+                if len(task) == 1 and runs >= TRANSIENT_RUNS_TO_SKIP:
+                    reason = (f"{outcome.reason} (on {_files(task)}: persisted through {self.retries} retries in "
+                              f"each of {runs} job runs)")
+                    log.warning("%s: clip %s skipped: %s", self.label, ids[0], reason)
+                    self._finish([{"clip_id": ids[0], "duration_s": None, "error": reason, "kind": "persistent_error"}])
+                    return
+                raise StageFailed(f"{self.label}: a transient error on {_files(task)} persisted after {self.retries} "
+                                  f"retries ({outcome.reason}); failing the job so it is retried later (job run "
+                                  f"{runs}; a clip whose error persists in {TRANSIENT_RUNS_TO_SKIP} runs is skipped)")
             delay = self.backoff_s * 2**attempt
-            log.warning("%s: transient error on %s (%s); retry %d of %d in %.0f s", self.label, ", ".join(ids),
+            log.warning("%s: transient error on %s (%s); retry %d of %d in %.0f s", self.label, _files(task),
                         outcome.reason, attempt + 1, self.retries, delay)
             self.stop.sleep(delay)
             attempt += 1

@@ -92,3 +92,18 @@ def test_stage_output_round_trip_is_compact_and_deterministic(tmp_path):
     assert back["b"] == records[1]
     with pytest.raises(ValueError, match="differ in shape"):
         write_stage_output(tmp_path / "bad.h5", {}, [records[0], {"clip_id": "d", "features": np.zeros((2, 4))}])
+
+
+def test_transient_job_failures_are_counted_per_group_and_persistent_skips_are_retried(tmp_path):
+    j = strikes_after(tmp_path, [("start", (["a", "b"],)), ("close", (["a", "b"], "interrupted")),
+                                 ("transient_failed", (["a", "b"], "OSError: [Errno 5] x")),
+                                 ("start", (["a"],)), ("close", (["a"], "interrupted")),
+                                 ("transient_failed", (["a"], "OSError: [Errno 5] x"))])
+    assert j.transient == {("a", "b"): 1, ("a",): 1} and j.strikes == {}  # a failed job run is no strike
+    assert j.transient_failed(["a"], "OSError: [Errno 5] x") == 2
+    j.append({"clip_id": "a", "error": "OSError: [Errno 5] x (...)", "kind": "persistent_error"})
+    j.close_file()
+    again = Journal(tmp_path / "j", "asr", FP)
+    assert again.transient == {("a", "b"): 1, ("a",): 2}
+    assert "a" not in again  # not final: a restarted job tries the clip again (the storage may be back)
+    assert read_journal_counts(tmp_path / "j") == {"persistent_error": 1}

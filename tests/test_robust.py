@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from kebr.clips import Clip
+from kebr.clips import Clip, ClipError
 from kebr.config import load_config, stage_fingerprint
 from kebr.democorpus import write_dirty_clips
 from kebr.ingest import write_clip_table
@@ -161,8 +161,9 @@ def test_transient_errors_are_retried_then_fail_the_job_without_skips(corpus):
     # the CUDA error happens once and the retry passes; the EIO persists past transient_retries
     failed = stage(corpus, "visual", shard, "gpu:cuda@0,nfs:eio")
     assert failed.returncode == 1
-    assert "transient error on gpu (RuntimeError: CUDA error" in failed.stderr
-    assert "a transient error persisted after 1 retries (OSError: [Errno 5]" in failed.stderr
+    assert f"transient error on gpu ({corpus / 'media' / GOOD}) (RuntimeError: CUDA error" in failed.stderr
+    assert (f"a transient error on nfs ({corpus / 'media' / GOOD}) persisted after 1 retries (OSError: [Errno 5]"
+            in failed.stderr)
     assert "worker starts" not in failed.stderr and failed.stderr.count("worker (pid") == 2  # fresh after the GPU error
     assert not (shard.parents[1] / "visual" / "00005.h5").exists()
     text = journal(corpus, "visual", shard).read_text()
@@ -234,7 +235,7 @@ def test_two_hour_clips_are_refused_without_decoding_them(corpus):
 
 
 def test_unreadable_special_files_and_storage_errors_are_told_apart(tmp_path):
-    from kebr.clips import ClipError, is_transient
+    from kebr.clips import is_transient
     from kebr.media import load_audio
 
     fifo = tmp_path / "clip.mp4"
@@ -246,3 +247,74 @@ def test_unreadable_special_files_and_storage_errors_are_told_apart(tmp_path):
     assert is_transient(RuntimeError("CUDA failed with error out of memory"))
     assert not is_transient(OSError(errno.ENOENT, "No such file"))
     assert not is_transient(ValueError("CUDA is mentioned but this is a ValueError"))
+
+
+def corrupt_mkv(media: Path, size: int = 58) -> Path:
+    """A real Matroska file (the good test clip, remuxed) cut to ``size`` bytes: PyAV raises EIO on it."""
+    whole = media / "whole.mkv"
+    if not whole.exists():
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(media / GOOD), "-c", "copy",
+                        str(whole)], check=True)
+    cut = media / f"cut{size}.mkv"
+    cut.write_bytes(whole.read_bytes()[:size])
+    return cut
+
+
+def test_ffmpeg_eio_on_a_file_that_reads_whole_is_its_content_not_the_storage(corpus):
+    import av
+
+    from kebr.clips import describe_error, error_kind, is_transient
+    from kebr.media import load_audio, probe_duration, read_frames
+
+    for size in (58, 100, 500):  # every cut FFmpeg answers with EIO
+        cut = corrupt_mkv(corpus / "media", size)
+        with pytest.raises(av.error.OSError) as raw:
+            av.open(str(cut))
+        assert raw.value.errno == errno.EIO and raw.value.filename == str(cut)  # what FFmpeg says: EIO
+        assert not is_transient(raw.value) and error_kind(raw.value) == "unreadable"
+        for read in (probe_duration, lambda p: load_audio(p, 16000), lambda p: read_frames(p, 6.0, 5)):
+            with pytest.raises(ClipError) as caught:
+                read(cut)
+            assert caught.value.kind == "unreadable"
+            assert describe_error(caught.value) == (
+                f"media: not a readable media file (OSError: [Errno 5] Input/output error: '{cut}'); FFmpeg reported "
+                f"an I/O error, but {cut} stats and reads whole ({size} bytes), so its content is corrupt, not the "
+                "storage")
+    # The same error where the evidence fails stays transient: a file that stats but does not read
+    # (the kernel answers EIO for /proc/self/mem at offset 0), a file gone, a folder; and an EIO from
+    # Python's own reads (not FFmpeg) on a healthy file.
+    for path in ("/proc/self/mem", str(corpus / "media" / "gone.mkv"), str(corpus / "media")):
+        assert is_transient(av.error.OSError(errno.EIO, "Input/output error", path)), path
+    assert is_transient(OSError(errno.EIO, "Input/output error", str(cut)))
+    assert is_transient(av.error.OSError(errno.EIO, "Input/output error"))  # no file named: no evidence
+
+
+def test_a_corrupt_file_ffmpeg_calls_eio_is_skipped_at_once_naming_the_file(corpus):
+    cut = corrupt_mkv(corpus / "media")
+    shard = plan(corpus, "00008", {"a": GOOD, "cut": cut.name, "b": GOOD})
+    result = stage(corpus, "audio", shard)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "transient" not in result.stderr  # no retry, no backoff: the first run finishes the shard
+    records = output(corpus, "audio", shard)
+    assert records["cut"]["kind"] == "unreadable"
+    assert str(cut) in records["cut"]["error"] and "its content is corrupt, not the storage" in records["cut"]["error"]
+    assert "error" not in records["a"] and "error" not in records["b"]
+
+
+def test_a_transient_error_in_two_job_runs_skips_its_clip_not_the_shard(corpus):
+    shard = plan(corpus, "00009", {"a": GOOD, "nfs": GOOD, "b": GOOD})
+    path = journal(corpus, "visual", shard)
+    first = stage(corpus, "visual", shard, "nfs:eio")
+    assert first.returncode == 1
+    assert f"a transient error on nfs ({corpus / 'media' / GOOD}) persisted after 1 retries" in first.stderr
+    assert "(job run 1; a clip whose error persists in 2 runs is skipped)" in first.stderr
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[-1] == {"transient": ["nfs"], "reason": "OSError: [Errno 5] Input/output error (test fault)"}
+    second = stage(corpus, "visual", shard, "nfs:eio")  # the error is still there: the shard completes
+    assert second.returncode == 0, second.stderr[-3000:]
+    records = output(corpus, "visual", shard)
+    assert records["nfs"] == {"clip_id": "nfs", "duration_s": None, "kind": "persistent_error",
+                              "error": f"OSError: [Errno 5] Input/output error (test fault) (on nfs "
+                                       f"({corpus / 'media' / GOOD}): persisted through 1 retries in each of 2 job "
+                                       "runs)"}
+    assert "error" not in records["a"] and "error" not in records["b"]
