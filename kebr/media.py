@@ -5,11 +5,16 @@ Every reader turns an unreadable input into a ``ClipError`` with a reason that n
 records a skip instead of crashing its shard. An I/O error of the storage itself (EIO, ESTALE: see
 ``kebr.clips.is_transient``) is NOT turned into a skip: it propagates so the stage retries. Audio is
 never decoded past ``max_seconds`` (config ``stages.max_clip_seconds``), whatever the container says.
-Video can also be a folder of frame images (VoxCeleb1's face tracks).
+Video is decoded only as far as its sampled frames need (``read_frames``), on one decoder thread unless
+asked for more. Video can also be a folder of frame images (VoxCeleb1's face tracks).
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,6 +24,8 @@ import numpy as np
 from kebr.clips import ClipError, is_transient
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+log = logging.getLogger("kebr")
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
@@ -103,47 +110,235 @@ def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = N
     return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
-def read_frames(path: str | Path, fps: float, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frames sampled at ``fps`` (the latest decoded frame at each sample time), at most ``max_frames``.
+# Video sampling. The rule: sample times 0, 1/fps, 2/fps... (summed step by step); each takes the first
+# frame, in presentation order, at or after it (within SAMPLE_TOLERANCE_S), and a frame covers every
+# sample time up to its own. Only the picked frames are needed, so read_frames reads the packets first
+# (no decoding), plans the picks from their timestamps, and tells the decoder per packet what it may skip.
+SAMPLE_TOLERANCE_S = 1e-6
+
+
+@dataclass
+class DecodeStats:
+    """What one ``read_frames`` call did with the video's packets (for tests and benches)."""
+
+    packets: int = 0  # video packets read from the container
+    sent: int = 0  # packets given to the decoder; the others were dropped whole (GOPs with no pick, the tail)
+    decoded: int = 0  # frames the decoder returned: skipped non-reference frames never come out
+    planned: bool = False  # picks planned from packet timestamps (False: no timestamps, every frame decoded)
+    replanned: bool = False  # the decoder's real picks differed from the plan, so the clip was decoded in full
+
+
+class _Sampler:
+    """The sampling rule over frames in presentation order: how many sample times each frame covers."""
+
+    def __init__(self, fps: float, max_frames: int) -> None:
+        self.step, self.max_frames = 1.0 / fps, max_frames
+        self.next_time = 0.0
+        self.taken = 0
+
+    @property
+    def full(self) -> bool:
+        return self.taken >= self.max_frames
+
+    def covers(self, time_s: float) -> list[float]:
+        """The sample times (none or more) the frame shown at ``time_s`` is picked for."""
+        times = []
+        while time_s + SAMPLE_TOLERANCE_S >= self.next_time and self.taken < self.max_frames:
+            times.append(self.next_time)
+            self.taken += 1
+            self.next_time += self.step
+        return times
+
+    def last_sample_s(self) -> float:
+        t = 0.0
+        for _ in range(self.max_frames - 1):
+            t += self.step  # summed as covers() sums it, so the float is the same
+        return t
+
+
+def _seconds(ticks: int, time_base: Fraction) -> float:
+    return float(ticks) * time_base.numerator / time_base.denominator  # as PyAV computes Frame.time
+
+
+@dataclass
+class _Packet:
+    packet: av.Packet
+    needed: bool = False  # holds a picked frame
+    action: str = "decode"  # "decode"; "nonref": the decoder may skip it if it is not a reference; "drop"
+
+
+def _read_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                  last_sample_s: float) -> tuple[list[av.Packet], bool, av.error.FFmpegError | None]:
+    """The video packets in decode order up to the one that settles the last sample time's pick,
+    whether they can be planned (every packet has a pts and a dts), and the error that broke off reading.
+
+    Decode timestamps never decrease and no frame is shown before it is decoded (pts >= dts), so once
+    a packet's dts passes the smallest pts seen at or after the last sample time, no later packet can
+    take that pick. A container that breaks off (a truncated file) ends the list there.
+    """
+    packets: list[av.Packet] = []
+    last_pick: int | None = None
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:  # demux's end-of-stream marker
+                continue
+            packets.append(packet)
+            if packet.pts is None or packet.dts is None:
+                return packets, False, None
+            if not packet.is_discard and _seconds(packet.pts, stream.time_base) + SAMPLE_TOLERANCE_S >= last_sample_s:
+                last_pick = packet.pts if last_pick is None else min(last_pick, packet.pts)
+            if last_pick is not None and packet.dts > last_pick:
+                break
+    except av.error.FFmpegError as exc:
+        if is_transient(exc):
+            raise
+        return packets, True, exc
+    return packets, True, None
+
+
+def _plan(packets: list[av.Packet], time_base: Fraction, fps: float, max_frames: int) -> tuple[list[_Packet], set[int]]:
+    """Each packet with its action, and the pts of the planned picks.
+
+    Packets marked discard (before an MP4 edit list's start) are decoded, as they may be references,
+    but never shown, so they are never picked. A GOP (a keyframe and the packets after it in decode order,
+    up to the next keyframe) is dropped whole when it holds no pick and the next GOP does not need it:
+    the next GOP has no picked leading frame (decoded after its keyframe but shown before it: the only
+    frames that may refer back across a keyframe). Packets after the last pick in decode order are dropped.
+    """
+    plan = [_Packet(p) for p in packets]
+    sampler = _Sampler(fps, max_frames)
+    picks: set[int] = set()
+    for pts, i in sorted((p.pts, i) for i, p in enumerate(packets) if not p.is_discard):
+        if sampler.full:
+            break
+        if sampler.covers(_seconds(pts, time_base)):
+            picks.add(pts)
+            plan[i].needed = True
+    needed = [p.needed for p in plan]
+    last_needed = max((i for i, n in enumerate(needed) if n), default=-1)
+    starts = [i for i, p in enumerate(packets) if p.is_keyframe] + [len(packets)]
+    for a, b, c in zip(starts, starts[1:], starts[2:] + [len(packets)]):
+        if b == len(packets) or any(needed[a:b]):
+            continue
+        if not any(needed[j] and packets[j].pts < packets[b].pts for j in range(b + 1, c)):
+            for p in plan[a:b]:
+                p.action = "drop"
+    for i, p in enumerate(plan):
+        if i > last_needed:
+            p.action = "drop"
+        elif not p.needed and p.action == "decode":
+            p.action = "nonref"
+    return plan, picks
+
+
+def _decode(stream: av.video.stream.VideoStream, plan: Iterable[_Packet], sampler: _Sampler,
+            stats: DecodeStats) -> tuple[list[float], list[np.ndarray], set[int]]:
+    """Decode ``plan`` in order, picking frames by the sampling rule: (times, frames, picked pts).
+
+    A decode error (a damaged file) keeps what was decoded before it when anything was."""
+    context = stream.codec_context
+    times: list[float] = []
+    frames: list[np.ndarray] = []
+    picked: set[int] = set()
+
+    def take(decoded: list[av.VideoFrame]) -> None:
+        for frame in decoded:
+            stats.decoded += 1
+            if frame.pts is None or sampler.full:
+                continue
+            # In the stream's time base: frames flushed out of the decoder carry none of their own.
+            if covered := sampler.covers(_seconds(frame.pts, stream.time_base)):
+                image = frame.to_ndarray(format="rgb24")
+                # A frame may cover several sample times when the source rate is below `fps`.
+                times.extend(covered)
+                frames.extend([image] * len(covered))
+                picked.add(frame.pts)
+
+    try:
+        for item in plan:
+            if item.action == "drop":
+                continue
+            context.skip_frame = "NONREF" if item.action == "nonref" else "DEFAULT"
+            stats.sent += 1
+            take(context.decode(item.packet))
+            if sampler.full:
+                break
+        if not sampler.full:
+            take(context.decode(None))  # the frames the decoder still holds (B-frame reordering, threads)
+    except av.error.FFmpegError as exc:
+        if is_transient(exc):
+            raise
+        if not frames:
+            raise ClipError(f"media: video decode failed ({exc})", kind="unreadable") from exc
+    return times, frames, picked
+
+
+def read_frames(path: str | Path, fps: float, max_frames: int, threads: int = 1,
+                stats: DecodeStats | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frames sampled at ``fps`` (the first frame at or after each sample time), at most ``max_frames``.
 
     Returns (timestamps in seconds (T,), RGB uint8 frames (T, H, W, 3)). Sampling by presentation
     time, not by frame index, makes variable-frame-rate and odd-rate video (24000/1001, 120 fps)
     come out on the same time grid as constant-rate video.
+
+    Only what the picks need is decoded: packets are planned from their timestamps (see ``_plan``);
+    a packet with no pick is decoded only if it is a reference frame (the decoder's ``skip_frame``
+    NONREF, which leaves every other frame's pixels as they were), whole GOPs with no pick are not
+    read into the decoder, and decoding stops after the last pick. The picks are those of decoding
+    every frame: when the decoder's picks differ from the plan (timestamps that lie), the clip is
+    decoded again in full. ``threads``: decoder threads (1: none started; more only when the job has
+    the cores). ``stats``, when given, is filled in.
     """
     p = Path(path)
     if p.is_dir():
         return _read_frame_folder(p, max_frames)
-    step = 1.0 / fps
-    times: list[float] = []
-    frames: list[np.ndarray] = []
-    with _open(p) as container:
-        if not container.streams.video:
-            raise ClipError("media: no video stream", kind="no_video_stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        next_time = 0.0
-        try:
-            for frame in container.decode(stream):
-                if frame.time is None:
-                    continue
-                if frame.time + 1e-6 < next_time:
-                    continue
-                image = frame.to_ndarray(format="rgb24")
-                # A frame may cover several sample times when the source rate is below `fps`.
-                while frame.time + 1e-6 >= next_time and len(frames) < max_frames:
-                    times.append(next_time)
-                    frames.append(image)
-                    next_time += step
-                if len(frames) >= max_frames:
-                    break
-        except av.error.FFmpegError as exc:
-            if is_transient(exc):
-                raise
-            if not frames:
-                raise ClipError(f"media: video decode failed ({exc})", kind="unreadable") from exc
+    stats = DecodeStats() if stats is None else stats
+    result = _read_video(p, fps, max_frames, threads, stats, plan=True)
+    if result is None:
+        stats.replanned = True
+        log.warning("media: %s: the decoded frames differ from the plan made from packet timestamps; "
+                    "decoding every frame", p)
+        result = _read_video(p, fps, max_frames, threads, stats, plan=False)
+    times, frames = result
     if not frames:
         raise ClipError("media: no decodable video frame", kind="unreadable")
     return np.asarray(times, dtype=np.float64), np.stack(frames)
+
+
+def _read_video(path: Path, fps: float, max_frames: int, threads: int, stats: DecodeStats,
+                plan: bool) -> tuple[list[float], list[np.ndarray]] | None:
+    """One pass of read_frames: planned (None when the decoder's picks differ from the plan) or not."""
+    with _open(path) as container:
+        if not container.streams.video:
+            raise ClipError("media: no video stream", kind="no_video_stream")
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        # FFmpeg's default (0) starts a thread per core in every job; one thread starts none.
+        context.thread_count = max(1, threads)
+        if threads > 1:
+            context.thread_type = "AUTO"
+        sampler = _Sampler(fps, max_frames)
+        packets: list[av.Packet] = []
+        plannable, error = False, None
+        if plan:
+            packets, plannable, error = _read_packets(container, stream, sampler.last_sample_s())
+        picks = None
+        sent_before = stats.sent
+        if plannable:
+            items, picks = _plan(packets, stream.time_base, fps, max_frames)
+            stats.planned = True
+            stats.packets += len(packets)
+        else:  # decode everything, reading on from where planning stopped
+            stats.planned = False
+            items = (_Packet(p) for p in itertools.chain(packets, container.demux(stream)) if p.size)
+        times, frames, picked = _decode(stream, items, sampler, stats)
+        if not plannable:
+            stats.packets += stats.sent - sent_before
+        if not frames and error is not None:
+            raise ClipError(f"media: video decode failed ({error})", kind="unreadable") from error
+    if picks is not None and picked != picks:
+        return None
+    return times, frames
 
 
 def _read_frame_folder(folder: Path, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
