@@ -13,6 +13,11 @@ media path keeps the file's exact bytes (surrogate escapes, written to the plan 
 the clip id and speaker, which go into UTF-8 outputs (clips.tsv, HDF5), spell each undecodable byte
 as ``\\xNN``.
 
+The plan is one TSV per shard (kebr/tsv.py): every field quoted, so any value, a carriage return or
+line feed inside a clip id or transcript included, reads back exactly; the table ends with its row
+count. Reading a plan checks its layout, the row count, and that every row's shard is the file's
+own (``<shard>.tsv``), so a damaged plan fails naming the file instead of losing or inventing clips.
+
 Splits are speaker-disjoint (VoxCeleb speakers, MOSI/MOSEI source videos): a corpus that ships
 splits is checked, one that does not gets a split per speaker drawn from a stable hash of
 (seed, speaker). Shards are consecutive runs of ``shard_size`` clips in clip-id order, so the same
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from kebr.clips import Clip
+from kebr.tsv import TableError, read_table, write_table
 
 SPLITS = ("train", "valid", "test")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
@@ -299,15 +305,22 @@ def write_plan(clips: list[Clip], out_dir: Path) -> list[str]:
 
 
 def write_clip_table(clips: list[Clip], path: Path) -> None:
-    """A plan TSV (atomically). Media paths keep the exact bytes of non-UTF-8 file names."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as f:
-        writer = csv.DictWriter(f, PLAN_FIELDS, delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(c.to_row() for c in clips)
-    tmp.replace(path)
+    """A shard's plan TSV ``<shard>.tsv`` (atomically; kebr/tsv.py), every clip of that shard. Media
+    paths keep the exact bytes of non-UTF-8 file names."""
+    path = Path(path)
+    for clip in clips:
+        if clip.shard != path.stem:
+            raise ValueError(f"{path}: clip {clip.clip_id!r} is of shard {clip.shard!r}, not the file's {path.stem!r}")
+    write_table(path, PLAN_FIELDS, (c.to_row() for c in clips), count=True)
 
 
 def read_clip_table(path: Path) -> list[Clip]:
-    with Path(path).open(newline="", encoding="utf-8", errors="surrogateescape") as f:
-        return [Clip.from_row(row) for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)]
+    """The clips of a plan TSV, checked (kebr/tsv.py ``read_table``; each row's shard is the file's)."""
+    path = Path(path)
+    clips = []
+    for number, row in enumerate(read_table(path, PLAN_FIELDS, count=True), start=1):
+        if row["shard"] != path.stem:
+            raise TableError(f"{path}: damaged plan: row {number} (clip {row['clip_id']!r}) is of shard "
+                             f"{row['shard']!r}, not the file's {path.stem!r}")
+        clips.append(Clip.from_row(row))
+    return clips

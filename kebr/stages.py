@@ -32,7 +32,6 @@ How a media stage (asr, audio, visual) runs on one shard (``run_media_stage``):
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 import time
@@ -46,6 +45,7 @@ import numpy as np
 import kebr
 from kebr.clips import Clip, describe_error, error_kind, skip_record
 from kebr.journal import STRIKES_TO_SKIP, TRANSIENT_RUNS_TO_SKIP, Journal, read_stage_output, write_stage_output
+from kebr.tsv import read_table, write_table
 from kebr.worker import Interrupted, StopSignals, Worker, inject_fault
 
 log = logging.getLogger("kebr")
@@ -459,6 +459,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
     """
     from kebr.asr import Transcript
     from kebr.config import feature_stages, features_fingerprint, stage_fingerprint
+    from kebr.ingest import readable  # reasons name files; a non-UTF-8 name is spelled \xNN in UTF-8 tables
     from kebr.language import english_filter, filter_settings
     from kebr.masking import load_tokenizer
     from kebr.shards import ShardRow, write_shard
@@ -508,7 +509,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
             failures += list(media.values())
             reasons = dict.fromkeys(reason for _, reason in failures)  # one unreadable file fails every stage alike
             status.append({"clip_id": clip.clip_id, "status": "skipped", "kind": failures[0][0],
-                           "reason": "; ".join(reasons), "missing": "", "duration_s": duration, "shard": shard})
+                           "reason": readable("; ".join(reasons)), "missing": "", "duration_s": duration, "shard": shard})
             continue
         # A missing stream has no frame: zero length, so an all-false frame mask in training.
         features = {stage: np.zeros((0, len(meta["columns"])), np.float32) if stage in missing
@@ -516,7 +517,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
         rows.append(ShardRow(clip_id=clip.clip_id, split=clip.split, speaker=clip.speaker, label=clip.label,
                              transcript=record, masked=masked, audio=features["audio"], visual=features["visual"]))
         status.append({"clip_id": clip.clip_id, "status": "ok", "kind": media[missing[0]][0] if missing else "",
-                       "reason": "; ".join(media[m][1] for m in missing), "missing": ",".join(missing),
+                       "reason": readable("; ".join(media[m][1] for m in missing)), "missing": ",".join(missing),
                        "duration_s": duration, "shard": shard})
     errors = [{"kind": "unexpected", "error": e} for e in own_errors]
     check_error_fraction(f"assemble {dataset}/{shard}", errors + [{}] * (len(clips) - len(errors)),
@@ -540,23 +541,13 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
 # ---------------------------------------------------------------------------------------------
 # status tables, clips.tsv, clips_summary.tsv
 
-def _write_tsv(rows: list[dict[str, Any]], fields: list[str], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fields, delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
 def write_status(rows: list[dict[str, str]], path: Path) -> None:
-    _write_tsv(rows, STATUS_FIELDS, path)
+    """A status table or clips.tsv (kebr/tsv.py: every value reads back exactly)."""
+    write_table(path, STATUS_FIELDS, rows)
 
 
 def read_status(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+    return read_table(path, STATUS_FIELDS)
 
 
 def summarize_clips(rows: list[dict[str, str]], dataset: str) -> list[dict[str, Any]]:
@@ -577,14 +568,21 @@ def write_report(plan_tables: list[Path], status_tables: list[Path], out: Path, 
     a silent loss."""
     from kebr.ingest import read_clip_table
 
-    status = {row["clip_id"]: row for path in status_tables for row in read_status(path)}
+    tables = [read_status(path) for path in status_tables]
+    status = {row["clip_id"]: row for table in tables for row in table}
     rows, counts = [], {"ok": 0, "skipped": 0}
     for path in plan_tables:
         for clip in read_clip_table(path):
             if clip.clip_id not in status:
                 raise RuntimeError(f"clip {clip.clip_id} of shard {clip.shard} has no status: rerun its shard")
+            if status[clip.clip_id]["shard"] != clip.shard:
+                raise RuntimeError(f"clip {clip.clip_id} of shard {clip.shard} has the status of shard "
+                                   f"{status[clip.clip_id]['shard']}: rerun both shards' assemble")
             rows.append(status[clip.clip_id])
             counts[status[clip.clip_id]["status"]] += 1
-    _write_tsv(summarize_clips(rows, dataset), SUMMARY_FIELDS, summary or out.with_name("clips_summary.tsv"))
+    if sum(map(len, tables)) != len(rows):  # a status row of no planned clip (or twice): a stale or damaged table
+        raise RuntimeError(f"the status tables hold {sum(map(len, tables))} rows for the plan's {len(rows)} clips: "
+                           "rerun the assemble of the shards whose plan changed")
+    write_table(summary or out.with_name("clips_summary.tsv"), SUMMARY_FIELDS, summarize_clips(rows, dataset))
     write_status(rows, out)
     return counts

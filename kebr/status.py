@@ -9,26 +9,22 @@ journals of running stages, so it is cheap to run while the DAG runs.
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from kebr.journal import read_journal_counts
+from kebr.stages import read_status
+from kebr.tsv import counted_rows
 
 STAGES = ("asr", "audio", "visual")
-
-
-def _rows(path: Path) -> int:
-    with path.open("rb") as f:
-        return max(sum(1 for _ in f) - 1, 0)
 
 
 def dataset_status(folder: Path) -> dict[str, Any]:
     shards = sorted(p.stem for p in (folder / "plan").glob("*.tsv"))
     assembled = {s for s in shards
                  if (folder / "status" / f"{s}.tsv").exists() and (folder / "shards" / f"{s}.h5").exists()}
-    status: dict[str, Any] = {"shards": len(shards), "clips": sum(_rows(folder / "plan" / f"{s}.tsv") for s in shards),
+    status: dict[str, Any] = {"shards": len(shards), "clips": sum(counted_rows(folder / "plan" / f"{s}.tsv") for s in shards),
                               "stages": {}}
     for stage in STAGES:
         done = running = 0
@@ -47,11 +43,10 @@ def dataset_status(folder: Path) -> dict[str, Any]:
     kinds: Counter[tuple[str, str]] = Counter()
     missing: Counter[str] = Counter()
     for shard in sorted(assembled):
-        with (folder / "status" / f"{shard}.tsv").open(newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f, delimiter="\t"):
-                kinds[(row["status"], row.get("kind", ""))] += 1
-                if row.get("missing"):
-                    missing[row["missing"]] += 1
+        for row in read_status(folder / "status" / f"{shard}.tsv"):
+            kinds[(row["status"], row["kind"])] += 1
+            if row["missing"]:
+                missing[row["missing"]] += 1
     status["assembled_clips"] = {
         "ok": sum(n for (s, _), n in kinds.items() if s == "ok"),
         "ok_missing_modality": dict(missing),

@@ -6,7 +6,6 @@ stage runs, its worker process loads the real models, and at the named clip the 
 hangs, exits, is SIGKILLed with its whole job, or raises.
 """
 
-import csv
 import errno
 import json
 import os
@@ -16,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -26,7 +26,7 @@ from skimage import data
 from kebr.clips import Clip, ClipError
 from kebr.config import load_config, stage_fingerprint
 from kebr.democorpus import write_dirty_clips
-from kebr.ingest import write_clip_table
+from kebr.ingest import read_clip_table, write_clip_table
 from kebr.journal import read_stage_output
 from kebr.stages import CRASHED_TWICE, StageFailed, check_error_fraction
 
@@ -106,10 +106,8 @@ def test_crash_hang_and_exit_cost_only_their_clip(corpus):
 def test_asr_batch_crash_lands_on_the_clip_that_caused_it(corpus):
     # the bad clip last: after the split, the clips before it share one fresh worker (Whisper loads 2 times)
     shard = plan(corpus, "00002", {"s1": GOOD, "s3": "00002.mp4", "nosound": "00004.mp4", "bad": "00002.mp4"})
-    with shard.open() as f:  # plus a clip with gold text: answered by the parent, no worker
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    rows.append({**rows[0], "clip_id": "gold", "text": "a gold transcript"})
-    write_clip_table([Clip.from_row(r) for r in rows], shard)
+    clips = read_clip_table(shard)  # plus a clip with gold text: answered by the parent, no worker
+    write_clip_table([*clips, replace(clips[0], clip_id="gold", text="a gold transcript")], shard)
     result = stage(corpus, "asr", shard, "bad:segv")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "a batch of 4 clips crashed the worker (SIGSEGV); running them one at a time" in result.stderr
