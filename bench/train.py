@@ -44,8 +44,8 @@ from kebr.masking import SentimentMasker, bundled_text_model_path, load_tokenize
 from kebr.mcc import MCCLoss, reference_modality_cosines
 from kebr.model import KEBR, KEBRConfig
 from kebr.shards import ShardDataset, ShardRow, write_shard
-from kebr.train.data import make_loader, text_lengths
-from kebr.train.lm_cache import LMCacheDataset, build_sidecars
+from kebr.train.data import make_loader, trimmed_length
+from kebr.train.lm_cache import attach_lm_cache, build_sidecars
 from kebr.train.loop import Objective, Runtime, adam, train_epoch
 
 # Dense bf16 tensor-core peaks, FLOP/s, by device name fragment.
@@ -103,15 +103,14 @@ def epoch_throughput(model: KEBR, dataset: Any, stage: str, *, runtime: Runtime,
     """Samples/s of one training epoch (after ``warmup`` steps) and the mean padded batch length."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    base = dataset.shards if isinstance(dataset, LMCacheDataset) else dataset
-    lengths = text_lengths(base, stage)
-    loader = make_loader(dataset, batch_size, runtime, shuffle=True, seed=0, num_workers=0, generator=generator,
-                         bucket_lengths=lengths if bucket else None)
+    lengths = dataset.text_lengths()
+    loader = make_loader(dataset, batch_size, runtime, shuffle=True, num_workers=0, generator=generator,
+                         bucket_by_length=bucket)
     objective = Objective(stage, PRETRAIN_MCC if stage == "pretrain" else FINETUNE_MCC)
     objective.trim = trim
     optimizer = adam(model.param_groups(lr, lr))
     train_epoch(model, loader, optimizer, objective, runtime, max_steps=warmup)
-    widths = [int(lengths[b].max()) if trim else L for b in loader.batch_sampler]
+    widths = [trimmed_length(int(lengths[b].max()), L) if trim else L for g in loader.sampler for b in g]
     start, cpu_start = time.perf_counter(), time.process_time()
     _, _, samples = train_epoch(model, loader, optimizer, objective, runtime, max_steps=None)
     if runtime.device.type == "cuda":
@@ -129,14 +128,14 @@ def rate(result: dict[str, float]) -> float:
 
 
 def bench_finetune(shards: list[Path], runtime: Runtime, batch_size: int, warmup: int = 2) -> dict[str, Any]:
-    dataset = ShardDataset(shards, split="train", labelled=True)
+    dataset = ShardDataset(shards, split="train", labelled=True, stage="finetune")
     model = KEBR(KEBRConfig(d_audio=D_A, d_video=D_V)).to(runtime.device)
     model.pretrain_head.requires_grad_(False)
     out: dict[str, Any] = {}
     for name, bucket, trim in (("fixed", False, False), ("random", False, True), ("bucketed", True, True)):
         out[name] = epoch_throughput(model, dataset, "finetune", runtime=runtime, batch_size=batch_size,
                                      bucket=bucket, trim=trim, lr=5e-6, warmup=warmup)
-    lengths = text_lengths(dataset, "finetune")
+    lengths = dataset.text_lengths()
     out["mean_text_tokens"] = round(float(lengths.mean()), 1)
     out["bucketing_speedup"] = round(rate(out["bucketed"]) / rate(out["random"]), 2)
     out["speedup_over_fixed"] = round(rate(out["bucketed"]) / rate(out["fixed"]), 2)
@@ -145,7 +144,7 @@ def bench_finetune(shards: list[Path], runtime: Runtime, batch_size: int, warmup
 
 def bench_pretrain(shards: list[Path], runtime: Runtime, batch_size: int, text_model: str,
                    warmup: int = 2) -> dict[str, Any]:
-    dataset = ShardDataset(shards)
+    dataset = ShardDataset(shards, stage="pretrain")
     model = KEBR(KEBRConfig(d_audio=D_A, d_video=D_V, text_model=text_model, freeze_text=True)).to(runtime.device)
     model.finetune_head.requires_grad_(False)
     uncached = epoch_throughput(model, dataset, "pretrain", runtime=runtime, batch_size=batch_size,
@@ -153,7 +152,7 @@ def bench_pretrain(shards: list[Path], runtime: Runtime, batch_size: int, text_m
     start = time.perf_counter()
     sidecars = build_sidecars(dataset.paths, model.text, dtype="float16", runtime=runtime)
     build = time.perf_counter() - start
-    cached = epoch_throughput(model, LMCacheDataset(dataset, sidecars), "pretrain", runtime=runtime,
+    cached = epoch_throughput(model, attach_lm_cache(dataset, sidecars), "pretrain", runtime=runtime,
                               batch_size=batch_size, bucket=True, trim=True, lr=1e-4, warmup=warmup)
     size = sum(p.stat().st_size for p in sidecars)
     for p in sidecars:

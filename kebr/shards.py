@@ -23,9 +23,12 @@ Layout of schema version 2 (N clips; every string is UTF-8):
     visual/features, visual/lengths  the same for the visual stream
 
 The file is written under a temporary name and renamed when complete, so a shard that exists is
-whole. ``ShardDataset`` reads rows lazily; each DataLoader worker opens its own file handles and keeps
-at most ``max_open_files`` of them (least recently used closed first), so a corpus of any number of
-shards stays under the open-file limit (often 1,024; VoxCeleb2 has ~1,100 shards).
+whole. Every dataset is stored contiguous and uncompressed (``_put``). ``ShardDataset`` reads batches:
+the small per-row fields a stage uses once into RAM, frame arrays per batch as one read per run of
+nearby rows; each DataLoader worker opens its own file handles and keeps at most ``max_open_files`` of
+them (least recently used closed first), so a corpus of any number of shards stays under the
+open-file limit (often 1,024; VoxCeleb2 has ~1,100 shards). The batch order that makes those reads
+contiguous is kebr/train/data.py's.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ import torch
 SCHEMA_VERSION = 2  # 2: text/raw_input_ids, text/raw_attention_mask
 STR = h5py.string_dtype("utf-8")
 # Open shard files per process (DataLoader worker): far under the usual limit of 1,024 even with a few
-# workers per process. Random reads over more shards than this reopen files: measured on 100 shards of
-# 1,000 clips with 64 open, a row takes ~1.8x as long as with every shard open (14 vs 8 ms, 2 cores).
+# workers per process. A training batch reads from a few shards (kebr/train/data.py's groups), so a
+# worker's working set is a handful of files; more open files only save reopening.
 MAX_OPEN_FILES = 128
 
 
@@ -91,17 +94,13 @@ def pad_frames(arrays: Sequence[np.ndarray], length: int, width: int) -> tuple[n
 
 
 def _put(group: h5py.Group, name: str, data: np.ndarray, **kw: Any) -> h5py.Dataset:
-    """Every dataset of a shard is made here. No modification times are stored, so the same clips
-    and config give a byte-identical shard."""
+    """Every dataset of a shard is made here: contiguous and uncompressed, with no modification
+    times, so the same clips and config give a byte-identical shard.
+
+    Why uncompressed (``python bench/loader.py``): gzip saves ~15% of the bytes of float features but
+    its decompression caps a loader process at ~3,000 rows/s, while a contiguous read of a run of rows
+    is a plain file read; shards written with chunks and gzip by older versions read the same."""
     kw["track_times"] = False
-    if data.shape[0] == 0:  # h5py cannot chunk an empty dataset
-        return group.create_dataset(name, data=data, **kw)
-    if data.ndim >= 2:
-        # Training reads single rows in random order: a frame array gets one chunk per clip so a
-        # read decompresses that clip only; small per-token arrays share chunks of 64 rows.
-        chunks = (1 if data.ndim == 3 else min(len(data), 64),) + data.shape[1:]
-        return group.create_dataset(name, data=data, chunks=chunks, compression="gzip",
-                                    compression_opts=4, shuffle=True, **kw)
     return group.create_dataset(name, data=data, **kw)
 
 
@@ -220,19 +219,75 @@ class OpenFiles:
         self._handles.clear()
 
 
-class ShardDataset(torch.utils.data.Dataset):
-    """Rows of one split across shards, read lazily: RAM does not grow with the corpus.
+# What a training stage reads of a shard, batch key -> HDF5 dataset: nothing else is read. Per-row
+# scalars and token arrays (``SMALL``: ~220 bytes a clip, 240 MB for VoxCeleb2) are read once per
+# shard when the dataset is made and kept in RAM; frame arrays (``FRAMES``: ~75 kB a clip) are read
+# per batch, one read per contiguous run of rows (``ShardDataset.read``).
+STAGE_FIELDS: dict[str | None, dict[str, str]] = {
+    "pretrain": {"input_ids": "text/input_ids", "attention_mask": "text/attention_mask",
+                 "mask_index": "text/mask_index", "mask_label": "text/mask_label"},
+    "finetune": {"raw_input_ids": "text/raw_input_ids", "raw_attention_mask": "text/raw_attention_mask",
+                 "label": "label"},
+}
+STAGE_FIELDS[None] = {**STAGE_FIELDS["pretrain"], **STAGE_FIELDS["finetune"]}
+FRAMES = {"audio": "audio/features", "video": "visual/features"}
+# A frame array's mask (True on real frames) is made from its lengths, also held in RAM.
+FRAME_MASKS = {"audio_mask": "audio/lengths", "video_mask": "visual/lengths"}
+# Rows of one shard closer than this are read as one span (the rows between are read and dropped):
+# one HDF5 read costs about as much as copying ~8 unwanted rows.
+GAP_ROWS = 8
+# ``in_memory="auto"`` holds the frame arrays in RAM when they take at most this many bytes.
+IN_MEMORY_AUTO_BYTES = 2 << 30
 
-    File handles are opened on first use in each process, so DataLoader workers each read through
-    their own; each process keeps at most ``max_open_files`` open (``OpenFiles``).
+
+def runs(rows: np.ndarray, gap: int = GAP_ROWS) -> list[tuple[int, int]]:
+    """Sorted row numbers as [start, stop) spans, merging rows at most ``gap`` apart."""
+    if len(rows) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) > gap)
+    starts = np.r_[rows[0], rows[breaks + 1]]
+    stops = np.r_[rows[breaks], rows[-1]] + 1
+    return list(zip(starts.tolist(), stops.tolist()))
+
+
+def read_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """``dataset[rows]`` for sorted, unique ``rows``, as one read per run of nearby rows
+    (h5py's fancy indexing costs more than one read per row)."""
+    out = np.empty((len(rows), *dataset.shape[1:]), dtype=dataset.dtype)
+    filled = 0
+    for start, stop in runs(rows):
+        take = rows[filled:][: np.searchsorted(rows[filled:], stop)]
+        if len(take) == stop - start:
+            dataset.read_direct(out, np.s_[start:stop], np.s_[filled:filled + len(take)])
+        else:
+            span = np.empty((stop - start, *dataset.shape[1:]), dtype=dataset.dtype)
+            dataset.read_direct(span, np.s_[start:stop])
+            out[filled:filled + len(take)] = span[take - start]
+        filled += len(take)
+    return out
+
+
+class ShardDataset(torch.utils.data.Dataset):
+    """Rows of one split across shards. ``index[i]`` = (shard, row) of item i, in shard order.
+
+    ``stage`` ("pretrain", "finetune" or None for both) picks the fields read (``STAGE_FIELDS``, plus
+    the frames). Small fields are held in RAM; frames are read per batch through ``read``, from files
+    opened on first use in each process, at most ``max_open_files`` open (``OpenFiles``), or held in
+    RAM too with ``in_memory`` (True, False or "auto": when they fit in ``IN_MEMORY_AUTO_BYTES``).
+    ``attach`` adds a per-shard sidecar array (the LM cache) read the same way.
     """
 
     def __init__(self, paths: Sequence[str | Path], split: str | None = None, labelled: bool = False,
-                 max_open_files: int = MAX_OPEN_FILES):
+                 max_open_files: int = MAX_OPEN_FILES, stage: str | None = None,
+                 in_memory: bool | str = False):
+        if stage not in STAGE_FIELDS:
+            raise ValueError(f"stage must be one of {[k for k in STAGE_FIELDS if k]} or None, got {stage!r}")
+        self.stage = stage
         self.files = OpenFiles(paths, max_open_files)
         self.paths = self.files.paths
-        self.index: list[tuple[int, int]] = []
-        first: dict[str, Any] | None = None
+        self.fields = {**STAGE_FIELDS[stage], **FRAME_MASKS}
+        self.sources: dict[str, tuple[OpenFiles, str]] = {key: (self.files, name) for key, name in FRAMES.items()}
+        index, small, first = [], {key: [] for key in self.fields}, None
         for i, path in enumerate(self.paths):
             attrs = read_attrs(path)
             if first is None:
@@ -240,42 +295,97 @@ class ShardDataset(torch.utils.data.Dataset):
             elif (attrs["audio_columns"], attrs["visual_columns"], attrs["vocab_sha1"]) != (
                 first["audio_columns"], first["visual_columns"], first["vocab_sha1"]):
                 raise ValueError(f"{path}: features or tokenizer differ from {self.paths[0]}")
+            if attrs["n"] == 0:
+                continue
             with h5py.File(path, "r") as f:
-                splits = f["split"].asstr()[()] if attrs["n"] else np.array([])
-                labels = f["label"][()]
-            keep = np.ones(len(splits), dtype=bool) if split is None else splits == split
-            if labelled:
-                keep &= ~np.isnan(labels)
-            self.index.extend((i, int(r)) for r in np.flatnonzero(keep))
+                keep = np.ones(attrs["n"], dtype=bool) if split is None else f["split"].asstr()[()] == split
+                if labelled:
+                    keep &= ~np.isnan(f["label"][()])
+                rows = np.flatnonzero(keep)
+                index.append(np.stack([np.full(len(rows), i), rows], axis=1))
+                for key, name in self.fields.items():
+                    small[key].append(f[name][()][rows])
+        self.index = np.concatenate(index) if index else np.zeros((0, 2), dtype=np.int64)
+        self.small = {key: np.concatenate(v) for key, v in small.items() if v}
         self.attrs = first or {}
+        self.memory: dict[str, np.ndarray] = {}
+        if in_memory == "auto":
+            in_memory = self.frame_bytes() <= IN_MEMORY_AUTO_BYTES
+        if in_memory:
+            self.load_into_memory()
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def close(self) -> None:
-        """Close this process's open shard files (they reopen on the next read)."""
-        self.files.close()
+    def attach(self, key: str, paths: Sequence[str | Path], name: str) -> None:
+        """Read ``name`` of ``paths[s]`` (one file per shard, rows aligned with the shard's) as ``key``."""
+        if len(paths) != len(self.paths):
+            raise ValueError(f"{len(paths)} files for {len(self.paths)} shards")
+        self.sources[key] = (OpenFiles(paths, self.files.limit), name)
+        if self.memory:
+            self.memory[key] = self._read_all(key)
+
+    def frame_bytes(self) -> int:
+        """Bytes of the frame arrays (and attached arrays) of this dataset's rows."""
+        total = 0
+        for files, name in self.sources.values():
+            with h5py.File(files.paths[0], "r") as f:
+                total += int(np.prod(f[name].shape[1:])) * f[name].dtype.itemsize * len(self)
+        return total
+
+    def load_into_memory(self) -> None:
+        """Hold every frame array of this dataset's rows in RAM (reads then copy no file data)."""
+        self.memory = {key: self._read_all(key) for key in self.sources}
+        self.close()
+
+    def _read_all(self, key: str) -> np.ndarray:
+        return self._read_files(key, np.arange(len(self)))
+
+    def _read_files(self, key: str, items: np.ndarray) -> np.ndarray:
+        """``key`` of ``items`` (sorted by (shard, row), as ``index`` is) from the files."""
+        files, name = self.sources[key]
+        shards = self.index[items, 0]
+        parts = []
+        for shard in np.unique(shards):  # np.unique sorts: shard order = items' order
+            parts.append(read_rows(files[int(shard)][name], self.index[items[shards == shard], 1]))
+        if not parts:
+            with h5py.File(files.paths[0], "r") as f:
+                return np.zeros((0, *f[name].shape[1:]), dtype=f[name].dtype)
+        return np.concatenate(parts)
+
+    def read(self, items: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        """A batch of ``items`` in the given order: the stage's fields, frames with their masks, and
+        attached arrays; token ids as int64. One read per dataset per run of nearby rows per shard."""
+        items = np.asarray(items, dtype=np.int64)
+        order = np.lexsort((self.index[items, 1], self.index[items, 0]))  # file order, for the reads
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        batch: dict[str, torch.Tensor] = {}
+        for key in self.sources:
+            values = self.memory[key][items] if key in self.memory else self._read_files(key, items[order])[back]
+            batch[key] = torch.from_numpy(values)
+        for key in self.fields:
+            values = self.small[key][items]
+            if key in FRAME_MASKS:
+                frames = batch[key.removesuffix("_mask")].shape[1]
+                batch[key] = torch.from_numpy(np.arange(frames) < values[:, None])
+            else:
+                batch[key] = torch.from_numpy(values.astype(np.int64) if values.dtype == np.int32 else values)
+        return batch
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        shard, row = self.index[item]
-        f = self.files[shard]
-        audio_len, visual_len = int(f["audio/lengths"][row]), int(f["visual/lengths"][row])
-        audio = torch.from_numpy(f["audio/features"][row])
-        visual = torch.from_numpy(f["visual/features"][row])
-        return {
-            "input_ids": torch.from_numpy(f["text/input_ids"][row].astype(np.int64)),
-            "attention_mask": torch.from_numpy(f["text/attention_mask"][row]),
-            "raw_input_ids": torch.from_numpy(f["text/raw_input_ids"][row].astype(np.int64)),
-            "raw_attention_mask": torch.from_numpy(f["text/raw_attention_mask"][row]),
-            "mask_index": torch.tensor(int(f["text/mask_index"][row])),
-            "mask_label": torch.tensor(float(f["text/mask_label"][row])),
-            "label": torch.tensor(float(f["label"][row])),
-            "audio": audio,
-            "audio_mask": torch.arange(audio.shape[0]) < audio_len,
-            "video": visual,
-            "video_mask": torch.arange(visual.shape[0]) < visual_len,
-        }
+        return {key: value[0] for key, value in self.read([item]).items()}
+
+    def close(self) -> None:
+        """Close this process's open shard files (they reopen on the next read)."""
+        for files, _ in self.sources.values():
+            files.close()
+
+    def text_lengths(self) -> np.ndarray:
+        """Real tokens of every item in the text the stage reads (pretraining: masked; else: raw)."""
+        key = "attention_mask" if self.stage == "pretrain" else "raw_attention_mask"
+        return self.small[key].sum(axis=1).astype(np.int64) if len(self) else np.zeros(0, np.int64)
 
     def clip_id(self, item: int) -> str:
         shard, row = self.index[item]
-        return self.files[shard]["id"].asstr()[row]
+        return self.files[int(shard)]["id"].asstr()[row]

@@ -38,7 +38,7 @@ from kebr.metrics import regression_metrics
 from kebr.model import KEBR, KEBRConfig
 from kebr.shards import ShardDataset
 from kebr.train.checkpoint import load_weights, read_configs, read_weights, state_name
-from kebr.train.data import make_loader, text_lengths
+from kebr.train.data import make_loader
 from kebr.train.loop import (
     Objective,
     adam,
@@ -129,7 +129,8 @@ def finetune(
                     "max_steps_per_epoch": max_steps_per_epoch, "bucket_by_length": bucket_by_length,
                     "select_by": select_by, "eval_amp": eval_amp, "log_every_steps": log_every_steps}
     runtime = setup(device, seed, amp)
-    splits = {s: ShardDataset(shard_paths, split=s, labelled=True) for s in ("train", "valid", "test")}
+    splits = {s: ShardDataset(shard_paths, split=s, labelled=True, stage="finetune", in_memory="auto")
+              for s in ("train", "valid", "test")}
     for name, dataset in splits.items():
         check_shards(dataset, model_config, f"labelled {name}")
 
@@ -138,11 +139,10 @@ def finetune(
     optimizer = adam(model.param_groups(lr_backbone, lr_head))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max)
     generator = torch.Generator().manual_seed(seed)
-    lengths = text_lengths(splits["train"], "finetune") if bucket_by_length else None
-    train_loader = make_loader(splits["train"], batch_size, runtime, shuffle=True, seed=seed,
-                               num_workers=num_workers, generator=generator, bucket_lengths=lengths)
-    valid_loader, test_loader = (make_loader(splits[s], batch_size, runtime, shuffle=False, seed=seed,
-                                             num_workers=num_workers) for s in ("valid", "test"))
+    train_loader = make_loader(splits["train"], batch_size, runtime, shuffle=True, num_workers=num_workers,
+                               generator=generator, bucket_by_length=bucket_by_length)
+    valid_loader, test_loader = (make_loader(splits[s], batch_size, runtime, shuffle=False, num_workers=num_workers)
+                                 for s in ("valid", "test"))
     objective = Objective("finetune", mcc, model_config.masked_mean)
     state = fit(out_dir, model=model, train_loader=train_loader, optimizer=optimizer, scheduler=scheduler,
                 objective=objective, runtime=runtime,

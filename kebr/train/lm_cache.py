@@ -10,7 +10,7 @@ Layout, per shard ``<dataset>/shards/<shard>.h5``, in a folder beside the shards
 
     lm_cache/<shard>-<lm>-<text>.h5
         hidden (N, L, d_t)  float16 (or float32), row i = LM(text/input_ids[i], text/attention_mask[i])
-                            at the shard's full padded length L; one chunk per clip
+                            at the shard's full padded length L; contiguous
         attrs: dtype, text_model, shard (the shard's file name), n
 
 The name holds everything the states depend on: ``<lm>`` hashes the LM's weights (SHA-1 over every
@@ -46,11 +46,10 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from kebr.config import fingerprint
 from kebr.model import TextEncoder
-from kebr.shards import OpenFiles, ShardDataset
+from kebr.shards import ShardDataset
 
 log = logging.getLogger("kebr")
 
@@ -95,8 +94,9 @@ def _write_sidecar(shard: Path, path: Path, encoder: TextEncoder, dtype: str, ru
     encoder.eval()
     with h5py.File(tmp, "w") as f:
         n, length = ids.shape
+        # Contiguous, as the shards' arrays are (kebr/shards.py): training reads runs of rows.
         hidden = f.create_dataset("hidden", shape=(n, length, encoder.hidden_size), dtype=DTYPES[dtype],
-                                  chunks=(1, length, encoder.hidden_size) if n else None, track_times=False)
+                                  track_times=False)
         for start in range(0, n, BUILD_BATCH):
             batch = slice(start, start + BUILD_BATCH)
             with runtime.autocast():
@@ -150,28 +150,13 @@ def build_sidecars(shards: Sequence[Path], encoder: TextEncoder, *, dtype: str, 
     return paths
 
 
-class LMCacheDataset(Dataset):
-    """A ShardDataset whose rows also carry ``text_hidden`` (L, d_t), the cached LM states."""
-
-    def __init__(self, shards: ShardDataset, sidecars: Sequence[Path]) -> None:
-        if len(sidecars) != len(shards.paths):
-            raise ValueError(f"{len(sidecars)} sidecars for {len(shards.paths)} shards")
-        for shard, sidecar in zip(shards.paths, sidecars):
-            with h5py.File(shard, "r") as a, h5py.File(sidecar, "r") as b:
-                if len(a["id"]) != b.attrs["n"]:
-                    raise ValueError(f"{sidecar} holds {b.attrs['n']} rows, {shard} {len(a['id'])}")
-        self.shards, self.sidecars = shards, [Path(p) for p in sidecars]
-        self.attrs = shards.attrs
-        self.files = OpenFiles(self.sidecars)
-
-    def __len__(self) -> int:
-        return len(self.shards)
-
-    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        row = self.shards[item]
-        shard, index = self.shards.index[item]
-        row["text_hidden"] = torch.from_numpy(self.files[shard]["hidden"][index])
-        return row
-
-    def clip_id(self, item: int) -> str:
-        return self.shards.clip_id(item)
+def attach_lm_cache(dataset: ShardDataset, sidecars: Sequence[Path]) -> ShardDataset:
+    """``dataset`` with ``text_hidden`` (L, d_t), the cached LM states, in every batch it reads."""
+    if len(sidecars) != len(dataset.paths):
+        raise ValueError(f"{len(sidecars)} sidecars for {len(dataset.paths)} shards")
+    for shard, sidecar in zip(dataset.paths, sidecars):
+        with h5py.File(shard, "r") as a, h5py.File(sidecar, "r") as b:
+            if len(a["id"]) != b.attrs["n"]:
+                raise ValueError(f"{sidecar} holds {b.attrs['n']} rows, {shard} {len(a['id'])}")
+    dataset.attach("text_hidden", sidecars, "hidden")
+    return dataset

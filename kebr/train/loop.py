@@ -11,13 +11,13 @@ MCC text positions (``mcc.text_positions``): "real" flattens the fused sequence 
 positions (and padded audio/video frames) zeroed; "all" flattens every position, padding included,
 as the reference did. Independent of ``model.mask_padding``, which is about attention only.
 
-Determinism. Every random draw (model init, dropout, data order, DataLoader worker seeds) comes from
-``seed``; on the CPU, ``torch.use_deterministic_algorithms(True)`` is switched on (warn-only), so two
-runs with the same seed give bit-identical weights, and a resumed run continues every RNG stream from
+Determinism. Every random draw (model init, dropout, data order) comes from ``seed``; on the CPU,
+``torch.use_deterministic_algorithms(True)`` is switched on (warn-only), so two runs with the same
+seed give bit-identical weights, and a resumed run continues every RNG stream from
 the saved state, giving the same weights as an uninterrupted run (world size 1).
 
 DDP. Under torchrun (any WORLD_SIZE, 1 included: ``torchrun --nproc_per_node=1`` runs the DDP code
-path on one GPU) each process trains on its DistributedSampler (or length-bucket) part of the data
+path on one GPU) each process trains on its share of the batches (kebr/train/data.py)
 with ``batch_size`` samples per process; rank 0 writes checkpoints and logs; every rank evaluates the
 whole valid/test set (identical results, no gather needed). On resume every rank restores rank 0's
 RNG state (their dropout streams then coincide; gradients stay unbiased). The test suite runs one
@@ -37,19 +37,18 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 from kebr.mcc import MCCLoss, modality_cosines
 from kebr.model import KEBRConfig
 from kebr.train.checkpoint import latest_state, link, load_state, prune, read_configs, save_state
-from kebr.train.data import text_keys, trim_text
+from kebr.train.data import Batches, text_keys, trim_text
 from kebr.train.progress import Progress
 
 log = logging.getLogger("kebr")
@@ -217,7 +216,7 @@ class Objective:
                 "n": len(target)}
 
 
-def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
+def train_epoch(model: nn.Module, loader: Iterable[dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer, objective: Objective,
                 runtime: Runtime, max_steps: int | None,
                 progress: Progress | None = None) -> tuple[dict[str, float], int, int]:
     """One pass over the training data: (sample-weighted means of LOSS_TERMS, steps, samples)."""
@@ -243,7 +242,7 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, objective: Objective, runtime: Runtime,
+def predict(model: nn.Module, loader: Iterable[dict[str, torch.Tensor]], objective: Objective, runtime: Runtime,
             amp: bool = True) -> dict[str, np.ndarray]:
     """Over a loader, in its order, with the model in eval mode: ``prediction``, ``target`` and the
     per-sample modality cosines ``cos_a``, ``cos_v`` (as the objective takes them). ``amp=False``
@@ -291,7 +290,7 @@ def _check_resumable(state_dir: Path, model_config: dict[str, Any], train_config
                          "use a new output directory")
 
 
-def fit(run_dir: Path, *, model: nn.Module, train_loader: DataLoader, optimizer: torch.optim.Optimizer,
+def fit(run_dir: Path, *, model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimizer,
         scheduler: Any | None, objective: Objective, runtime: Runtime, epochs: int,
         max_steps_per_epoch: int | None, compile: bool, save_epochs: tuple[int, ...], model_config: KEBRConfig,
         train_config: dict[str, Any], generator: torch.Generator,
@@ -328,8 +327,6 @@ def fit(run_dir: Path, *, model: nn.Module, train_loader: DataLoader, optimizer:
     progress = Progress(str(run_dir), terms=LOSS_TERMS, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         every=log_every_steps, world_size=runtime.world_size, enabled=runtime.is_main)
     for epoch in range(state["epoch"] + 1, epochs + 1):
-        if isinstance(train_loader.sampler, DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
         lrs = {f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups}
         started = time.perf_counter()
         progress.start_epoch(epoch)

@@ -27,8 +27,8 @@ import torch
 from kebr.model import KEBR, KEBRConfig
 from kebr.shards import ShardDataset
 from kebr.train.checkpoint import state_name
-from kebr.train.data import make_loader, text_lengths
-from kebr.train.lm_cache import DTYPES, LMCacheDataset, build_sidecars
+from kebr.train.data import make_loader
+from kebr.train.lm_cache import DTYPES, attach_lm_cache, build_sidecars
 from kebr.train.loop import Objective, adam, check_shards, fit, mcc_settings, setup
 
 # The reference pretraining MCC (spec 4): its own loss form, g = 0.25, lambda = 0.5.
@@ -84,7 +84,7 @@ def pretrain(
                     "lm_cache": lm_cache, "frozen_lm_dropout": frozen_lm_dropout,
                     "log_every_steps": log_every_steps}
     runtime = setup(device, seed, amp)
-    dataset = ShardDataset(shard_paths, split=split)
+    dataset = ShardDataset(shard_paths, split=split, stage="pretrain")
     check_shards(dataset, model_config, split or "pretraining")
 
     model = KEBR(model_config).to(runtime.device)
@@ -92,13 +92,12 @@ def pretrain(
     model.finetune_head.requires_grad_(False)
     optimizer = adam(model.param_groups(lr, lr))
     generator = torch.Generator().manual_seed(seed)
-    lengths = text_lengths(dataset, "pretrain") if bucket_by_length else None
     if lm_cache != "none":
         folder = None if lm_cache_dir is None else Path(lm_cache_dir)
-        dataset = LMCacheDataset(dataset, build_sidecars(dataset.paths, model.text, dtype=lm_cache, runtime=runtime,
-                                                         folder=folder))
-    loader = make_loader(dataset, batch_size, runtime, shuffle=True, seed=seed, num_workers=num_workers,
-                         generator=generator, bucket_lengths=lengths)
+        attach_lm_cache(dataset, build_sidecars(dataset.paths, model.text, dtype=lm_cache, runtime=runtime,
+                                                folder=folder))
+    loader = make_loader(dataset, batch_size, runtime, shuffle=True, num_workers=num_workers,
+                         generator=generator, bucket_by_length=bucket_by_length)
     state = fit(out_dir, model=model, train_loader=loader, optimizer=optimizer, scheduler=None,
                 objective=Objective("pretrain", mcc), runtime=runtime,
                 epochs=epochs, max_steps_per_epoch=max_steps_per_epoch, compile=compile,
