@@ -20,6 +20,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from kebr.clips import ClipError, is_transient
 
@@ -237,6 +238,10 @@ def _decode(stream: av.video.stream.VideoStream, plan: Iterable[_Packet], sample
 
     A decode error (a damaged file) keeps what was decoded before it when anything was."""
     context = stream.codec_context
+    # One converter for the clip on the decoder's threads: to_ndarray(format=...) builds a new swscale
+    # context for every frame (most of the conversion's cost) and starts a thread per core.
+    rgb = VideoReformatter()
+    threads = max(1, context.thread_count)
     times: list[float] = []
     frames: list[np.ndarray] = []
     picked: set[int] = set()
@@ -248,7 +253,7 @@ def _decode(stream: av.video.stream.VideoStream, plan: Iterable[_Packet], sample
                 continue
             # In the stream's time base: frames flushed out of the decoder carry none of their own.
             if covered := sampler.covers(_seconds(frame.pts, stream.time_base)):
-                image = frame.to_ndarray(format="rgb24")
+                image = rgb.reformat(frame, format="rgb24", threads=threads).to_ndarray()
                 # A frame may cover several sample times when the source rate is below `fps`.
                 times.extend(covered)
                 frames.extend([image] * len(covered))

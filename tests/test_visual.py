@@ -103,7 +103,7 @@ def test_face_in_every_sampled_frame_with_a_frontal_pose(extractor, features):
     rows = features["face"]
     assert extractor.columns == COLUMNS and rows.shape == (12, len(COLUMNS)) and rows.dtype == np.float32
     assert np.all(rows[:, col("face_present")] == 1)
-    assert np.all(rows[:, col("confidence")] > 0.8)
+    assert np.all(rows[:, col("track_confidence")] > 0.8)
     # The astronaut looks at the camera: measured yaw -1, pitch 5, roll -3 degrees.
     assert np.all(np.abs(rows[:, col("head_yaw")]) < 8)
     assert np.all(np.abs(rows[:, col("head_roll")]) < 8)
@@ -164,7 +164,7 @@ def test_no_face_is_a_skip_or_flagged_rows(extractor, lenient, videos):
     mixed = lenient.extract(Clip(clip_id="mixed", video=videos["mixed"]))
     # Face for the first second (samples at 0 .. 5/6 s), coffee after it.
     np.testing.assert_array_equal(mixed[:, col("face_present")], [1] * 6 + [0] * 6)
-    assert mixed[:6, col("confidence")].min() > 0.8
+    assert mixed[:6, col("track_confidence")].min() > 0.8
     assert not mixed[6:].any()
 
 

@@ -24,10 +24,12 @@ column                     meaning
 =========================  ====================================================================
 face_present               1 if Face Mesh found a face in the frame, else 0 and every other
                            column of the row is 0 (a flagged row, never a silent one)
-confidence                 score in [0, 1] of MediaPipe's short-range face detector for the box
-                           that contains the mesh's nose tip (0 if no box >= 0.1 contains it).
-                           Face Mesh exposes no score; its own detector is this short-range
-                           model, so this is the score of the face it tracks.
+track_confidence           score in [0, 1] of Face Mesh's own face detector (the short-range
+                           model) for the face it tracks, from the frame where it last detected
+                           it: the first frame with the face, and again after tracking was lost.
+                           Frames in between, where Face Mesh tracks the face from the last
+                           frame's landmarks and runs no detector, repeat that score. At least
+                           0.5 (Face Mesh's min_detection_confidence) on every face row.
 head_yaw                   degrees; + = nose turns towards image right (subject's left)
 head_pitch                 degrees; + = nose down. 0 = the eye-mouth plane faces the camera
 head_roll                  degrees; + = counter-clockwise in the image (subject's left eye up)
@@ -58,23 +60,39 @@ state never leaks from one clip into the next: the graph is reset at the start o
 Without it a clip starts from the last clip's face box and can lose its first frames; a reset
 (under 1 ms) gives the same output as a new graph (3 ms) and keeps the loaded models.
 
-Cost on one CPU core, decoding included: about 5 ms per 240x180 frame and 8 ms per 640x480 frame;
-the first frame a process sees takes about 0.2 s more (the models load lazily).
+The detector runs once per clip while the face stays tracked. Before this version (a column named
+``confidence``) a second detector ran on every sampled frame to score it; on the frame where Face
+Mesh detects, the two scores are the same number (same model, same image), and the landmarks and
+every other column are unchanged (tests/test_visual.py compares both paths). The column's new name
+marks the change in the stage's and the shard's ``columns`` meta, so shards of the two kinds never
+mix in one training set.
+
+Cost (``python bench/visual.py``): decoding reads only the frames the samples need
+(``kebr.media.read_frames``), Face Mesh's landmarks are read as one numpy array, and one job uses
+``threads`` threads (the rule's ``threads``, which Snakemake exports as OMP_NUM_THREADS; 1 outside
+Snakemake) for the video decoder, MediaPipe's graph and OpenCV, so parallel jobs do not
+oversubscribe the cores. The per-frame numpy arrays are too small for BLAS to start its threads.
+The first frame a process sees takes about 0.2 s more (the models load lazily).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import cv2
 import mediapipe as mp
 import numpy as np
 import pandas as pd
-from scipy.spatial.transform import Rotation
+from mediapipe.framework import calculator_pb2
+from mediapipe.framework.thread_pool_executor_pb2 import ThreadPoolExecutorOptions
+from mediapipe.python.solution_base import SolutionBase
+from mediapipe.python.solutions import face_mesh
 
 from kebr.clips import Clip, ClipError
-from kebr.media import read_frames
+from kebr.media import DecodeStats, read_frames
 
 BACKENDS = ("mediapipe", "openface_csv", "pyfeat")
 NO_FACE = "visual: no face detected in any sampled frame"
@@ -95,10 +113,12 @@ def make_visual_extractor(
     max_frames: int = 55,
     require_face: bool = True,
     openface_dir: str | None = None,
+    threads: int | None = None,
 ) -> VisualExtractor:
-    """The extractor for config ``visual.backend``; models are loaded once, here."""
+    """The extractor for config ``visual.backend``; models are loaded once, here. ``threads``: the
+    mediapipe backend's threads (default: ``job_threads()``)."""
     if backend == "mediapipe":
-        return MediaPipeExtractor(fps, max_frames, require_face)
+        return MediaPipeExtractor(fps, max_frames, require_face, threads)
     if backend == "openface_csv":
         return OpenFaceCsvExtractor(max_frames, require_face, openface_dir)
     if backend == "pyfeat":
@@ -106,10 +126,20 @@ def make_visual_extractor(
     raise ValueError(f"visual.backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def _sample_frames(clip: Clip, fps: float, max_frames: int) -> np.ndarray:
+def job_threads() -> int:
+    """Threads one visual job may use: the rule's ``threads``, which Snakemake exports to the job as
+    OMP_NUM_THREADS; 1 when that is unset (a job on one core should start no thread pools)."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
+    except ValueError:
+        return 1
+
+
+def _sample_frames(clip: Clip, fps: float, max_frames: int, threads: int = 1,
+                   stats: DecodeStats | None = None) -> np.ndarray:
     if clip.video is None:
         raise ClipError("visual: no video", kind="no_video_stream")
-    _, frames = read_frames(clip.video, fps, max_frames)
+    _, frames = read_frames(clip.video, fps, max_frames, threads=threads, stats=stats)
     return frames
 
 
@@ -138,16 +168,31 @@ AU_COLUMNS = [
     "au_mouth_open", "au_jaw_drop", "au_upper_lip_raise", "au_lip_pucker",
 ]
 COLUMNS = [
-    "face_present", "confidence",
+    "face_present", "track_confidence",
     "head_yaw", "head_pitch", "head_roll",
     "gaze_r_h", "gaze_r_v", "gaze_l_h", "gaze_l_v",
     *AU_COLUMNS,
     *(f"lmk_{i}_{axis}" for i in LANDMARK_SUBSET for axis in ("x", "y")),
 ]
 
-# Detector boxes scoring below this do not count; a lower floor than MediaPipe's default 0.5 so a
-# weakly detected but tracked face gets its real (low) score rather than none.
-MIN_DETECTOR_SCORE = 0.1
+# Face Mesh's landmarks as protobuf bytes: 478 NormalizedLandmark messages of exactly x, y, z (field
+# tag, length 15, then three tagged little-endian floats), 17 bytes each; read in one go with numpy.
+_LANDMARK_RECORD = np.dtype([("tag", "u1"), ("size", "u1"), ("x_tag", "u1"), ("x", "<f4"),
+                             ("y_tag", "u1"), ("y", "<f4"), ("z_tag", "u1"), ("z", "<f4")])
+_LANDMARK_TAGS = {"tag": 0x0A, "size": 15, "x_tag": 0x0D, "y_tag": 0x15, "z_tag": 0x1D}
+
+
+def mesh_points(landmarks: Any, width: int, height: int) -> np.ndarray:
+    """(n, 3) float64 pixels (x right, y up, z towards the camera, z in x's scale) from a Face Mesh
+    ``NormalizedLandmarkList``, without a Python step per landmark."""
+    raw = landmarks.SerializeToString()
+    records = np.frombuffer(raw, dtype=_LANDMARK_RECORD) if len(raw) % _LANDMARK_RECORD.itemsize == 0 else None
+    if records is None or any((records[k] != v).any() for k, v in _LANDMARK_TAGS.items()):
+        # Another MediaPipe (one that sets visibility or presence) needs another reader: fail loudly.
+        raise RuntimeError("visual: Face Mesh landmarks are not plain (x, y, z) records; "
+                           f"mediapipe {mp.__version__} is not the version this reader was written for")
+    xyz = np.stack([records["x"], records["y"], records["z"]], axis=1).astype(np.float64)
+    return xyz * np.array([width, -height, -width], dtype=np.float64)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -164,6 +209,17 @@ def head_axes(points: np.ndarray) -> np.ndarray:
     return np.stack([x, y, np.cross(x, y)], axis=1)
 
 
+def head_angles(axes: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees: intrinsic Y-X-Z Euler angles of ``axes``, R = Ry(yaw) Rx(pitch) Rz(roll).
+
+    The closed form of scipy's ``Rotation.from_matrix(axes).as_euler("YXZ")`` (equal to 1e-9 degrees,
+    tested) at a tenth of its cost; a head never pitches the 90 degrees where the angles degenerate."""
+    pitch = np.arcsin(np.clip(-axes[1, 2], -1.0, 1.0))
+    yaw = np.arctan2(axes[0, 2], axes[2, 2])
+    roll = np.arctan2(axes[1, 0], axes[1, 1])
+    return float(np.degrees(yaw)), float(np.degrees(pitch)), float(np.degrees(roll))
+
+
 def face_features(points: np.ndarray) -> dict[str, float]:
     """Every column but face_present/confidence from 478 mesh points in pixels (x right, y up, z out)."""
     axes = head_axes(points)
@@ -173,8 +229,7 @@ def face_features(points: np.ndarray) -> dict[str, float]:
     def dist(a: int, b: int) -> float:
         return float(np.linalg.norm(q[a] - q[b]))
 
-    yaw, pitch, roll = Rotation.from_matrix(axes).as_euler("YXZ", degrees=True)
-    values = {"head_yaw": yaw, "head_pitch": pitch, "head_roll": roll}
+    values = dict(zip(("head_yaw", "head_pitch", "head_roll"), head_angles(axes)))
     for side, eye in (("r", EYE_R), ("l", EYE_L)):
         half_width = abs(q[eye["inner"], 0] - q[eye["outer"], 0]) / 2
         eye_mid_x = (q[eye["inner"], 0] + q[eye["outer"], 0]) / 2
@@ -200,47 +255,72 @@ def face_features(points: np.ndarray) -> dict[str, float]:
     return values
 
 
+class _Solution(SolutionBase):
+    """SolutionBase with two changes to the graph a MediaPipe solution builds: ``threads`` executor
+    threads (MediaPipe's default is one per core, in every job) and ``_extra_outputs`` observed."""
+
+    _threads = 1
+    _extra_outputs: list[str] = []
+
+    def __init__(self, *, binary_graph_path: str, outputs: list[str], **kwargs: Any) -> None:
+        config = calculator_pb2.CalculatorGraphConfig()
+        config.ParseFromString((Path(mp.__file__).parent.parent / binary_graph_path).read_bytes())
+        # The default executor, explicitly: a plain num_threads is lost when MediaPipe validates the graph.
+        executor = config.executor.add(type="ThreadPoolExecutor")
+        executor.options.Extensions[ThreadPoolExecutorOptions.ext].num_threads = self._threads
+        super().__init__(graph_config=config, outputs=[*outputs, *self._extra_outputs], **kwargs)
+
+
+class _FaceMesh(face_mesh.FaceMesh, _Solution):
+    """mediapipe's FaceMesh (its own arguments, so its own graph and options) whose ``process`` also
+    returns ``face_detections``: the detections of the frames where Face Mesh ran its detector, None
+    on frames it tracked from the previous frame's landmarks."""
+
+    _extra_outputs = ["face_detections"]
+
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
+        super().__init__(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                         min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+
 class MediaPipeExtractor:
     name = "mediapipe"
     columns = COLUMNS
 
-    def __init__(self, fps: float, max_frames: int, require_face: bool) -> None:
+    def __init__(self, fps: float, max_frames: int, require_face: bool, threads: int | None = None) -> None:
         self.fps, self.max_frames, self.require_face = fps, max_frames, require_face
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5)
-        # model_selection=0 is the short-range model, the one Face Mesh itself detects faces with.
-        self._detector = mp.solutions.face_detection.FaceDetection(
-            model_selection=0, min_detection_confidence=MIN_DETECTOR_SCORE)
+        self.threads = job_threads() if threads is None else threads
+        cv2.setNumThreads(self.threads)  # imported by mediapipe; its pool would otherwise take every core
+        self._mesh = _FaceMesh(self.threads)
+        self.detector_runs = 0  # on the last clip: frames where Face Mesh ran its face detector
+        self.decode_stats = DecodeStats()  # of the last clip
 
     def extract(self, clip: Clip) -> np.ndarray:
-        frames = _sample_frames(clip, self.fps, self.max_frames)
+        self.decode_stats = DecodeStats()
+        frames = _sample_frames(clip, self.fps, self.max_frames, self.threads, self.decode_stats)
         self._mesh.reset()  # a new clip starts with detection, not with the last clip's face
+        self.detector_runs = 0
+        track_score: float | None = None
         rows = np.zeros((len(frames), len(COLUMNS)), dtype=np.float32)
         for t, frame in enumerate(frames):
-            image = np.ascontiguousarray(frame)
-            faces = self._mesh.process(image).multi_face_landmarks
-            if not faces:
+            result = self._mesh.process(frame)
+            if result.face_detections is not None:
+                self.detector_runs += 1
+                # max_num_faces=1: at most one detection, the face whose landmarks follow
+                track_score = float(result.face_detections[0].score[0]) if result.face_detections else None
+            if not result.multi_face_landmarks:
                 continue
-            h, w = image.shape[:2]
-            marks = faces[0].landmark
-            points = np.array([(p.x * w, -p.y * h, -p.z * w) for p in marks], dtype=np.float64)
-            values = face_features(points)
+            if track_score is None:
+                raise RuntimeError("visual: Face Mesh gave landmarks with no detection before them in the clip")
+            h, w = frame.shape[:2]
+            values = face_features(mesh_points(result.multi_face_landmarks[0], w, h))
             values["face_present"] = 1.0
-            values["confidence"] = self._confidence(image, marks[NOSE_TIP].x, marks[NOSE_TIP].y)
+            values["track_confidence"] = track_score
             rows[t] = [values[c] for c in COLUMNS]
         if self.require_face and not rows[:, 0].any():
             raise ClipError(NO_FACE, kind="no_face")
         return rows
-
-    def _confidence(self, image: np.ndarray, nose_x: float, nose_y: float) -> float:
-        """The best detector score among boxes containing the nose tip (relative coordinates)."""
-        best = 0.0
-        for det in self._detector.process(image).detections or []:
-            box = det.location_data.relative_bounding_box
-            if box.xmin <= nose_x <= box.xmin + box.width and box.ymin <= nose_y <= box.ymin + box.height:
-                best = max(best, float(det.score[0]))
-        return best
 
 
 # ----------------------------------------------------------------------------------------------
