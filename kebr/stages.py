@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 import kebr
-from kebr.clips import Clip, describe_error, error_kind, skip_record
+from kebr.clips import Clip, describe_error, error_kind, input_digest, skip_record
 from kebr.journal import STRIKES_TO_SKIP, TRANSIENT_RUNS_TO_SKIP, Journal, read_stage_output, write_stage_output
 from kebr.tsv import read_table, write_table
 from kebr.worker import Interrupted, StopSignals, Worker, inject_fault
@@ -111,13 +111,26 @@ def make_masker(config: dict[str, Any], tokenizer: Any) -> Any:
 # returns one record per clip (kebr/worker.py).
 
 class AsrWork:
+    """Decoding and the log-mel run in a thread one batch ahead (``prefetch``: kebr.asr.Prefetcher),
+    the models in the worker's main thread."""
+
     def __init__(self, config: dict[str, Any]) -> None:
+        from kebr.asr import Prefetcher
+
         self.use_gold_text = config["asr"]["use_gold_text"]
         self.max_seconds = config["stages"]["max_clip_seconds"]
         self.transcriber = make_transcriber(config)
+        self.prefetcher = Prefetcher(self.transcriber, self.max_seconds)
 
     def meta(self) -> dict[str, Any]:
         return {}
+
+    def prefetch(self, clips: list[Clip], upcoming: list[Clip]) -> None:
+        from kebr.asr import needs_asr
+
+        wanted = [c for c in [*clips, *upcoming] if needs_asr(c, self.use_gold_text)]
+        self.prefetcher.keep_only({c.clip_id for c in wanted})
+        self.prefetcher.request(wanted)
 
     def process(self, clips: list[Clip], attempt: int) -> list[dict[str, Any]]:
         from kebr.asr import transcribe_clips
@@ -125,7 +138,7 @@ class AsrWork:
         for clip in clips:
             inject_fault(clip.clip_id, attempt)
         return list(transcribe_clips(clips, self.transcriber, use_gold_text=self.use_gold_text,
-                                     max_seconds=self.max_seconds))
+                                     max_seconds=self.max_seconds, prefetcher=self.prefetcher))
 
 
 class _FeatureWork:
@@ -265,10 +278,14 @@ class _ShardRun:
         self.retries, self.backoff_s = settings["transient_retries"], settings["retry_backoff_s"]
         self.max_error_fraction = config["datasets"][dataset]["max_error_fraction"]
         self.fingerprint = stage_fingerprint(config, stage, dataset)
-        self.journal = Journal(journal_path(out), stage, self.fingerprint)
+        # each clip's plan row and media size and mtime now: records made from other inputs are redone
+        inputs = {c.clip_id: input_digest(c) for c in clips}
+        self.journal = Journal(journal_path(out), stage, self.fingerprint, inputs)
         done = sum(c.clip_id in self.journal for c in clips)
-        log.info("%s: %d clips, %d already journaled%s", self.label, len(clips), done,
-                 f" ({sum(self.journal.strikes.values())} whole-job deaths on record)" if self.journal.strikes else "")
+        stale = len(self.journal.stale & inputs.keys())
+        log.info("%s: %d clips, %d already journaled%s%s", self.label, len(clips), done,
+                 f" ({sum(self.journal.strikes.values())} whole-job deaths on record)" if self.journal.strikes else "",
+                 f"; {stale} journaled from an input that has changed since (plan row or media): redone" if stale else "")
         self.progress = Progress(self.label, len(clips), done, settings["progress_every_clips"],
                                  settings["progress_every_s"])
         self.in_flight: list[str] = []
@@ -287,19 +304,29 @@ class _ShardRun:
         # give slightly different numbers for another batch composition).
         return [needs[i : i + size] for i in range(0, len(needs), size)], gold
 
+    def upcoming(self, groups: list[list[Clip]], k: int) -> list[Clip]:
+        """ASR: the clips of the next group with work left, which the worker decodes while it runs group k."""
+        if self.stage != "asr":
+            return []
+        for group in groups[k + 1 :]:
+            if rest := [c for c in group if c.clip_id not in self.journal]:
+                return rest
+        return []
+
     def run(self) -> None:
-        from kebr.asr import transcribe_clips
+        from kebr.asr import WORKER_ENV, transcribe_clips
 
         journal = self.journal
         started = time.perf_counter()
         groups, parent_clips = self.groups()
-        with StopSignals() as stop, Worker(WORK[self.stage], (self.config,), stop, self.stage) as worker:
+        env = WORKER_ENV if self.stage == "asr" else None
+        with StopSignals() as stop, Worker(WORK[self.stage], (self.config,), stop, self.stage, env) as worker:
             self.stop, self.worker = stop, worker
             try:
                 for record in transcribe_clips([c for c in parent_clips if c.clip_id not in journal], None,
                                                self.config["asr"]["use_gold_text"]):
                     self._finish([record])
-                for group in groups:
+                for k, group in enumerate(groups):
                     remaining = [c for c in group if c.clip_id not in journal]
                     if not remaining:
                         continue
@@ -309,7 +336,7 @@ class _ShardRun:
                         for clip in remaining:  # a batch that crashed or failed a job before goes clip by clip
                             self._task([clip])
                     else:
-                        self._task(remaining)
+                        self._task(remaining, self.upcoming(groups, k))
                 if journal.meta is None:
                     journal.set_meta({} if self.stage == "asr" else worker.start())
             except Interrupted as exc:
@@ -334,7 +361,7 @@ class _ShardRun:
         for record in records:
             self.progress.add(record)
 
-    def _task(self, task: list[Clip]) -> None:
+    def _task(self, task: list[Clip], upcoming: list[Clip] | None = None) -> None:
         ids = [c.clip_id for c in task]
         if len(task) == 1 and self.journal.strikes.get(tuple(ids), 0) >= STRIKES_TO_SKIP:
             log.warning("%s: clip %s: %s", self.label, ids[0], CRASHED_TWICE)
@@ -348,7 +375,7 @@ class _ShardRun:
             self.stop.check()
             self.journal.start(ids)
             self.in_flight = ids
-            outcome = self.worker.run(task, self.timeout_s * len(task), attempt)
+            outcome = self.worker.run(task, self.timeout_s * len(task), attempt, upcoming)
             if outcome.status == "done":
                 self._finish(outcome.records)
                 return

@@ -31,6 +31,7 @@ the worker fail at that clip (see ``inject_fault``); it costs nothing when unset
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import importlib
@@ -41,6 +42,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,11 +121,15 @@ def exit_description(exitcode: int | None) -> str:
 
 class Worker:
     """One supervised child process that runs ``factory(*args)`` (a ``"module:Class"`` path) and
-    then its ``process(clips, attempt) -> records`` for every task; ``meta()`` is what it reports
-    when ready. Use as a context manager so the child never outlives the stage."""
+    then its ``process(clips, attempt) -> records`` for every task (``run_task``); ``meta()`` is what
+    it reports when ready. ``env``: variables the child starts with, over the parent's (read at
+    process start, as glibc's allocator settings are). Use as a context manager so the child never
+    outlives the stage."""
 
-    def __init__(self, factory: str, args: tuple, stop: StopSignals, name: str) -> None:
+    def __init__(self, factory: str, args: tuple, stop: StopSignals, name: str,
+                 env: dict[str, str] | None = None) -> None:
         self.factory, self.args, self.stop, self.name = factory, args, stop, name
+        self.env = env or {}
         self._context = multiprocessing.get_context("spawn")
         self._process: Any = None
         self._conn: Any = None
@@ -151,7 +157,8 @@ class Worker:
         parent_conn, child_conn = self._context.Pipe()
         self._process = self._context.Process(target=_child_main, name=f"kebr-{self.name}-worker",
                                               args=(child_conn, self.factory, self.args, os.getpid()))
-        self._process.start()
+        with _environment(self.env):  # spawn copies os.environ into the child as it starts
+            self._process.start()
         child_conn.close()
         self._conn = parent_conn
         message = self._receive(time.monotonic() + START_TIMEOUT_S)
@@ -170,11 +177,12 @@ class Worker:
         log.info("%s worker (pid %d) ready in %.1f s", self.name, self._process.pid, time.perf_counter() - began)
         return self.meta
 
-    def run(self, clips: list[Any], timeout_s: float, attempt: int = 0) -> Outcome:
-        """Process one task in the child (started if needed); see the module docstring."""
+    def run(self, clips: list[Any], timeout_s: float, attempt: int = 0, upcoming: list[Any] | None = None) -> Outcome:
+        """Process one task in the child (started if needed); see the module docstring. ``upcoming``:
+        the clips of the task that will most likely follow, for a stage that reads ahead (``run_task``)."""
         self.start()
         self._task_id += 1
-        self._conn.send((self._task_id, clips, attempt))
+        self._conn.send((self._task_id, clips, attempt, upcoming or []))
         message = self._receive(time.monotonic() + timeout_s)
         if message is _DEADLINE:
             self.close(force=True)
@@ -261,6 +269,27 @@ def _be_the_oom_victim() -> None:
         pass
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """os.environ with ``values`` added where not set already, for the duration of the block."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def run_task(work: Any, clips: list[Any], attempt: int, upcoming: list[Any]) -> list[dict[str, Any]]:
+    """What the child does with one task (bench/asr.py runs it in-process): a stage that reads ahead
+    (``prefetch``: the ASR's decode thread) is told this task's clips and the next task's first,
+    so its reading of the next overlaps this task's model work; then ``process``."""
+    if hasattr(work, "prefetch"):
+        work.prefetch(clips, upcoming)
+    return work.process(clips, attempt)
+
+
 def _child_main(conn: Any, factory: str, args: tuple, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     _be_the_oom_victim()
@@ -280,9 +309,9 @@ def _child_main(conn: Any, factory: str, args: tuple, parent_pid: int) -> None:
             return
         if message is None:
             return
-        task_id, clips, attempt = message
+        task_id, clips, attempt, upcoming = message
         try:
-            conn.send(("done", task_id, work.process(clips, attempt)))
+            conn.send(("done", task_id, run_task(work, clips, attempt, upcoming)))
         except Exception as exc:
             if is_transient(exc):
                 conn.send(("transient", task_id, (describe_error(exc), is_device_error(exc))))

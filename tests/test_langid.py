@@ -145,13 +145,26 @@ def test_batched_detection_matches_one_clip_at_a_time(identifier, spoken: dict[s
 
 
 def test_multilingual_asr_identifies_the_language_itself(identifier, spoken: dict[str, Clip]) -> None:
-    # The bundled base as the ASR model (asr.model: bundled-base): no second model for language ID.
+    # The bundled base as the ASR model (asr.model: bundled-base): no second model and no second
+    # encoder pass for language ID: the languages come from the ASR's own encoder output.
     transcriber = FasterWhisperTranscriber(identifier.model, "bundled-base", beam_size=1)
-    assert transcriber.multilingual and transcriber.language_id.model is identifier.model
-    (german,) = transcriber.transcribe_batch([load_audio(spoken["german"].media, SAMPLE_RATE)])
+    assert transcriber.multilingual and transcriber.language_id is None
+    audio = load_audio(spoken["german"].media, SAMPLE_RATE)
+    calls = []
+    encode = identifier.model.encode
+    identifier.model.encode = lambda features: calls.append(features.shape) or encode(features)
+    try:
+        (german,) = transcriber.transcribe_batch([audio])
+    finally:
+        del identifier.model.encode
+    assert calls == [(1, 80, 3000)], "one encoder pass for language ID and ASR"
     assert (german.language, german.language_model) == ("de", "bundled-base")
     assert german.english_prob < 0.1 and english_filter(german).startswith("language: detected 'de'")
     assert "familie" in german.text.lower(), german.text  # decoded as German, not translated
+    # The same language probabilities as the language ID's own pass over the first window, less the
+    # last mel frame that the batched ASR drops (faster-whisper's pipeline does).
+    ((language, prob, english_prob),) = identifier.detect([audio])
+    assert language == "de" and abs(prob - german.language_prob) < 0.05 and abs(english_prob - german.english_prob) < 0.02
 
 
 def test_english_only_model_cannot_identify_languages() -> None:
