@@ -24,6 +24,8 @@ Three kinds of failure, three outcomes (README "What each stage does with bad in
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
 import re
 import stat
@@ -134,6 +136,10 @@ class Clip:
     split: str = "train"
     speaker: str = ""
     shard: str = ""
+    # "<bytes> <mtime_ns>" of the media when planned ("" = none, or not there): a file replaced in
+    # place changes its plan row, so a replan reruns its shard (README "Your corpora").
+    video_stat: str = ""
+    audio_stat: str = ""
 
     @property
     def media(self) -> str:
@@ -169,6 +175,26 @@ class Clip:
             else:
                 values[f.name] = raw or ""
         return cls(**values)  # type: ignore[arg-type]
+
+
+def media_stat(path: str | None) -> str:
+    """``"<bytes> <mtime_ns>"`` of a media file (or frame folder), "" when there is none or it
+    cannot be stat'ed."""
+    if not path:
+        return ""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # ValueError: a NUL in a path from a manifest
+        return ""
+    return f"{st.st_size} {st.st_mtime_ns}"
+
+
+def input_digest(clip: Clip) -> str:
+    """What a stage's record of ``clip`` is made from: a digest of the clip's plan row and of the
+    size and mtime its media have NOW. A journaled record whose digest differs is redone
+    (kebr/journal.py): the plan row was edited, or a file was replaced since, replanned or not."""
+    values = [sorted(clip.to_row().items()), media_stat(clip.video), media_stat(clip.audio)]
+    return hashlib.sha256(json.dumps(values).encode("ascii")).hexdigest()[:16]
 
 
 def describe_error(exc: BaseException) -> str:

@@ -15,7 +15,9 @@ as ``\\xNN``.
 
 The plan is one TSV per shard (kebr/tsv.py): every field quoted, so any value, a carriage return or
 line feed inside a clip id or transcript included, reads back exactly; the table ends with its row
-count. Reading a plan checks its layout, the row count, and that every row's shard is the file's
+count. Each row holds its media's size and mtime, so a file replaced in place changes its shard's
+plan, and ``snakemake --forcerun plan`` reruns exactly the shards whose clips were added, removed,
+edited or replaced. Reading a plan checks its layout, the row count, and that every row's shard is the file's
 own (``<shard>.tsv``), so a damaged plan fails naming the file instead of losing or inventing clips.
 
 Splits are speaker-disjoint (VoxCeleb speakers, MOSI/MOSEI source videos): a corpus that ships
@@ -33,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from kebr.clips import Clip
+from kebr.clips import Clip, media_stat
 from kebr.tsv import TableError, read_table, write_table
 
 SPLITS = ("train", "valid", "test")
@@ -256,7 +258,8 @@ def assign_splits(rows: list[dict[str, Any]], seed: int, valid_fraction: float, 
 
 def plan_clips(dataset: dict[str, Any], seed: int, shard_size: int, valid_fraction: float,
                test_fraction: float) -> list[Clip]:
-    """Every clip of a dataset with split and shard, in clip-id order."""
+    """Every clip of a dataset with split and shard, in clip-id order, and its media's size and
+    mtime (``Clip.video_stat``, ``audio_stat``: a file replaced in place changes its shard's plan)."""
     rows = list(read_layout(dataset))
     check_rows(rows)
     if not rows:
@@ -264,7 +267,8 @@ def plan_clips(dataset: dict[str, Any], seed: int, shard_size: int, valid_fracti
     assign_splits(rows, seed, valid_fraction, test_fraction)
     rows.sort(key=lambda r: r["clip_id"])
     width = max(5, len(str(math.ceil(len(rows) / shard_size))))
-    return [Clip(**{**{k: v for k, v in r.items() if k != "source"}, "shard": f"{i // shard_size:0{width}d}"})
+    return [Clip(**{k: v for k, v in r.items() if k != "source"}, shard=f"{i // shard_size:0{width}d}",
+                 video_stat=media_stat(r.get("video")), audio_stat=media_stat(r.get("audio")))
             for i, r in enumerate(rows)]
 
 
@@ -290,7 +294,7 @@ def check_unique_ids(rows: list[dict[str, Any]]) -> None:
         raise ValueError(f"{len(duplicates)} duplicate clip ids: {shown}")
 
 
-PLAN_FIELDS = ["clip_id", "video", "audio", "text", "label", "split", "speaker", "shard"]
+PLAN_FIELDS = ["clip_id", "video", "audio", "text", "label", "split", "speaker", "shard", "video_stat", "audio_stat"]
 
 
 def write_plan(clips: list[Clip], out_dir: Path) -> list[str]:

@@ -7,11 +7,13 @@ fsyncs each one. The stage's parent process is the only writer; its worker child
 
     {"journal": 2, "stage": "audio", "fingerprint": "..."}    the header: always the first line
     {"meta": {...}}                the output's meta (e.g. feature columns), once the worker has said it
-    {"start": ["c1", ...]}         written BEFORE the worker touches these clips (one clip, or one ASR batch)
+    {"start": ["c1", ...], "inputs": [...]}   written BEFORE the worker touches these clips (one clip, or one
+                                   ASR batch), with each clip's input digest
     {"close": ["c1", ...], "why": "interrupted" | "split"}   they left the worker without a record
-    {"transient": ["c1", ...], "reason": "..."}   a transient error on these clips outlasted the retries
-                                   and failed the job (one line per job run)
-    {"clip_id": "c1", ...}         one finished clip: its result, or its skip with "error" and "kind"
+    {"transient": ["c1", ...], "reason": "...", "inputs": [...]}   a transient error on these clips
+                                   outlasted the retries and failed the job (one line per job run)
+    {"clip_id": "c1", ..., "input": "..."}   one finished clip: its result, or its skip with "error"
+                                   and "kind", and its input digest
     {"records": [{...}, ...]}      a whole batch's records on one line, so a batch lands all or nothing
 
 Arrays travel base64-encoded, so the journal needs nothing but the standard library and numpy.
@@ -41,6 +43,12 @@ and records the clip as ``crashed_worker`` with the signal or exit code (kebr/wo
   counted per group (``transient``). A group that failed so once runs one clip at a time, and a
   single clip whose transient error persists in its second job run is skipped as
   ``persistent_error`` with the error and the count (kebr/stages.py), so no file blocks its shard.
+- Every record, start and transient line carries the input digest of its clips
+  (``kebr.clips.input_digest``: the clip's plan row and its media's size and mtime when the job
+  started). A record, strike or transient count made under another digest than the clip's now is
+  STALE and dropped, so the clip is redone: after a job dies mid-shard, a corrected transcript or
+  label, a repointed path or a file replaced in place (replanned or not) never pairs with work done
+  on the old input. Clips added to the shard have no record; records of removed clips are unused.
 - A journal written under another fingerprint (``kebr.config.stage_fingerprint``: the config keys
   the stage reads), by another stage, or in another format is discarded: records made under another
   config never mix with new ones.
@@ -108,12 +116,17 @@ class Journal:
 
     After opening: ``records`` (clip id -> final record), ``meta`` (or None), ``strikes`` (each
     unsettled group of clip ids -> whole-job deaths it was in flight for), ``transient`` (each group
-    -> job runs its transient error failed), ``discarded`` (why an existing journal was thrown away,
-    or None).
+    -> job runs its transient error failed), ``stale`` (clips whose record was made from another
+    input and is redone), ``discarded`` (why an existing journal was thrown away, or None).
+
+    ``inputs``: each clip's input digest now (``kebr.clips.input_digest``); without it (tests of
+    the kill rules alone) every record counts as current and nothing new carries a digest.
     """
 
-    def __init__(self, path: str | Path, stage: str, fingerprint: str) -> None:
+    def __init__(self, path: str | Path, stage: str, fingerprint: str, inputs: dict[str, str] | None = None) -> None:
         self.path = Path(path)
+        self.inputs = inputs
+        self.stale: set[str] = set()
         self.header = {"journal": JOURNAL_FORMAT, "stage": stage, "fingerprint": fingerprint}
         self.records: dict[str, dict[str, Any]] = {}
         self.meta: dict[str, Any] | None = None
@@ -151,32 +164,54 @@ class Journal:
             return 0
         settled: set[str] = set()
         pending: tuple[str, ...] | None = None
+        pending_current = True  # whether `pending` ran on the clips' inputs of now
         strikes: dict[tuple[str, ...], int] = {}
         for event in lines[1:]:
             if "start" in event:
-                if pending is not None:  # the job died with `pending` in flight
+                if pending is not None and pending_current:  # the job died with `pending` in flight
                     strikes[pending] = strikes.get(pending, 0) + 1
                 pending = tuple(event["start"])
+                pending_current = self._current(pending, event.get("inputs"))
             elif "close" in event:
                 pending = None
             elif "transient" in event:
                 group = tuple(event["transient"])
-                self.transient[group] = self.transient.get(group, 0) + 1
+                if self._current(group, event.get("inputs")):
+                    self.transient[group] = self.transient.get(group, 0) + 1
             elif "meta" in event:
                 self.meta = event["meta"]
             else:
                 for record in event.get("records", [event]):
-                    settled.add(record["clip_id"])
-                    if is_final(record):
-                        self.records[record["clip_id"]] = record
+                    clip_id, made_from = record["clip_id"], record.pop("input", None)
+                    settled.add(clip_id)
+                    current = self._current((clip_id,), [made_from])
+                    if current and is_final(record):
+                        self.records[clip_id] = record
                     else:
-                        self.records.pop(record["clip_id"], None)
+                        self.records.pop(clip_id, None)
+                    if current:
+                        self.stale.discard(clip_id)
+                    else:
+                        self.stale.add(clip_id)
                 if pending is not None and settled.issuperset(pending):
                     pending = None
-        if pending is not None:
+        if pending is not None and pending_current:
             strikes[pending] = strikes.get(pending, 0) + 1
         self.strikes = {group: n for group, n in strikes.items() if not set(group) <= self.records.keys()}
         return good
+
+    def _current(self, clip_ids: tuple[str, ...], made_from: list[str | None] | None) -> bool:
+        """Whether work on these clips was done on their inputs of now (see the module docstring)."""
+        if self.inputs is None:
+            return True
+        return made_from is not None and len(made_from) == len(clip_ids) and all(
+            self.inputs.get(c) == m for c, m in zip(clip_ids, made_from))
+
+    def _tagged(self, value: dict[str, Any], clip_ids: list[str]) -> dict[str, Any]:
+        return value if self.inputs is None else {**value, "inputs": [self.inputs[c] for c in clip_ids]}
+
+    def _with_input(self, record: dict[str, Any]) -> dict[str, Any]:
+        return record if self.inputs is None else {**record, "input": self.inputs[record["clip_id"]]}
 
     def _write(self, value: Any) -> None:
         self._file.write((_dumps(value) + "\n").encode("utf-8"))
@@ -193,7 +228,7 @@ class Journal:
 
     def start(self, clip_ids: list[str]) -> None:
         """Before the worker touches these clips."""
-        self._write({"start": list(clip_ids)})
+        self._write(self._tagged({"start": list(clip_ids)}, clip_ids))
 
     def close(self, clip_ids: list[str], why: str) -> None:
         """These clips left the worker without records (``interrupted`` by a signal, or ``split``
@@ -205,18 +240,18 @@ class Journal:
         skipped next); returns the job runs it has now failed for this group."""
         group = tuple(clip_ids)
         self.transient[group] = self.transient.get(group, 0) + 1
-        self._write({"transient": list(clip_ids), "reason": reason})
+        self._write(self._tagged({"transient": list(clip_ids), "reason": reason}, clip_ids))
         return self.transient[group]
 
     def append(self, record: dict[str, Any]) -> None:
         self.records[record["clip_id"]] = record
-        self._write(record)
+        self._write(self._with_input(record))
 
     def append_batch(self, records: list[dict[str, Any]]) -> None:
         """A batch's records on one line: after a kill, either all of them are there or none."""
         for record in records:
             self.records[record["clip_id"]] = record
-        self._write({"records": records})
+        self._write({"records": [self._with_input(r) for r in records]})
 
     def close_file(self) -> None:
         self._file.close()

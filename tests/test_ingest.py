@@ -183,3 +183,47 @@ def test_missing_sources_name_the_dataset_and_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset 'm' .layout manifest.: manifest /nowhere/m.csv does not exist"):
         check_sources("m", {"layout": "manifest", "manifest": "/nowhere/m.csv"})
     check_sources("vox", {"layout": "voxceleb2", "root": str(tmp_path / "v"), "subsets": ["dev"]})
+
+
+def test_a_replan_changes_exactly_the_plans_of_changed_clips(tmp_path):
+    """The plan holds each clip's media size and mtime: Snakemake reruns a shard whose plan bytes
+    changed (`--forcerun plan`), so an edited row or a file replaced in place changes its shard's
+    plan and no other."""
+    import os
+
+    media = tmp_path / "media"
+    for i in range(6):
+        touch(media / f"{i}.wav").write_bytes(b"RIFF" + bytes([i]) * 10)
+    manifest = tmp_path / "clips.csv"
+    rows = [f"c{i},media/{i}.wav,said {i}" for i in range(6)]
+
+    def replan(lines: list[str]) -> dict[str, bytes]:
+        manifest.write_text("clip_id,audio,text\n" + "\n".join(lines) + "\n")
+        clips = plan_clips({"layout": "manifest", "manifest": str(manifest)}, 0, 2, 0.0, 0.0)
+        for old in (tmp_path / "plan").glob("*.tsv"):
+            old.unlink()
+        write_plan(clips, tmp_path / "plan")
+        return {p.stem: p.read_bytes() for p in sorted((tmp_path / "plan").glob("*.tsv"))}
+
+    first = replan(rows)
+    clip = read_clip_table(tmp_path / "plan" / "00001.tsv")[0]
+    stat = os.stat(media / "2.wav")
+    assert clip.clip_id == "c2" and clip.audio_stat == f"{stat.st_size} {stat.st_mtime_ns}" and clip.video_stat == ""
+    assert replan(rows) == first  # nothing changed: the same bytes, nothing reruns
+    # c1's transcript corrected (shard 00000); 3.wav replaced in place by a file of the same size (00001)
+    edited = replan([r.replace("said 1", "said one") for r in rows])
+    (media / "3.wav").write_bytes(b"RIFF" + b"\x09" * 10)
+    os.utime(media / "3.wav", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    rows = [r.replace("said 1", "said one") for r in rows]
+    replaced = replan(rows)
+    assert [s for s in first if edited[s] != first[s]] == ["00000"]
+    assert [s for s in first if replaced[s] != edited[s]] == ["00001"]
+    # a clip added at the end of the id order lands in a new last shard; a removed one changes its shard
+    # (and, shards being consecutive runs in id order, every later one)
+    added = replan(rows + ["c6,media/0.wav,new"])
+    assert [s for s in added if added[s] != replaced.get(s)] == ["00003"]
+    removed = replan(rows[:4] + rows[5:])
+    assert [s for s in removed if removed[s] != replaced.get(s)] == ["00002"] and len(removed) == 3
+    # a path repointed (c4 now reads 0.wav) changes its shard's plan
+    repointed = replan([r.replace("media/4.wav", "media/0.wav") for r in rows])
+    assert [s for s in repointed if repointed[s] != replaced[s]] == ["00002"]

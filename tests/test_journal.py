@@ -107,3 +107,30 @@ def test_transient_job_failures_are_counted_per_group_and_persistent_skips_are_r
     assert again.transient == {("a", "b"): 1, ("a",): 2}
     assert "a" not in again  # not final: a restarted job tries the clip again (the storage may be back)
     assert read_journal_counts(tmp_path / "j") == {"persistent_error": 1}
+
+
+def test_records_strikes_and_transient_counts_of_changed_inputs_are_stale(tmp_path):
+    path = tmp_path / "j"
+    old = {"a": "in-a-1", "b": "in-b-1", "c": "in-c-1"}
+    j = Journal(path, "visual", FP, inputs=old)
+    j.start(["a"])
+    j.append({"clip_id": "a", "error": "no face", "kind": "no_face"})
+    j.start(["b"])
+    j.append_batch([{"clip_id": "b", "features": np.ones((2, 1), np.float32)}])
+    j.transient_failed(["c"], "OSError: [Errno 5] x")
+    j.start(["c"])  # and the job dies with c in flight
+    j.close_file()
+    assert '"input": "in-a-1"' in path.read_text() and '"inputs": ["in-c-1"]' in path.read_text()
+    same = Journal(path, "visual", FP, inputs=old)
+    assert set(same.records) == {"a", "b"} and same.stale == set()
+    assert same.strikes == {("c",): 1} and same.transient == {("c",): 1}
+    assert "input" not in same.records["a"]  # bookkeeping, not part of the record the stage writes
+    same.close_file()
+    # a's file was replaced (or its plan row edited), and so was c's: their work is redone, b's kept
+    new = Journal(path, "visual", FP, inputs={**old, "a": "in-a-2", "c": "in-c-2"})
+    assert set(new.records) == {"b"} and new.stale == {"a"}
+    assert new.strikes == {} and new.transient == {}  # c's death and failures were on its old input
+    new.append({"clip_id": "a", "error": "no face", "kind": "no_face"})
+    new.close_file()
+    again = Journal(path, "visual", FP, inputs={**old, "a": "in-a-2", "c": "in-c-2"})
+    assert set(again.records) == {"a", "b"} and again.stale == set()

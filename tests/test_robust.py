@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from kebr.clips import Clip, ClipError
+from kebr.clips import Clip, ClipError, input_digest
 from kebr.config import load_config, stage_fingerprint
 from kebr.democorpus import write_dirty_clips
 from kebr.ingest import read_clip_table, write_clip_table
@@ -122,11 +122,12 @@ def test_asr_batch_crash_lands_on_the_clip_that_caused_it(corpus):
 def test_a_clip_that_kills_its_whole_job_is_skipped_after_two_deaths(corpus):
     shard = plan(corpus, "00003", {"a": GOOD, "k": GOOD, "b": GOOD})
     path = journal(corpus, "visual", shard)
+    start_k = json.dumps({"start": ["k"], "inputs": [input_digest(read_clip_table(shard)[1])]})
     first = stage(corpus, "visual", shard, "k:killjob")
-    assert first.returncode == -signal.SIGKILL and path.read_text().endswith('{"start": ["k"]}\n')
+    assert first.returncode == -signal.SIGKILL and path.read_text().endswith(start_k + "\n")
     # one death is not proof (a node can go away, a user can kill -9): k runs again, and kills again
     second = stage(corpus, "visual", shard, "k:killjob")
-    assert second.returncode == -signal.SIGKILL and path.read_text().count('{"start": ["k"]}') == 2
+    assert second.returncode == -signal.SIGKILL and path.read_text().count(start_k) == 2
     last = stage(corpus, "visual", shard, "k:killjob")
     assert last.returncode == 0, last.stderr[-3000:]
     records = output(corpus, "visual", shard)
@@ -307,7 +308,8 @@ def test_a_transient_error_in_two_job_runs_skips_its_clip_not_the_shard(corpus):
     assert f"a transient error on nfs ({corpus / 'media' / GOOD}) persisted after 1 retries" in first.stderr
     assert "(job run 1; a clip whose error persists in 2 runs is skipped)" in first.stderr
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert lines[-1] == {"transient": ["nfs"], "reason": "OSError: [Errno 5] Input/output error (test fault)"}
+    assert lines[-1] == {"transient": ["nfs"], "reason": "OSError: [Errno 5] Input/output error (test fault)",
+                         "inputs": [input_digest(read_clip_table(shard)[1])]}
     second = stage(corpus, "visual", shard, "nfs:eio")  # the error is still there: the shard completes
     assert second.returncode == 0, second.stderr[-3000:]
     records = output(corpus, "visual", shard)
@@ -316,3 +318,28 @@ def test_a_transient_error_in_two_job_runs_skips_its_clip_not_the_shard(corpus):
                                        f"({corpus / 'media' / GOOD}): persisted through 1 retries in each of 2 job "
                                        "runs)"}
     assert "error" not in records["a"] and "error" not in records["b"]
+
+
+def test_a_killed_jobs_records_of_since_changed_inputs_are_redone(corpus):
+    import shutil
+
+    media = corpus / "media"
+    for name in ("fixed_a.mp4", "fixed_b.mp4", "fixed_k.mp4"):
+        shutil.copy(media / GOOD, media / name)
+    shard = plan(corpus, "00010", {"a": "fixed_a.mp4", "b": "fixed_b.mp4", "k": "fixed_k.mp4"}, label=1.0)
+    killed = stage(corpus, "audio", shard, "k:killjob")  # a and b journaled, then the job dies on k
+    assert killed.returncode == -signal.SIGKILL
+    assert journal(corpus, "audio", shard).read_text().count('"input": ') == 2
+    # The corpus is fixed while the job is down: a's file replaced in place by one without audio (not
+    # replanned), b's label corrected in the plan. Their records were made from the old inputs.
+    shutil.copy(media / "00004.mp4", media / "fixed_a.mp4")
+    clips = read_clip_table(shard)
+    write_clip_table([replace(c, label=-1.0) if c.clip_id == "b" else c for c in clips], shard)
+    rerun = stage(corpus, "audio", shard)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert ("3 clips, 0 already journaled (1 whole-job deaths on record); 2 journaled from an input that has "
+            "changed since (plan row or media): redone") in rerun.stderr
+    records = output(corpus, "audio", shard)
+    assert records["a"]["kind"] == "no_audio_stream"  # the new file, not the old features
+    assert "error" not in records["b"] and "error" not in records["k"]
+    assert all("input" not in r for r in records.values())  # the digest is the journal's, not the output's

@@ -25,16 +25,17 @@ OPTIONAL = st.one_of(st.none(), NONEMPTY)  # a plan writes None as "" (and reads
 LABEL = st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False))
 
 
-# (clip_id, video, audio, text, label, split, speaker, shard) of up to 6 clips with distinct ids, in 1 or 2 shards
-CLIP_ROWS = st.lists(st.tuples(NONEMPTY, OPTIONAL, OPTIONAL, OPTIONAL, LABEL, ANY, ANY, st.sampled_from(["00000", "00001"])),
-                     min_size=1, max_size=6, unique_by=lambda t: t[0])
+# (clip_id, video, audio, text, label, split, speaker, shard, video_stat, audio_stat) of up to 6 clips with
+# distinct ids, in 1 or 2 shards
+CLIP_ROWS = st.lists(st.tuples(NONEMPTY, OPTIONAL, OPTIONAL, OPTIONAL, LABEL, ANY, ANY, st.sampled_from(["00000", "00001"]),
+                               ANY, ANY), min_size=1, max_size=6, unique_by=lambda t: t[0])
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(CLIP_ROWS, ANY)
 def test_any_field_value_round_trips_through_plan_status_and_clips_tsv(rows, reason):
-    clips = [Clip(clip_id=i, video=v, audio=a, text=t, label=label, split=sp, speaker=spk, shard=shard)
-             for i, v, a, t, label, sp, spk, shard in rows]
+    clips = [Clip(i, video=v, audio=a, text=t, label=label, split=sp, speaker=spk, shard=shard, video_stat=vs,
+                  audio_stat=aus) for i, v, a, t, label, sp, spk, shard, vs, aus in rows]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         shards = write_plan(clips, root / "plan")
@@ -90,7 +91,8 @@ def test_a_damaged_plan_fails_loudly_naming_the_file_and_the_damage(tmp_path):
     write_clip_table(clips, path)
     good = path.read_bytes()
     lines = good.split(b"\n")
-    assert lines[-2] == b"# 3 rows" and lines[0] == b'"clip_id"\t"video"\t"audio"\t"text"\t"label"\t"split"\t"speaker"\t"shard"'
+    assert lines[-2] == b"# 3 rows" and lines[0] == (b'"clip_id"\t"video"\t"audio"\t"text"\t"label"\t"split"\t"speaker"\t"shard"\t'
+                                                 b'"video_stat"\t"audio_stat"')
 
     def fails(data: bytes, message: str) -> None:
         path.write_bytes(data)
@@ -99,12 +101,12 @@ def test_a_damaged_plan_fails_loudly_naming_the_file_and_the_damage(tmp_path):
 
     fails(b"\n".join(lines[:2] + lines[3:]), f"{path}: damaged table: it says it holds 3 rows but holds 2")
     fails(b"\n".join(lines[:-2]) + b"\n", f"{path}: damaged table: its last line is not its row count")
-    fails(good.replace(b'"said 1"', b'said\r1'), "damaged table: row 2 has 4 fields, not 8 (a line break or tab outside")
+    fails(good.replace(b'"said 1"', b'said\r1'), "damaged table: row 2 has 4 fields, not 10 (a line break or tab outside")
     fails(good.replace(b'"said 1"', b'said 1'), "line 3 is not as kebr writes it")
-    fails(good.replace(b'\t"0.5"', b""), "row 2 has 7 fields, not 8")
+    fails(good.replace(b'\t"0.5"', b""), "row 2 has 9 fields, not 10")
     fails(good.replace(b'"said 1"', b'"said "1"'), "damaged table: line 3: '\t' expected after '\"'")
     fails(good.replace(b'"clip_id"', b'"id"'), "its header is ['id', ")
-    fails(good.replace(b'"00000"\n"c2"', b'"00001"\n"c2"'),
+    fails(good.replace(b'"00000"\t""\t""\n"c2"', b'"00001"\t""\t""\n"c2"'),
           f"{path}: damaged plan: row 2 (clip 'c1') is of shard '00001', not the file's '00000'")
     old_plan(path, [Clip("x\ry", video="/m/x.mp4", shard="00000")])  # the issue: a row split by \r
     with pytest.raises(TableError, match="its last line is not its row count.*an older kebr; replan it"):
