@@ -201,10 +201,11 @@ def _plan(packets: list[av.Packet], time_base: Fraction, fps: float, max_frames:
     """Each packet with its action, and the pts of the planned picks.
 
     Packets marked discard (before an MP4 edit list's start) are decoded, as they may be references,
-    but never shown, so they are never picked. A GOP (a keyframe and the packets after it in decode order,
-    up to the next keyframe) is dropped whole when it holds no pick and the next GOP does not need it:
-    the next GOP has no picked leading frame (decoded after its keyframe but shown before it: the only
-    frames that may refer back across a keyframe). Packets after the last pick in decode order are dropped.
+    but never shown, so they are never picked. A GOP (a keyframe and the packets after it in decode
+    order, up to the next keyframe) is dropped whole when it holds no pick and the stream's GOPs are
+    closed: no GOP has leading frames (decoded after its keyframe but shown before it), the frames
+    that may refer back across a keyframe (H.264's decoder also will not restart cleanly on an
+    open GOP's keyframe). Packets after the last pick in decode order are dropped.
     """
     plan = [_Packet(p) for p in packets]
     sampler = _Sampler(fps, max_frames)
@@ -218,10 +219,10 @@ def _plan(packets: list[av.Packet], time_base: Fraction, fps: float, max_frames:
     needed = [p.needed for p in plan]
     last_needed = max((i for i, n in enumerate(needed) if n), default=-1)
     starts = [i for i, p in enumerate(packets) if p.is_keyframe] + [len(packets)]
-    for a, b, c in zip(starts, starts[1:], starts[2:] + [len(packets)]):
-        if b == len(packets) or any(needed[a:b]):
-            continue
-        if not any(needed[j] and packets[j].pts < packets[b].pts for j in range(b + 1, c)):
+    gops = list(zip(starts, starts[1:]))
+    closed = not any(packets[j].pts < packets[a].pts for a, b in gops for j in range(a + 1, b))
+    for a, b in gops if closed else ():
+        if b < len(packets) and not any(needed[a:b]):
             for p in plan[a:b]:
                 p.action = "drop"
     for i, p in enumerate(plan):

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
 import cv2
+import mediapipe as mp
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.spatial.transform import Rotation
 from skimage import data, transform
 
 from kebr.clips import Clip, ClipError
 from kebr.features.visual import (
     COLUMNS,
     NO_FACE,
+    NOSE_TIP,
     OPENFACE_COLUMNS,
     PYFEAT_MISSING,
+    face_features,
+    head_angles,
+    head_axes,
     make_visual_extractor,
+    mesh_points,
 )
-from kebr.media import write_clip
+from kebr.media import DecodeStats, read_frames, write_clip
 
 FPS_IN = 25  # source videos: 50 frames at 25 fps, the last at 1.96 s -> 12 samples at 6 fps
 
@@ -54,6 +67,34 @@ def turned_photo(deg: float) -> np.ndarray:
     return cv2.warpPerspective(image, homography, (w, h), borderMode=cv2.BORDER_REPLICATE)
 
 
+def encode_h264(path: Path, frames: np.ndarray, x264_params: str) -> Path:
+    """An H.264 MP4 with the given x264 GOP settings (write_clip uses x264's defaults)."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(FPS_IN))
+        stream.height, stream.width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", "x264-params": f"{x264_params}:threads=1"}
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:stream.height, :stream.width]), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def every_frame_sampled(path: str, fps: float, max_frames: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The reference sampler: decode every frame, then give each sample time 0, 1/fps... the first
+    frame at or after it. Returns (times, frames, frames in the file)."""
+    with av.open(path) as container:
+        decoded = [(f.time, f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    times, frames, t = [], [], 0.0
+    for time_s, image in decoded:
+        while time_s + 1e-6 >= t and len(times) < max_frames:
+            times.append(t)
+            frames.append(image)
+            t += 1 / fps
+    return np.array(times), np.stack(frames), len(decoded)
+
+
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     d = tmp_path_factory.mktemp("visual")
@@ -67,6 +108,13 @@ def videos(tmp_path_factory):
         "rotated_mirror": write_clip(d / "rotated_mirror.mp4", rotated[:, :, ::-1], FPS_IN),
         "coffee": write_clip(d / "coffee.mp4", np.stack([coffee] * 50), FPS_IN),
         "mixed": write_clip(d / "mixed.mp4", np.stack([face[0]] * 25 + [coffee] * 25), FPS_IN),
+        # face, lost for a second, back: Face Mesh must detect it again
+        "lost": write_clip(d / "lost.mp4", np.concatenate([face[:25], [coffee] * 25, face[25:]]), FPS_IN),
+        # every frame a keyframe: nothing refers to the frames between samples
+        "intra": encode_h264(d / "intra.mp4", face, "keyint=1"),
+        # short open GOPs with B-frames: GOPs without a sample can be dropped, leading B-frames refer back
+        "open_gop": encode_h264(d / "open_gop.mp4", np.concatenate([face] * 2), "keyint=9:open-gop=1:bframes=3"),
+        "closed_gop": encode_h264(d / "closed_gop.mp4", np.concatenate([face] * 2), "keyint=9:bframes=3"),
     }
     for deg in (-30, 30):
         turned = turned_photo(deg)
@@ -181,6 +229,139 @@ def test_bad_inputs():
         make_visual_extractor("mediapipe").extract(Clip(clip_id="a", audio="a.wav"))
     with pytest.raises(ValueError, match="visual.backend"):
         make_visual_extractor("dlib")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the stage does per frame: decoding, detection, threads (bench/visual.py measures the cost)
+
+
+@pytest.mark.parametrize("name, fps, max_frames", [
+    ("face", 6.0, 55), ("face", 10.0, 20), ("face", 30.0, 100), ("face", 6.0, 5), ("turn30", 10.0, 55),
+    ("intra", 6.0, 55), ("open_gop", 6.0, 55), ("open_gop", 1.0, 55), ("closed_gop", 1.0, 55),
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_read_frames_picks_what_decoding_every_frame_picks(videos, name, fps, max_frames, threads):
+    stats = DecodeStats()
+    times, frames = read_frames(videos[name], fps, max_frames, threads=threads, stats=stats)
+    want_times, want_frames, n_in_file = every_frame_sampled(videos[name], fps, max_frames)
+    np.testing.assert_array_equal(times, want_times)
+    np.testing.assert_array_equal(frames, want_frames)  # the same frames, pixel for pixel
+    assert stats.planned and not stats.replanned
+    assert stats.decoded <= n_in_file and stats.sent <= stats.packets
+
+
+def test_only_the_sampled_frames_are_decoded(videos):
+    # Every frame a keyframe: 50 frames at 25 fps, 12 samples at 6 fps, 12 frames decoded.
+    stats = DecodeStats()
+    read_frames(videos["intra"], 6.0, 55, stats=stats)
+    assert (stats.packets, stats.sent, stats.decoded) == (50, 12, 12)
+    # x264's defaults (B-frames, one GOP): the B-frames nothing refers to and the tail after the last
+    # sample are skipped (measured: 50 packets, 49 sent, 34 frames decoded).
+    stats = DecodeStats()
+    read_frames(videos["face"], 6.0, 55, stats=stats)
+    assert stats.packets == 50 and stats.sent < 50 and stats.decoded < 40
+    # Closed GOPs of 9 frames sampled at 1 fps: the GOPs with no sample are not decoded at all
+    # (measured: 100 packets, 36 sent). Open GOPs are never dropped (their leading B-frames refer
+    # back): every packet up to the last sample's (the frame at 3 s, the 76th) goes to the decoder.
+    stats = DecodeStats()
+    read_frames(videos["closed_gop"], 1.0, 55, stats=stats)
+    assert stats.packets == 100 and stats.sent < 50
+    stats = DecodeStats()
+    read_frames(videos["open_gop"], 1.0, 55, stats=stats)
+    assert stats.packets == 100 and stats.sent >= 76 and stats.planned and not stats.replanned
+
+
+def test_the_detector_runs_once_on_a_steady_face(extractor, videos):
+    rows = extractor.extract(Clip(clip_id="face", video=videos["face"]))
+    assert extractor.detector_runs == 1
+    # Its score, taken on the first frame, holds for the whole track.
+    assert np.all(rows[:, col("track_confidence")] == rows[0, col("track_confidence")])
+    assert extractor.decode_stats.decoded < 40  # of 50 frames (test_only_the_sampled_frames_are_decoded)
+
+
+def test_the_detector_runs_again_after_tracking_is_lost(lenient, videos):
+    rows = lenient.extract(Clip(clip_id="lost", video=videos["lost"]))
+    # Face at 0 .. 5/6 s, coffee from 1 s, the face again from 2 s: 18 samples.
+    np.testing.assert_array_equal(rows[:, col("face_present")], [1] * 6 + [0] * 6 + [1] * 6)
+    # Detector on the first frame; not on the first coffee frame (tracked from the last face, where
+    # tracking is lost); on the five coffee frames after it; and on the face's return.
+    assert lenient.detector_runs == 7
+    score = rows[:, col("track_confidence")]
+    assert np.all(score[:6] == score[0]) and np.all(score[12:] == score[12]) and not score[6:12].any()
+    # Where Face Mesh detects, its score is the one MediaPipe's short-range face detector (the model
+    # the old confidence column ran on every frame) gives the face that contains the nose tip.
+    _, frames = read_frames(videos["lost"], 6.0, 55)
+    with mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.1) as detector:
+        for t in (0, 12):
+            detections = detector.process(frames[t]).detections
+            with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:
+                tip = mesh.process(frames[t]).multi_face_landmarks[0].landmark[NOSE_TIP]
+            scores = [d.score[0] for d in detections if _contains(d.location_data.relative_bounding_box, tip)]
+            assert score[t] == pytest.approx(max(scores), abs=1e-6)
+
+
+def _contains(box, point) -> bool:
+    return box.xmin <= point.x <= box.xmin + box.width and box.ymin <= point.y <= box.ymin + box.height
+
+
+def test_landmarks_read_with_numpy_equal_the_per_landmark_loop(videos):
+    _, frames = read_frames(videos["rotated"], 6.0, 3)
+    with mp.solutions.face_mesh.FaceMesh(refine_landmarks=True) as mesh:
+        marks = mesh.process(frames[0]).multi_face_landmarks[0]
+    h, w = frames[0].shape[:2]
+    points = mesh_points(marks, w, h)
+    assert points.shape == (478, 3) and points.dtype == np.float64
+    np.testing.assert_array_equal(points, [(p.x * w, -p.y * h, -p.z * w) for p in marks.landmark])
+
+
+def test_head_angles_are_scipys_intrinsic_yxz_euler_angles():
+    rng = np.random.default_rng(0)
+    for angles in rng.uniform([-80, -60, -80], [80, 60, 80], size=(200, 3)):
+        axes = Rotation.from_euler("YXZ", angles, degrees=True).as_matrix()
+        np.testing.assert_allclose(head_angles(axes), angles, atol=1e-9)
+
+
+THREADS_SCRIPT = """
+import sys
+from pathlib import Path
+from kebr.clips import Clip
+from kebr.features.visual import make_visual_extractor
+extractor = make_visual_extractor("mediapipe", threads=int(sys.argv[2]))
+extractor.extract(Clip(clip_id="face", video=sys.argv[1]))
+names = [p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")]
+print(sum(n.startswith("mediapipe") for n in names))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_one_mediapipe_thread_per_thread_the_job_has(videos):
+    # In a fresh process, as in the stage's worker: MediaPipe's graph starts one thread per core by default.
+    for threads in (1, 3):
+        out = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, videos["face"], str(threads)],
+                             capture_output=True, text=True, check=True).stdout
+        assert int(out.split()[-1]) == threads
+
+
+def test_features_equal_the_every_frame_path_but_for_the_track_score(extractor, videos):
+    """Decoding every frame, a stock FaceMesh, a Python loop over the 478 landmarks and scipy's Euler
+    angles (the stage before it skipped frames, dropped its second detector and used numpy) give the
+    same features; only track_confidence, now the score of the detection the track started from, differs."""
+    for name in ("face", "rotated", "turn30_mirror"):
+        rows = extractor.extract(Clip(clip_id=name, video=videos[name]))
+        _, frames, _ = every_frame_sampled(videos[name], 6.0, 55)
+        with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                                             min_detection_confidence=0.5, min_tracking_confidence=0.5) as mesh:
+            for t, frame in enumerate(frames):
+                marks = mesh.process(frame).multi_face_landmarks[0].landmark
+                h, w = frame.shape[:2]
+                points = np.array([(p.x * w, -p.y * h, -p.z * w) for p in marks], dtype=np.float64)
+                want = face_features(points)
+                yaw, pitch, roll = Rotation.from_matrix(head_axes(points)).as_euler("YXZ", degrees=True)
+                want.update(head_yaw=yaw, head_pitch=pitch, head_roll=roll)
+                assert rows[t, col("face_present")] == 1
+                got = dict(zip(COLUMNS, rows[t]))
+                for c in COLUMNS[2:]:
+                    assert got[c] == pytest.approx(np.float32(want[c]), abs=1e-6), (name, t, c)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -302,14 +302,18 @@ class MediaPipeExtractor:
         self._mesh.reset()  # a new clip starts with detection, not with the last clip's face
         self.detector_runs = 0
         track_score: float | None = None
+        had_face = False
         rows = np.zeros((len(frames), len(COLUMNS)), dtype=np.float32)
         for t, frame in enumerate(frames):
             result = self._mesh.process(frame)
-            if result.face_detections is not None:
+            # Face Mesh detects on a clip's first frame and after a frame without a face (its graph's
+            # gate); face_detections is None when it tracked, and also when it detected nothing.
+            if result.face_detections is not None or not had_face:
                 self.detector_runs += 1
                 # max_num_faces=1: at most one detection, the face whose landmarks follow
                 track_score = float(result.face_detections[0].score[0]) if result.face_detections else None
-            if not result.multi_face_landmarks:
+            had_face = bool(result.multi_face_landmarks)
+            if not had_face:
                 continue
             if track_score is None:
                 raise RuntimeError("visual: Face Mesh gave landmarks with no detection before them in the clip")
