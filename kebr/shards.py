@@ -33,6 +33,7 @@ contiguous is kebr/train/data.py's.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -184,15 +185,39 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
     return attrs
 
 
-class OpenFiles:
-    """HDF5 files opened for reading on first use in each process (a handle inherited through fork is
-    not safe to use), at most ``limit`` at a time: the least recently used one is closed when another
-    is needed. ``files[i]`` is ``paths[i]`` open."""
+def open_hdf5(path: str | Path) -> h5py.File:
+    return h5py.File(path, "r")
 
-    def __init__(self, paths: Sequence[str | Path], limit: int = MAX_OPEN_FILES) -> None:
+
+class RawFile:
+    """A file open for ``os.preadv`` (plain reads at byte offsets), closed by ``close()``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def read_into(self, buffer: np.ndarray, offset: int) -> None:
+        """Fill the C-contiguous ``buffer`` from ``offset``: a short read is resumed, end of file is an error."""
+        view, done = memoryview(buffer).cast("B"), 0
+        while done < len(view):
+            n = os.preadv(self.fd, [view[done:]], offset + done)
+            if n == 0:
+                raise OSError(errno.EIO, f"end of file at byte {offset + done}")
+            done += n
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class OpenFiles:
+    """Files opened for reading on first use in each process (a handle inherited through fork is not
+    safe to use), at most ``limit`` at a time: the least recently used one is closed when another is
+    needed. ``files[i]`` is ``paths[i]`` opened by ``opener`` (HDF5 by default, or ``RawFile``)."""
+
+    def __init__(self, paths: Sequence[str | Path], limit: int = MAX_OPEN_FILES,
+                 opener: Any = None) -> None:
         if limit < 1:
             raise ValueError(f"max_open_files must be >= 1, got {limit}")
-        self.paths, self.limit = [Path(p) for p in paths], limit
+        self.paths, self.limit, self.opener = [Path(p) for p in paths], limit, opener or open_hdf5
         self._handles: OrderedDict[int, h5py.File] = OrderedDict()
         self._pid = -1
 
@@ -204,7 +229,7 @@ class OpenFiles:
             return self._handles[i]
         while len(self._handles) >= self.limit:
             self._handles.popitem(last=False)[1].close()
-        self._handles[i] = h5py.File(self.paths[i], "r")
+        self._handles[i] = self.opener(self.paths[i])
         return self._handles[i]
 
     def __getstate__(self) -> dict[str, Any]:
@@ -251,20 +276,55 @@ def runs(rows: np.ndarray, gap: int = GAP_ROWS) -> list[tuple[int, int]]:
 
 
 def read_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    """``dataset[rows]`` for sorted, unique ``rows``, as one read per run of nearby rows
+    """``dataset[rows]`` for sorted, unique ``rows`` through h5py, one read per run of nearby rows
     (h5py's fancy indexing costs more than one read per row)."""
     out = np.empty((len(rows), *dataset.shape[1:]), dtype=dataset.dtype)
     filled = 0
     for start, stop in runs(rows):
         take = rows[filled:][: np.searchsorted(rows[filled:], stop)]
-        if len(take) == stop - start:
-            dataset.read_direct(out, np.s_[start:stop], np.s_[filled:filled + len(take)])
-        else:
-            span = np.empty((stop - start, *dataset.shape[1:]), dtype=dataset.dtype)
-            dataset.read_direct(span, np.s_[start:stop])
-            out[filled:filled + len(take)] = span[take - start]
+        span = np.empty((stop - start, *dataset.shape[1:]), dtype=dataset.dtype)
+        dataset.read_direct(span, np.s_[start:stop])
+        out[filled:filled + len(take)] = span[take - start]
         filled += len(take)
     return out
+
+
+class RowSource:
+    """One per-row array (``name``) of a list of files, one per shard, rows aligned with the shard's.
+
+    Where the array is stored contiguous, uncompressed and in native byte order (every shard and
+    sidecar kebr writes), a run of rows is one ``preadv`` at its byte offset straight into the
+    batch's memory: none of h5py's per-call costs, which otherwise exceed the copy itself. Other
+    layouts (older chunked, gzip shards) are read through h5py."""
+
+    def __init__(self, name: str, hdf5: OpenFiles, raw: OpenFiles) -> None:
+        self.name, self.hdf5, self.raw = name, hdf5, raw  # open files, shared by the arrays of a file
+        self.offsets: list[int | None] = []
+        for path in self.hdf5.paths:
+            with h5py.File(path, "r") as f:
+                array = f[name]
+                plain = array.chunks is None and array.dtype.isnative and len(array) > 0
+                self.offsets.append(array.id.get_offset() if plain else None)
+                self.row_shape, self.dtype = array.shape[1:], array.dtype
+        self.row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
+
+    def read_into(self, out: np.ndarray, shard: int, rows: np.ndarray) -> None:
+        """Fill ``out`` (C-contiguous, len(rows) rows) with the sorted, unique ``rows`` of ``shard``."""
+        offset = self.offsets[shard]
+        if offset is None:
+            out[...] = read_rows(self.hdf5[shard][self.name], rows)
+            return
+        file, filled = self.raw[shard], 0
+        for start, stop in runs(rows):
+            n = int(np.searchsorted(rows[filled:], stop))
+            if n == stop - start:  # every row of the run: read in place
+                file.read_into(out[filled:filled + n], offset + start * self.row_bytes)
+            else:
+                span = np.empty((stop - start, *self.row_shape), dtype=self.dtype)
+                file.read_into(span, offset + start * self.row_bytes)
+                out[filled:filled + n] = span[rows[filled:filled + n] - start]
+            filled += n
+
 
 
 class ShardDataset(torch.utils.data.Dataset):
@@ -272,9 +332,9 @@ class ShardDataset(torch.utils.data.Dataset):
 
     ``stage`` ("pretrain", "finetune" or None for both) picks the fields read (``STAGE_FIELDS``, plus
     the frames). Small fields are held in RAM; frames are read per batch through ``read``, from files
-    opened on first use in each process, at most ``max_open_files`` open (``OpenFiles``), or held in
-    RAM too with ``in_memory`` (True, False or "auto": when they fit in ``IN_MEMORY_AUTO_BYTES``).
-    ``attach`` adds a per-shard sidecar array (the LM cache) read the same way.
+    opened on first use in each process, at most ``max_open_files`` open per file set (``OpenFiles``), or
+    held in RAM too with ``in_memory`` (True, False or "auto": when they fit in
+    ``IN_MEMORY_AUTO_BYTES``). ``attach`` adds a per-shard sidecar array (the LM cache), read the same way.
     """
 
     def __init__(self, paths: Sequence[str | Path], split: str | None = None, labelled: bool = False,
@@ -283,10 +343,11 @@ class ShardDataset(torch.utils.data.Dataset):
         if stage not in STAGE_FIELDS:
             raise ValueError(f"stage must be one of {[k for k in STAGE_FIELDS if k]} or None, got {stage!r}")
         self.stage = stage
-        self.files = OpenFiles(paths, max_open_files)
+        # Half of the open-file budget for HDF5 handles, half for plain ones (RowSource).
+        self.limit = max(max_open_files // 2, 1)
+        self.files, self.raw = OpenFiles(paths, self.limit), OpenFiles(paths, self.limit, opener=RawFile)
         self.paths = self.files.paths
         self.fields = {**STAGE_FIELDS[stage], **FRAME_MASKS}
-        self.sources: dict[str, tuple[OpenFiles, str]] = {key: (self.files, name) for key, name in FRAMES.items()}
         index, small, first = [], {key: [] for key in self.fields}, None
         for i, path in enumerate(self.paths):
             attrs = read_attrs(path)
@@ -308,6 +369,8 @@ class ShardDataset(torch.utils.data.Dataset):
         self.index = np.concatenate(index) if index else np.zeros((0, 2), dtype=np.int64)
         self.small = {key: np.concatenate(v) for key, v in small.items() if v}
         self.attrs = first or {}
+        self.sources = {key: RowSource(name, self.files, self.raw) for key, name in FRAMES.items()} \
+            if self.paths else {}
         self.memory: dict[str, np.ndarray] = {}
         if in_memory == "auto":
             in_memory = self.frame_bytes() <= IN_MEMORY_AUTO_BYTES
@@ -321,48 +384,41 @@ class ShardDataset(torch.utils.data.Dataset):
         """Read ``name`` of ``paths[s]`` (one file per shard, rows aligned with the shard's) as ``key``."""
         if len(paths) != len(self.paths):
             raise ValueError(f"{len(paths)} files for {len(self.paths)} shards")
-        self.sources[key] = (OpenFiles(paths, self.files.limit), name)
+        self.sources[key] = RowSource(name, OpenFiles(paths, self.limit), OpenFiles(paths, self.limit, RawFile))
         if self.memory:
-            self.memory[key] = self._read_all(key)
+            self.memory[key] = self._read_files(key, np.arange(len(self)))
 
     def frame_bytes(self) -> int:
         """Bytes of the frame arrays (and attached arrays) of this dataset's rows."""
-        total = 0
-        for files, name in self.sources.values():
-            with h5py.File(files.paths[0], "r") as f:
-                total += int(np.prod(f[name].shape[1:])) * f[name].dtype.itemsize * len(self)
-        return total
+        return sum(source.row_bytes for source in self.sources.values()) * len(self)
 
     def load_into_memory(self) -> None:
         """Hold every frame array of this dataset's rows in RAM (reads then copy no file data)."""
-        self.memory = {key: self._read_all(key) for key in self.sources}
+        self.memory = {key: self._read_files(key, np.arange(len(self))) for key in self.sources}
         self.close()
 
-    def _read_all(self, key: str) -> np.ndarray:
-        return self._read_files(key, np.arange(len(self)))
-
     def _read_files(self, key: str, items: np.ndarray) -> np.ndarray:
-        """``key`` of ``items`` (sorted by (shard, row), as ``index`` is) from the files."""
-        files, name = self.sources[key]
+        """``key`` of ``items``, which are in file order ((shard, row) ascending, as ``index`` is)."""
+        source = self.sources[key]
+        out = np.empty((len(items), *source.row_shape), dtype=source.dtype)
         shards = self.index[items, 0]
-        parts = []
-        for shard in np.unique(shards):  # np.unique sorts: shard order = items' order
-            parts.append(read_rows(files[int(shard)][name], self.index[items[shards == shard], 1]))
-        if not parts:
-            with h5py.File(files.paths[0], "r") as f:
-                return np.zeros((0, *f[name].shape[1:]), dtype=f[name].dtype)
-        return np.concatenate(parts)
+        bounds = np.flatnonzero(np.r_[True, shards[1:] != shards[:-1], True]) if len(items) else [0]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            source.read_into(out[lo:hi], int(shards[lo]), self.index[items[lo:hi], 1])
+        return out
 
     def read(self, items: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
         """A batch of ``items`` in the given order: the stage's fields, frames with their masks, and
-        attached arrays; token ids as int64. One read per dataset per run of nearby rows per shard."""
+        attached arrays; token ids as int64. One read per array per run of nearby rows per shard."""
         items = np.asarray(items, dtype=np.int64)
         order = np.lexsort((self.index[items, 1], self.index[items, 0]))  # file order, for the reads
-        back = np.empty_like(order)
-        back[order] = np.arange(len(order))
         batch: dict[str, torch.Tensor] = {}
         for key in self.sources:
-            values = self.memory[key][items] if key in self.memory else self._read_files(key, items[order])[back]
+            if key in self.memory:
+                values = self.memory[key][items]
+            else:
+                values = np.empty((len(items), *self.sources[key].row_shape), dtype=self.sources[key].dtype)
+                values[order] = self._read_files(key, items[order])
             batch[key] = torch.from_numpy(values)
         for key in self.fields:
             values = self.small[key][items]
@@ -378,8 +434,10 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def close(self) -> None:
         """Close this process's open shard files (they reopen on the next read)."""
-        for files, _ in self.sources.values():
+        for files in {id(f): f for s in self.sources.values() for f in (s.hdf5, s.raw)}.values():
             files.close()
+        self.files.close()
+        self.raw.close()
 
     def text_lengths(self) -> np.ndarray:
         """Real tokens of every item in the text the stage reads (pretraining: masked; else: raw)."""
