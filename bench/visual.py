@@ -107,6 +107,7 @@ def main() -> None:
         totals = {"stage": 0.0, "bare": 0.0}
         user_sys = {"stage": [0.0, 0.0], "bare": [0.0, 0.0]}
         n_frames = found_stage = found_bare = 0
+        decoded = packets = detector_runs = 0
         wall = time.perf_counter()
         for _ in range(args.rounds):
             for clip, clip_frames in zip(clips, frames):
@@ -118,6 +119,9 @@ def main() -> None:
                 if len(rows) != len(clip_frames):
                     raise RuntimeError(f"{clip.clip_id}: the stage gave {len(rows)} rows for {len(clip_frames)} frames")
                 found_stage += int(rows[:, 0].sum())
+                decoded += stage.decode_stats.decoded
+                packets += stage.decode_stats.packets
+                detector_runs += stage.detector_runs
                 n_frames += len(rows)
                 totals["stage"] += c1 - c0
                 totals["bare"] += c2 - c1
@@ -137,6 +141,8 @@ def main() -> None:
         user, system = user_sys[k]
         print(f"  {k:5s}: {1e3 * per_frame[k]:6.2f} ms CPU per sampled frame "
               f"(user {1e3 * user / n_frames:.2f}, sys {1e3 * system / n_frames:.2f})")
+    print(f"  stage decoded {decoded} of {packets} video packets read for {n_frames} sampled frames; "
+          f"face detector runs per clip: {detector_runs / (args.rounds * args.clips):.1f}")
     print(f"  stage / bare: {ratio:.2f} (target <= 1.3); stage CPU per second of video: "
           f"{totals['stage'] / media_s:.4f} s; threads in this process: {threads_now()}")
     result = {

@@ -167,12 +167,13 @@ AU_COLUMNS = [
     "au_brow_gap", "au_eye_open_r", "au_eye_open_l", "au_lip_corner_raise", "au_mouth_width",
     "au_mouth_open", "au_jaw_drop", "au_upper_lip_raise", "au_lip_pucker",
 ]
+LANDMARK_COLUMNS = [f"lmk_{i}_{axis}" for i in LANDMARK_SUBSET for axis in ("x", "y")]
 COLUMNS = [
     "face_present", "track_confidence",
     "head_yaw", "head_pitch", "head_roll",
     "gaze_r_h", "gaze_r_v", "gaze_l_h", "gaze_l_v",
     *AU_COLUMNS,
-    *(f"lmk_{i}_{axis}" for i in LANDMARK_SUBSET for axis in ("x", "y")),
+    *LANDMARK_COLUMNS,
 ]
 
 # Face Mesh's landmarks as protobuf bytes: 478 NormalizedLandmark messages of exactly x, y, z (field
@@ -250,8 +251,7 @@ def face_features(points: np.ndarray) -> dict[str, float]:
     values["au_jaw_drop"] = dist(NOSE_TIP, CHIN)
     values["au_upper_lip_raise"] = dist(SUBNASALE, LIP_UPPER_OUTER)
     values["au_lip_pucker"] = outer_lip_mid[2] - corners_mid[2]
-    for i in LANDMARK_SUBSET:
-        values[f"lmk_{i}_x"], values[f"lmk_{i}_y"] = q[i, 0], q[i, 1]
+    values.update(zip(LANDMARK_COLUMNS, q[list(LANDMARK_SUBSET), :2].ravel().tolist()))
     return values
 
 
