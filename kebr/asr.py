@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -403,6 +404,8 @@ def load_faster_whisper(model: str = "bundled", device: str = "auto", compute_ty
     device "auto": CUDA when a GPU is visible, else CPU. compute_type "auto": float16 on CUDA, int8
     on CPU. ``cpu_threads`` 0: ``default_cpu_threads()``.
     """
+    if device != "cpu":
+        preload_cuda_libraries()
     import ctranslate2
     from faster_whisper import WhisperModel
 
@@ -421,6 +424,41 @@ def load_faster_whisper(model: str = "bundled", device: str = "auto", compute_ty
     # bring its own pool of cpu_threads.
     return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads or default_cpu_threads(),
                         num_workers=1)
+
+
+# CTranslate2 dlopens these by name on its first GPU call; pip's nvidia-* wheels (scripts/setup.sh on a
+# CUDA machine) keep them in site-packages/nvidia/<package>/lib, where the loader does not look.
+# CTranslate2 4.x is built against CUDA 12 and cuDNN 9 (a CUDA 13 PyTorch brings other majors).
+CUDA_LIBRARIES = {"cuda_runtime": "libcudart.so.12*", "cublas": "libcublas*.so.12*", "cudnn": "libcudnn*.so.9*"}
+
+
+def preload_cuda_libraries() -> list[str]:
+    """Load the CUDA runtime, cuBLAS and cuDNN of the installed ``nvidia-*-cu12`` wheels (global
+    symbols), so that CTranslate2's later dlopen of ``libcublas.so.12`` or ``libcudnn*.so.9`` finds
+    them already loaded: what faster-whisper's users do with LD_LIBRARY_PATH, without having to set
+    it before the process (and its spawned workers) start. Returns the files loaded; none when the
+    wheels are not installed (a CPU machine, or CUDA from the system's library path)."""
+    import ctypes
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia")
+    roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    files = [f for name, pattern in CUDA_LIBRARIES.items() for root in roots
+             for f in sorted((root / name / "lib").glob(pattern))]
+    loaded: list[str] = []
+    # cuDNN's parts need one another: load what can be loaded until a round loads nothing more.
+    while files:
+        left = []
+        for f in files:
+            try:
+                ctypes.CDLL(str(f), mode=ctypes.RTLD_GLOBAL)
+                loaded.append(str(f))
+            except OSError:
+                left.append(f)
+        if len(left) == len(files):
+            break
+        files = left
+    return loaded
 
 
 def default_cpu_threads() -> int:

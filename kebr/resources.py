@@ -71,12 +71,38 @@ def device(config: dict[str, Any], stage: str, dataset: str | None) -> str:
     return own.get("device", config[GPU_STAGES[stage]]["device"])
 
 
-def gpus(config: dict[str, Any], stage: str) -> Callable[..., int]:
+def gpus(config: dict[str, Any], stage: str, workflow: Any = None) -> Callable[..., int]:
     """1 when the stage's device is ``cuda``, else 0. ``auto`` asks for no GPU: a scheduler hands
-    out GPUs only on request, so a job that must have one says ``cuda`` (README "Clusters")."""
+    out GPUs only on request, so a job that must have one says ``cuda`` (README "Clusters").
+
+    ASR jobs share GPUs through ``asr_gpu_slots`` instead when the run declares that resource and
+    runs its jobs itself (``--resources asr_gpu_slots=N``, as profiles/local does): they then ask
+    for no whole GPU, so N of them run on the node's GPU at once. Jobs a cluster runs (SLURM) are
+    allocations of their own and keep asking for a GPU each (``asr_gpu_slots`` caps how many)."""
 
     def count(wildcards: Any) -> int:
-        return int(device(config, stage, wildcards.get("dataset")) == "cuda")
+        on_gpu = device(config, stage, wildcards.get("dataset")) == "cuda"
+        return int(on_gpu and not (stage == "asr" and shares_gpu(workflow)))
+
+    return count
+
+
+ASR_GPU_SLOTS = "asr_gpu_slots"
+
+
+def shares_gpu(workflow: Any) -> bool:
+    """Whether ASR jobs share a GPU through slots: the run declares ``asr_gpu_slots`` and runs its
+    jobs on this machine (not through a cluster executor)."""
+    return workflow is not None and ASR_GPU_SLOTS in workflow.global_resources and workflow.local_exec
+
+
+def asr_gpu_slots(config: dict[str, Any]) -> Callable[..., int]:
+    """The GPU slots an ASR job takes: 1 when ``asr.device`` is ``cuda``, else 0. One ASR job (one
+    process: decode thread, 2 CPU threads, ``asr.batch_size`` windows per encoder pass) leaves a big
+    GPU mostly idle, so several share it (bench/asr.py --device cuda measures clips/s per slot count)."""
+
+    def count(wildcards: Any) -> int:
+        return int(device(config, "asr", wildcards.get("dataset")) == "cuda")
 
     return count
 

@@ -58,7 +58,8 @@ rule asr:
     resources:
         mem_mb=mem_mb(config, "asr"),
         runtime=runtime(config, "asr"),
-        gpu=gpus(config, "asr"),
+        gpu=gpus(config, "asr", workflow),
+        asr_gpu_slots=asr_gpu_slots(config),
     params:
         fingerprint=stage_params("asr"),
     shell:

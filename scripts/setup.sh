@@ -18,6 +18,18 @@ fi
 .venv/bin/python -m pip install --quiet --no-deps -e .
 .venv/bin/python -c "import kebr, torch, mediapipe, faster_whisper, h5py; print('kebr', kebr.__version__, 'torch', torch.__version__)"
 
+# A CUDA machine (nvidia-smi answers): CTranslate2's GPU build (faster-whisper ASR) loads cuBLAS 12 and
+# cuDNN 9 at run time and ships neither. These wheels put them in .venv (nvidia/*/lib, no system CUDA
+# needed); kebr.asr preloads them before CTranslate2 looks (kebr/asr.py preload_cuda_libraries), so no
+# LD_LIBRARY_PATH is needed. The versions PyTorch's CUDA 12.9 build pins. Nothing of this on a CPU machine.
+if nvidia-smi >/dev/null 2>&1; then
+    .venv/bin/python -m pip install --quiet "nvidia-cublas-cu12==12.9.1.4" "nvidia-cudnn-cu12==9.10.2.21" \
+        "nvidia-cuda-runtime-cu12==12.9.79"
+    .venv/bin/python -c "from kebr.asr import preload_cuda_libraries as p; print('CTranslate2 CUDA libraries:', *p())"
+    .venv/bin/python -c "import ctranslate2 as c; n = c.get_cuda_device_count(); print('CTranslate2 sees', n, 'GPU(s)'); \
+import sys; sys.exit(n == 0)"
+fi
+
 # The submitting Snakemake with the SLURM executor plugin, in a venv of its own: the plugin needs
 # numpy >= 2, mediapipe (in .venv) numpy < 2. Same Snakemake version as .venv, so a workflow run
 # by either reads the other's .snakemake/ state. The jobs it submits run .venv's Python.

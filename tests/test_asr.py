@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -227,3 +228,37 @@ def test_unknown_backend_and_bundled_openai_model_are_rejected() -> None:
     for model in ("bundled", "bundled-base"):
         with pytest.raises(ValueError, match="bundled models are for faster-whisper"):
             make_transcriber(backend="openai-whisper", model=model)
+
+
+def test_asr_jobs_share_the_gpu_through_slots() -> None:
+    from types import SimpleNamespace
+
+    from kebr.config import validate_config
+    from kebr.resources import asr_gpu_slots, gpus
+
+    vox = SimpleNamespace(get=lambda key: "vox" if key == "dataset" else None)
+    datasets = {"vox": {"layout": "voxceleb2", "root": "/v"}}
+    cuda, cpu = (validate_config({"datasets": datasets, "asr": {"device": d}}) for d in ("cuda", "cpu"))
+    local = SimpleNamespace(global_resources={"asr_gpu_slots": 4, "gpu": 1}, local_exec=True)  # profiles/local
+    slurm = SimpleNamespace(global_resources={"asr_gpu_slots": 8}, local_exec=False)  # profiles/slurm
+    bare = SimpleNamespace(global_resources={"gpu": 1}, local_exec=True)  # no slots declared
+    assert asr_gpu_slots(cuda)(vox) == 1 and asr_gpu_slots(cpu)(vox) == 0
+    # On one node the slots share the GPU: no whole `gpu` per ASR job; training still takes it.
+    assert gpus(cuda, "asr", local)(vox) == 0
+    cuda_training = validate_config({"datasets": datasets, "pretrain": {"device": "cuda"}})
+    assert gpus(cuda_training, "pretrain", local)(vox) == 1
+    # A cluster job is an allocation of its own: it asks for its GPU; without slots, as before.
+    assert gpus(cuda, "asr", slurm)(vox) == 1 and gpus(cuda, "asr", bare)(vox) == 1 and gpus(cuda, "asr")(vox) == 1
+    assert gpus(cpu, "asr", local)(vox) == 0
+
+
+def test_ctranslate2_threads_follow_the_job(monkeypatch) -> None:
+    from kebr.asr import default_cpu_threads, load_faster_whisper
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # Snakemake sets it from the rule's threads
+    assert default_cpu_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert default_cpu_threads() == min(4, len(os.sched_getaffinity(0)))  # not CTranslate2's 4 on 2 cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    model = load_faster_whisper("bundled", device="cpu")
+    assert model.model.num_workers == 1  # one replica: one pool of threads, not one per replica
