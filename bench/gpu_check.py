@@ -1,45 +1,57 @@
 """The checks of bench/gpu_check.sh, one per call; each prints one JSON line (see that script).
 
-    python bench/gpu_check.py asr|train|ddp|compile --work DIR [--dry-run]
+    python bench/gpu_check.py loader|steps|compile|ddp --work DIR [--dry-run] [--tokenizer DIR]
 
-- ``asr``: batched float16 faster-whisper (the bundled tiny.en) on spoken demo sentences (eSpeak NG,
-  as the demo corpus speaks them): RTFx (audio seconds per wall second) over the clips, then over one
-  60 s recording of them concatenated; word recall against the sentences read, so a fast but broken
-  decode cannot pass.
-- ``train``: bf16 pretraining and fine-tuning steps with bert-base-uncased if it is in the local
-  Hugging Face cache (nothing is downloaded), the bundled MiniLM otherwise: samples/s and MFU on
-  39-token batches; then the real training loop on a MOSI-shaped shard: fine-tuning with and without
-  length buckets, pretraining with and without the LM cache (bench/train.py).
-- ``ddp``: run under ``torchrun --nproc_per_node=1``: a real ``kebr.train.pretrain`` with the process
-  group (NCCL) and DistributedDataParallel, as a multi-GPU run uses them.
-- ``compile``: the same pretraining with ``torch.compile`` against eager: compile seconds (the first
-  epoch's extra time) and samples/s of a later epoch.
+Each check runs the code a real run takes:
+- ``loader``: a VoxCeleb2-shaped corpus of >= 100 shards (bench/loader.py: real masked text, widths
+  400 x 33, 55 x 94, 39 tokens) pretrained for one epoch by ``kebr.train.pretrain`` itself: LM-cache
+  sidecars built on the GPU, the real loader (``make_loader``: groups, persistent workers, pinned
+  memory), bf16 TCMF steps; samples/s, the sidecar build, and GPU utilisation sampled with nvidia-smi.
+  Then the same steps fed by the loader against the same batches already on the host:
+  ``steps_vs_in_memory`` (the loader is never the limit when it is ~1).
+- ``steps``: training steps at the LM sizes a run may use, built from their configs with random
+  weights (no download): MiniLM, BERT-base and BERT-large shaped; bf16 (the config's default) and
+  fp32 (the paper recipe: ``amp: false``); pretraining (frozen LM) and fine-tuning (LM trained);
+  samples/s and MFU. ``paper_recipe_step`` is BERT-large, fp32, fine-tuning.
+- ``compile``: the ``loader`` pretraining with ``compile: true`` against eager: compile seconds (the
+  first epoch's extra time), a later epoch's samples/s, and how many graphs Dynamo compiled: trimmed
+  text takes a few fixed lengths (kebr/train/data.py), so that number stays small.
+- ``ddp``: run under ``torchrun --nproc_per_node=<GPUs>``: the ``loader`` pretraining with the process
+  group (NCCL) and DistributedDataParallel on every GPU present.
+The ASR check is bench/asr.py's own (bench/gpu_check.sh calls it).
 
-``--dry-run`` runs the same code at tiny size on the CPU (int8 ASR, gloo, MiniLM, a few clips; torch.compile
-with the "eager" backend: Dynamo captures the model's graphs, as with inductor, but generates no code,
-which on a CPU would compile C++ for minutes), so the tests can run the script without a GPU. Without a GPU and without ``--dry-run`` a check prints
-why it did not run.
+The LMs: the bundled MiniLM package when it is installed, else (a machine without it, such as a
+borrowed GPU box that cannot install packages) an LM of the same shape with random weights and the
+tokenizer files from ``--tokenizer``; the JSON says which. ``--dry-run`` runs the same code at tiny
+size on the CPU (gloo; torch.compile with the "eager" backend: Dynamo captures the graphs but
+generates no code, which on a CPU would compile C++ for minutes), so the tests can run the script
+without a GPU. Without a GPU and without ``--dry-run`` a check prints why it did not run.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import json
 import os
-import re
+import shutil
+import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SAMPLE_RATE = 16_000
+import loader as bench_loader  # noqa: E402  bench/loader.py
+import train as bench_train  # noqa: E402  bench/train.py
+
+from kebr.model import KEBRConfig  # noqa: E402
 
 
 def emit(check: str, **fields: Any) -> None:
@@ -55,141 +67,165 @@ def needs_gpu(dry_run: bool) -> str | None:
     return None
 
 
-def spoken_sentences(n: int) -> list[tuple[str, np.ndarray]]:
-    """``n`` demo sentences spoken by eSpeak NG at 16 kHz, voices and rates varied."""
-    import librosa
+class GpuUtilisation:
+    """GPU utilisation (%) sampled by nvidia-smi every ``interval_ms`` while the block runs (all GPUs'
+    mean per sample); ``mean`` is None where nvidia-smi is missing (a CPU dry run)."""
 
-    from kebr.democorpus import SENTENCES
-    from kebr.tts import ENGLISH_VOICES, synthesize
+    def __init__(self, interval_ms: int = 100) -> None:
+        self.interval_ms, self.samples, self.mean = interval_ms, [], None
+        self._proc: subprocess.Popen | None = None
 
-    out = []
-    for i in range(n):
-        text = SENTENCES[i % len(SENTENCES)][0]
-        speech, rate = synthesize(text, ENGLISH_VOICES[i % len(ENGLISH_VOICES)], rate=150 + 10 * (i % 4))
-        out.append((text, librosa.resample(speech, orig_sr=rate, target_sr=SAMPLE_RATE)))
-    return out
+    def __enter__(self) -> GpuUtilisation:
+        try:
+            self._proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                           f"-lms={self.interval_ms}"], stdout=subprocess.PIPE, text=True)
+        except FileNotFoundError:
+            return self
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
 
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            if line.strip().isdigit():
+                self.samples.append(float(line))
 
-def word_recall(said: list[str], heard: list[str]) -> float:
-    words = lambda s: re.findall(r"[a-z']+", s.lower())  # noqa: E731
-    hits = total = 0
-    for ref, hyp in zip(said, heard):
-        got = set(words(hyp))
-        hits += sum(w in got for w in words(ref))
-        total += len(words(ref))
-    return round(hits / max(total, 1), 3)
-
-
-def check_asr(dry_run: bool, work: Path) -> dict[str, Any]:
-    from kebr.asr import make_transcriber
-
-    device, compute_type = ("cpu", "int8") if dry_run else ("cuda", "float16")
-    clips = spoken_sentences(1 if dry_run else 32)
-    transcriber = make_transcriber(model="bundled", device=device, compute_type=compute_type,
-                                   batch_size=2 if dry_run else 16)
-    transcriber.transcribe(clips[0][1])  # warm-up: CUDA context, kernels
-    audio = [a for _, a in clips]
-    start = time.perf_counter()
-    results = transcriber.transcribe_batch(audio)
-    seconds = time.perf_counter() - start
-    clip_seconds = sum(len(a) for a in audio) / SAMPLE_RATE
-    # One long recording: the clips end to end with short pauses, repeated up to the target length.
-    target = 5 if dry_run else 60
-    gap = np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.float32)
-    pieces, said = [], []
-    while sum(len(p) for p in pieces) < target * SAMPLE_RATE:
-        text, a = clips[len(said) % len(clips)]
-        pieces += [a, gap]
-        said.append(text)
-    long = np.concatenate(pieces)[: target * SAMPLE_RATE]
-    start = time.perf_counter()
-    long_result = transcriber.transcribe(long)
-    long_seconds = time.perf_counter() - start
-    return {"ok": True, "device": device, "compute_type": compute_type, "clips": len(clips),
-            "clip_audio_s": round(clip_seconds, 1), "rtfx_clips": round(clip_seconds / seconds, 1),
-            "word_recall_clips": word_recall([t for t, _ in clips], [r.text for r in results]),
-            "long_audio_s": target, "rtfx_long": round(target / long_seconds, 1),
-            "word_recall_long": word_recall([" ".join(said)], [long_result.text])}
+    def __exit__(self, *exc: Any) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait()
+            self._reader.join(timeout=2)
+            if self.samples:
+                self.mean = round(sum(self.samples) / len(self.samples), 1)
 
 
-def local_text_model(dry_run: bool) -> tuple[str, str]:
-    """(text model, why) : bert-base-uncased from the local cache if present, else the bundled MiniLM."""
-    if dry_run:
-        return "bundled", "dry run: the bundled MiniLM"
-    from transformers import AutoModel
+def text_model(work: Path, tokenizer: Path | None, shape: str = "minilm") -> tuple[str, str]:
+    """(LM path, what it is): the bundled MiniLM for "minilm" unless ``tokenizer`` is given (the package
+    is not installed), else an LM of ``shape`` with random weights and the tokenizer files of
+    ``tokenizer`` (default: the bundled MiniLM's) (bench/train.py ``bert_shaped``)."""
+    if shape == "minilm" and tokenizer is None:
+        return "bundled", "the bundled all-MiniLM-L6-v2"
+    folder = work / f"{shape}-shaped"
+    if not folder.exists():
+        bench_train.bert_shaped(folder, shape, tokenizer)
+    return str(folder), f"{shape}-shaped, random weights (built from its config)"
 
-    try:
-        AutoModel.from_pretrained("bert-base-uncased", local_files_only=True)
-        return "bert-base-uncased", "found in the local Hugging Face cache"
-    except Exception as exc:  # not cached: no download, by design
-        return "bundled", f"bert-base-uncased not in the local cache ({type(exc).__name__}): the bundled MiniLM"
+
+def corpus(work: Path, dry_run: bool, tokenizer: Path | None) -> tuple[list[Path], str, str]:
+    """The loader corpus (written once per work dir): 100 shards of 256 clips, 4 x 8 on a dry run."""
+    lm, what = text_model(work, tokenizer)
+    folder = work / "corpus"
+    if not folder.exists():  # written aside and renamed: DDP ranks may race to write it
+        shards, rows = (4, 8) if dry_run else (100, 256)
+        aside = work / f".corpus-{os.getpid()}"
+        bench_loader.write_corpus(aside, shards, rows, "contiguous", text_model=lm)
+        shutil.rmtree(aside / "lm_cache")  # pretrain() builds its own, on the GPU
+        try:
+            aside.rename(folder)
+        except OSError:  # another rank's is there
+            shutil.rmtree(aside)
+    return sorted(folder.glob("0*.h5")), lm, what
 
 
-def check_train(dry_run: bool, work: Path) -> dict[str, Any]:
-    import train as bench_train  # bench/train.py
+def pretrain_run(work: Path, name: str, dry_run: bool, tokenizer: Path | None, epochs: int = 1,
+                 **overrides: Any) -> tuple[Path, list[dict[str, str]], float]:
+    """``kebr.train.pretrain`` on the corpus; returns (run dir, log.csv rows, wall seconds)."""
+    from kebr.train import pretrain
 
+    shards, lm, _ = corpus(work, dry_run, tokenizer)
+    run = work / name
+    config = KEBRConfig(d_audio=bench_loader.D_A, d_video=bench_loader.D_V, text_model=lm, freeze_text=True)
+    started = time.perf_counter()
+    pretrain(shards, run, model_config=config, epochs=epochs, batch_size=4 if dry_run else 32, seed=0,
+             device="cpu" if dry_run else "cuda", num_workers=1 if dry_run else 6, save_epochs=(),
+             log_every_steps=0, lm_cache_dir=work / f"lm_cache-{name}", **overrides)
+    seconds = time.perf_counter() - started
+    with (run / "log.csv").open() as fh:
+        return run, list(csv.DictReader(fh)), seconds
+
+
+def check_loader(dry_run: bool, work: Path, tokenizer: Path | None) -> dict[str, Any]:
+    from kebr.shards import ShardDataset
+    from kebr.train.data import make_loader
+    from kebr.train.lm_cache import attach_lm_cache
+    from kebr.model import KEBR
     from kebr.train.loop import Runtime
 
+    shards, lm, what = corpus(work, dry_run, tokenizer)
+    with GpuUtilisation() as utilisation:
+        run, log, seconds = pretrain_run(work, "loader", dry_run, tokenizer)
+    epoch_s = float(log[-1]["seconds"])
+    result: dict[str, Any] = {
+        "ok": True, "device": "cpu" if dry_run else torch.cuda.get_device_name(), "text_model": what,
+        "shards": len(shards), "clips": len(ShardDataset(shards, stage="pretrain")), "batch_size": 4 if dry_run else 32,
+        "pretrain_samples_per_s": float(log[-1]["samples_per_s"]), "epoch_s": epoch_s,
+        "sidecar_build_and_setup_s": round(seconds - epoch_s, 1), "gpu_utilisation_mean": utilisation.mean}
+    # The same steps fed by the loader and from the host: is the loader ever the limit?
     device = torch.device("cpu" if dry_run else "cuda")
-    lm, why = local_text_model(dry_run)
-    batch, steps = (4, 1) if dry_run else (32, 10)
-    result: dict[str, Any] = {"ok": True, "device": "cpu" if dry_run else torch.cuda.get_device_name(),
-                              "text_model": lm, "text_model_why": why, "batch_size": batch}
-    for stage in ("pretrain", "finetune"):
-        result[f"{stage}_step"] = bench_train.step_throughput(lm, stage, batch, steps, device)
-    runtime = Runtime(device, rank=0, world_size=1, amp=device.type == "cuda")
-    shards = [bench_train.write_bench_shard(work / "train-shards", 8 if dry_run else 1024)]
-    warmup = 1 if dry_run else 2
-    result["finetune_loop"] = bench_train.bench_finetune(shards, runtime, batch, warmup)
-    result["pretrain_loop"] = bench_train.bench_pretrain(shards, runtime, batch, "bundled", warmup)
+    runtime = Runtime(device, rank=0, world_size=1, amp=not dry_run)
+    sidecars = sorted((work / "lm_cache-loader").glob("*.h5"))
+    dataset = attach_lm_cache(ShardDataset(shards, stage="pretrain"), sidecars)
+    model = KEBR(KEBRConfig(d_audio=bench_loader.D_A, d_video=bench_loader.D_V, text_model=lm,
+                            freeze_text=True)).to(device)
+    model.finetune_head.requires_grad_(False)
+    generator = torch.Generator().manual_seed(0)
+    loader = make_loader(dataset, 4 if dry_run else 32, runtime, shuffle=True, num_workers=1 if dry_run else 6,
+                         generator=generator, bucket_by_length=True)
+    result.update(bench_loader.loader_vs_memory(model, loader, generator, runtime, 4 if dry_run else 300))
     return result
 
 
-def pretrain_run(work: Path, name: str, dry_run: bool, **overrides: Any) -> tuple[Path, list[dict[str, str]]]:
-    """A short real pretraining run on a MOSI-shaped shard; returns (run dir, log.csv rows)."""
-    import csv
+def check_steps(dry_run: bool, work: Path, tokenizer: Path | None) -> dict[str, Any]:
+    device = torch.device("cpu" if dry_run else "cuda")
+    batch, steps = (2, 1) if dry_run else (32, 10)
+    shapes = ("minilm",) if dry_run else ("minilm", "base", "large")
+    result: dict[str, Any] = {"ok": True, "device": "cpu" if dry_run else torch.cuda.get_device_name(),
+                              "batch_size": batch, "text_length": bench_train.L}
+    for shape in shapes:
+        lm, result[f"{shape}_text_model"] = text_model(work, tokenizer, shape)
+        for precision, amp in (("bf16", True), ("fp32", False)):
+            if dry_run and amp:
+                continue
+            for stage in ("pretrain", "finetune"):
+                result[f"{shape}_{precision}_{stage}"] = bench_train.step_throughput(
+                    lm, stage, batch, steps, device, d_video=bench_loader.D_V, amp=amp)
+    shape = shapes[-1]
+    result["paper_recipe_step"] = {"what": f"{shape}-shaped LM, fp32, fine-tuning (the paper recipe's precision; "
+                                           "its LM is BERT-large)", **result[f"{shape}_fp32_finetune"]}
+    return result
 
-    import train as bench_train  # bench/train.py
 
-    from kebr.model import KEBRConfig
-    from kebr.train import pretrain
+def check_compile(dry_run: bool, work: Path, tokenizer: Path | None) -> dict[str, Any]:
+    import torch._dynamo
 
-    shard = work / "run-shards" / "00000.h5"
-    if not shard.exists():
-        bench_train.write_bench_shard(shard.parent, 8 if dry_run else 2048)
-    run = work / name
-    pretrain([shard], run, model_config=KEBRConfig(d_audio=bench_train.D_A, d_video=bench_train.D_V,
-                                                   freeze_text=True),
-             epochs=2, batch_size=4 if dry_run else 64, seed=0, device="cpu" if dry_run else "cuda",
-             save_epochs=(), log_every_steps=0, **overrides)
-    with (run / "log.csv").open() as fh:
-        return run, list(csv.DictReader(fh))
+    if dry_run:
+        torch.compile = functools.partial(torch.compile, backend="eager")
+    steps = None if dry_run else 250  # per epoch: enough to meet every trimmed text length
+    _, eager, _ = pretrain_run(work, "eager", dry_run, tokenizer, epochs=2, max_steps_per_epoch=steps)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    _, compiled, _ = pretrain_run(work, "compiled", dry_run, tokenizer, epochs=2, compile=True,
+                                  max_steps_per_epoch=steps)
+    graphs = int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    return {"ok": True, "compile_s": round(float(compiled[0]["seconds"]) - float(eager[0]["seconds"]), 1),
+            "eager_samples_per_s": float(eager[-1]["samples_per_s"]),
+            "compiled_samples_per_s": float(compiled[-1]["samples_per_s"]), "graphs_compiled": graphs,
+            "loss_eager": float(eager[-1]["loss"]), "loss_compiled": float(compiled[-1]["loss"])}
 
 
-def check_ddp(dry_run: bool, work: Path) -> dict[str, Any]:
+def check_ddp(dry_run: bool, work: Path, tokenizer: Path | None) -> dict[str, Any]:
     import torch.distributed as dist
 
     if "LOCAL_RANK" not in os.environ:
         return {"ok": False, "error": "not started by torchrun (bench/gpu_check.sh starts it so)"}
-    _, log = pretrain_run(work, "ddp", dry_run)
+    _, log, _ = pretrain_run(work, "ddp", dry_run, tokenizer)
     return {"ok": dist.is_initialized(), "backend": dist.get_backend(), "world_size": dist.get_world_size(),
             "epochs": len(log), "samples_per_s": float(log[-1]["samples_per_s"]),
             "final_loss": float(log[-1]["loss"])}
 
 
-def check_compile(dry_run: bool, work: Path) -> dict[str, Any]:
-    if dry_run:
-        torch.compile = functools.partial(torch.compile, backend="eager")
-    _, eager = pretrain_run(work, "eager", dry_run)
-    _, compiled = pretrain_run(work, "compiled", dry_run, compile=True)
-    return {"ok": True, "compile_s": round(float(compiled[0]["seconds"]) - float(eager[0]["seconds"]), 1),
-            "eager_samples_per_s": float(eager[-1]["samples_per_s"]),
-            "compiled_samples_per_s": float(compiled[-1]["samples_per_s"]),
-            "loss_eager": float(eager[-1]["loss"]), "loss_compiled": float(compiled[-1]["loss"])}
-
-
-CHECKS: dict[str, Callable[[bool, Path], dict[str, Any]]] = {
-    "asr": check_asr, "train": check_train, "ddp": check_ddp, "compile": check_compile}
+CHECKS: dict[str, Callable[[bool, Path, Path | None], dict[str, Any]]] = {
+    "loader": check_loader, "steps": check_steps, "compile": check_compile, "ddp": check_ddp}
 
 
 def main() -> None:
@@ -197,10 +233,12 @@ def main() -> None:
     parser.add_argument("check", choices=sorted(CHECKS))
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--tokenizer", type=Path, default=None,
+                        help="tokenizer files for LMs of random weights, where the bundled MiniLM is not installed")
     args = parser.parse_args()
     name = f"{args.check}{'_dry_run' if args.dry_run else ''}"
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
-        CHECKS[args.check](args.dry_run, args.work)
+        CHECKS[args.check](args.dry_run, args.work, args.tokenizer)
         return
     reason = needs_gpu(args.dry_run)
     if reason:
@@ -209,7 +247,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        result = CHECKS[args.check](args.dry_run, args.work)
+        result = CHECKS[args.check](args.dry_run, args.work, args.tokenizer)
     except Exception as exc:
         traceback.print_exc()
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}

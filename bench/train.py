@@ -50,6 +50,7 @@ from kebr.train.loop import Objective, Runtime, adam, train_epoch
 
 # Dense bf16 tensor-core peaks, FLOP/s, by device name fragment.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+PEAK_FP32 = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12}  # SXM, without TF32
 T_A, D_A, T_V, D_V, L = 400, 33, 55, 709, 39
 PRETRAIN_MCC = {"enabled": True, "variant": "reference", "g": 0.25, "weight": 0.5}
 FINETUNE_MCC = {"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0}
@@ -81,20 +82,24 @@ def write_bench_shard(folder: Path, n: int, seed: int = 0) -> Path:
                        text_length=L, tokenizer=tokenizer, attrs={"dataset": "bench", "shard": "00000"})
 
 
-SHAPES = {"base": {}, "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-                                  "intermediate_size": 4096}}
+SHAPES = {"minilm": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536},
+          "base": {}, "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                                "intermediate_size": 4096}}
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def bert_shaped(folder: Path, shape: str) -> str:
-    """An LM of BERT-base's (12 layers, 768 wide) or BERT-large's (24, 1024) shape with random weights
-    and the bundled tokenizer (the same uncased vocabulary)."""
+def bert_shaped(folder: Path, shape: str, tokenizer: Path | None = None) -> str:
+    """An LM of all-MiniLM-L6-v2's (6 layers, 384 wide), BERT-base's (12, 768) or BERT-large's (24, 1024)
+    shape with random weights and the uncased vocabulary's tokenizer files from ``tokenizer`` (default:
+    the bundled MiniLM's). FLOPs and memory do not depend on the weights."""
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     BertModel(BertConfig(**SHAPES[shape]), add_pooling_layer=False).save_pretrained(folder)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        if (bundled_text_model_path() / name).exists():
-            shutil.copy(bundled_text_model_path() / name, folder / name)
+    source = bundled_text_model_path() if tokenizer is None else Path(tokenizer)
+    for name in TOKENIZER_FILES:
+        if (source / name).exists():
+            shutil.copy(source / name, folder / name)
     return str(folder)
 
 
@@ -193,10 +198,11 @@ def seconds_per_call(fn, calls: int, device: torch.device) -> float:
 
 
 def step_throughput(text_model: str, stage: str, batch_size: int, steps: int, device: torch.device,
-                    d_video: int = D_V) -> dict[str, Any]:
-    """Samples/s of full training steps (forward, L1 + MCC, backward, Adam) on 39-token batches, bf16
-    autocast on CUDA, and MFU there (6 x trained parameters + 2 x frozen ones x tokens/s, against the
-    GPU's dense bf16 peak)."""
+                    d_video: int = D_V, amp: bool | None = None) -> dict[str, Any]:
+    """Samples/s of full training steps (forward, L1 + MCC, backward, Adam) on 39-token batches, under
+    bf16 autocast (``amp``; default: on CUDA) or in fp32, and MFU on CUDA (6 x trained parameters + 2 x
+    frozen ones x tokens/s, against the GPU's dense peak for that precision: bf16 tensor cores, or
+    fp32 without TF32, PyTorch's default)."""
     config = KEBRConfig(d_audio=D_A, d_video=d_video, text_model=text_model, freeze_text=stage == "pretrain")
     model = KEBR(config).to(device).train()
     inputs = synthetic_batch(batch_size, device, model.text.model.config.vocab_size)
@@ -206,7 +212,7 @@ def step_throughput(text_model: str, stage: str, batch_size: int, steps: int, de
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
     mcc = MCCLoss(**{k: v for k, v in (PRETRAIN_MCC if stage == "pretrain" else FINETUNE_MCC).items()
                      if k != "enabled"}, stage=stage)
-    amp = device.type == "cuda"
+    amp = device.type == "cuda" if amp is None else amp
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -222,7 +228,8 @@ def step_throughput(text_model: str, stage: str, batch_size: int, steps: int, de
     if device.type == "cuda":
         trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
         frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-        peak = next((v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name()), None)
+        peaks = PEAK_BF16 if amp else PEAK_FP32
+        peak = next((v for k, v in peaks.items() if k in torch.cuda.get_device_name()), None)
         if peak:
             result["mfu"] = round((6 * trained + 2 * frozen) * batch_size * L / seconds / peak, 4)
     return result
