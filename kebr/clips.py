@@ -30,7 +30,7 @@ import os
 import re
 import stat
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 # Every kind of skip a stage records, with what it means. A kind is a stable short name for counting
 # and filtering (clips.tsv `kind`, clips_summary.tsv); the human reason beside it says the details.
@@ -160,8 +160,9 @@ class Clip:
         return self.label is not None and self.split in ("valid", "test") and self.has_gold_text
 
     def to_row(self) -> dict[str, str]:
-        row = asdict(self)
-        return {k: "" if v is None else str(v) for k, v in row.items()}
+        # getattr, not dataclasses.asdict: asdict deep-copies every value (most of a 1M-clip plan's time)
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {k: "" if v is None else str(v) for k, v in values}
 
     @classmethod
     def from_row(cls, row: dict[str, str]) -> "Clip":

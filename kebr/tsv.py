@@ -11,8 +11,8 @@ field quoted (``"..."``, a quote inside doubled), so a line feed or carriage ret
 is part of the value and never ends a row (``csv`` with ``QUOTE_ALL``). Undecodable bytes of a file
 name are written back as those bytes (``surrogateescape``). Quoting was chosen over escaping
 (``\\n`` as two characters) so that clip ids such as ``id00012/ab\\xff/00001`` read the same in any
-CSV reader, pandas included, and over refusing such values at ingest because VoxCeleb clip ids
-come from directory names, which may hold any byte but ``/``.
+CSV reader (pandas' default C parser alone cuts a value at a NUL), and over refusing such values
+at ingest because VoxCeleb clip ids come from directory names, which may hold any byte but ``/``.
 
 A COUNTED table (the plan) ends with one more line, ``# <n> rows``: its own row count, so a table
 cut short at a row boundary is caught too. clips.tsv and the status tables have no such line (they
