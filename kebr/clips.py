@@ -203,11 +203,10 @@ def describe_error(exc: BaseException) -> str:
     EIO on a healthy file says that the evidence put the blame on the content, not the storage."""
     text = str(exc) if isinstance(exc, ClipError) else f"{type(exc).__name__}: {exc}"
     cause = exc.__cause__ if isinstance(exc, ClipError) else exc
-    if cause is not None and isinstance(cause, OSError) and cause.errno == errno.EIO and _is_ffmpeg_error(cause):
-        size = reads_whole(cause.filename) if cause.filename else None
-        if size is not None:
-            text += (f"; FFmpeg reported an I/O error, but {cause.filename} stats and reads whole ({size} bytes), "
-                     "so its content is corrupt, not the storage")
+    size = None if cause is None else corrupt_content_size(cause)
+    if size is not None and isinstance(cause, OSError):
+        text += (f"; FFmpeg reported an I/O error, but {cause.filename} stats and reads whole ({size} bytes), "
+                 "so its content is corrupt, not the storage")
     return text
 
 
