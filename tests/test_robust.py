@@ -343,3 +343,17 @@ def test_a_killed_jobs_records_of_since_changed_inputs_are_redone(corpus):
     assert records["a"]["kind"] == "no_audio_stream"  # the new file, not the old features
     assert "error" not in records["b"] and "error" not in records["k"]
     assert all("input" not in r for r in records.values())  # the digest is the journal's, not the output's
+
+
+def test_an_asr_batch_that_failed_a_job_goes_clip_by_clip_and_only_the_bad_clip_is_skipped(corpus):
+    shard = plan(corpus, "00011", {"s1": GOOD, "nfs": GOOD, "s3": "00002.mp4"})  # one ASR batch of 3
+    first = stage(corpus, "asr", shard, "nfs:eio")
+    assert first.returncode == 1 and "a transient error on s1 (" in first.stderr  # the batch as a whole
+    second = stage(corpus, "asr", shard, "nfs:eio")  # the batch split: s1 done, nfs fails the job alone
+    assert second.returncode == 1 and "a transient error on nfs (" in second.stderr and "(job run 1;" in second.stderr
+    third = stage(corpus, "asr", shard, "nfs:eio")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "1 already journaled" in third.stderr
+    records = output(corpus, "asr", shard)
+    assert records["nfs"]["kind"] == "persistent_error" and "in each of 2 job runs" in records["nfs"]["error"]
+    assert "fine" in records["s1"]["text"].lower() and "coffee" in records["s3"]["text"].lower()
