@@ -1,0 +1,631 @@
+"""VoxCeleb2 on one node: `snakemake --cores 32 pretrain_voxceleb2` projected from measured rates.
+
+    python bench/voxceleb2.py --cores 32 --gpus 1 [--results bench/results] [--us-per-op 10]
+    python bench/voxceleb2.py --measure [--work DIR]   # re-measures the constants marked "--measure" (minutes)
+
+Reads the benches' JSON in ``--results`` (loader.json, visual.json, asr.json, asr_gpu.json, gpu_check.json,
+dag.json; any may be missing), the config schema's defaults (kebr/schemas/config.schema.yaml through
+``kebr.config.validate_config``), each rule's ``threads`` (rules/*.smk) and the local profile's memory
+(profiles/local/config.yaml); prints a table, then one JSON line, also written to ``<results>/voxceleb2.json``.
+Reads no media and imports no torch: it runs in about a second.
+
+Stages, per clip (N = 1,128,246 clips, mean duration from ../shared/spec/DATA.md's VoxCeleb2 hours,
+else 7.8 s):
+- plan: `kebr plan` + Snakemake's DAG after the checkpoint, one process (bench/dag.py's seconds).
+- asr (ASR + language ID), audio, visual, assemble (English filter, masking, shard writing): CPU
+  stages, costed in CPU-seconds per clip measured on this machine (process CPU time, all threads).
+  ASR costs per clip (Whisper pads every clip to a 30 s window) or per media second, whichever is
+  larger; audio and visual per media second; assemble per clip. Each shard job also pays its worker's
+  start (models loaded, numba warmed) once. With a GPU ASR rate measured (gpu_check.json's ``asr``
+  check or asr_gpu.json) ASR runs on the GPU instead, holding the cores of its jobs; without one,
+  ASR is costed on the CPU (``asr.device: auto`` would put it on the GPU, which is not credited).
+- lm_cache: the pretrain job builds the fp16 MiniLM sidecars on the GPU before epoch 1 (one process).
+- pretrain: 200 epochs over every clip (the English filter keeps fewer, the paper 947K: an upper
+  bound), batch 32, the LM cache, ``num_workers`` loader processes.
+
+Schedule (the model this projection uses):
+1. plan runs alone (a checkpoint: nothing else is known until it ends).
+2. features: every asr/audio/visual job is ready once the plan exists and Snakemake keeps the cores
+   full, so the CPU stages share the cores as one pool: wall = max(sum of CPU work / cores
+   available, GPU work of the phase) + pipeline fill (the last shard's longest media job and its
+   assemble job, which cannot overlap anything). Per-stage ``hours`` are the stage alone on the
+   node; the phase's wall is not their sum.
+3. pretrain: its input is clips.tsv, which needs every shard, so nothing overlaps it: the LM-cache
+   build, then the epochs, one after the other on the GPU. Its rate is the lowest of the loader's
+   supply (rows/s per loader process x num_workers), the GPU's FLOP rate at an assumed MFU and the
+   host's eager launch rate (aten ops per step x an assumed time per op): a batch of 32 through a
+   1M-parameter TCMF is far too small to fill an H100, so the launches set the pace.
+total = plan + features + lm_cache + pretrain; the critical path names the stages that set each term.
+clips_report (reads 1,129 status tables, seconds) and fine-tuning (not part of pretrain_voxceleb2)
+are left out.
+
+CPU rates scale per core: 32 cores are taken to be as fast as one of this machine's (a shared
+machine, so its CPU-seconds are if anything high). A GPU rate measured on the H200 stands for the
+H100 (same dense bf16 peak; the H200's HBM is faster, so memory-bound work may run slower on an H100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+DATA_SPEC = REPO.parent / "shared" / "spec" / "DATA.md"
+
+# VoxCeleb2 dev + test as distributed (issue 13; bench/dag.py plans the same count).
+VOXCELEB2_CLIPS = 1_128_246
+# Used when DATA.md's hours cannot be read.
+FALLBACK_CLIP_S = 7.8
+# Issue 13's target for `snakemake --cores 32 pretrain_voxceleb2` on one H100.
+TARGET_HOURS = 12.0
+# H100 SXM dense bf16 peak, FLOP/s (bench/train.py PEAK_BF16, NVIDIA's datasheet).
+PEAK_BF16 = 989e12
+
+# ---- documented constants: measured on this machine where no bench writes the rate to JSON ----------
+# README "Planning at scale" (python bench/dag.py, 2 cores): `kebr plan` of a 1,128,246-clip manifest
+# 45 s, `snakemake -n pretrain_voxceleb2` after it 14 s. <results>/dag.json (bench/dag.py's JSON:
+# plan_s, dry_run_s, clips) replaces them.
+PLAN_S, DAG_S, PLAN_CLIPS = 45.0, 14.0, 1_128_246
+# `python bench/voxceleb2.py --measure` on 2026-12-04, this machine (2 shared cores, load ~5): the audio
+# stage's work (kebr.stages.AudioWork, librosa33, probe + decode + features) over the 63 demo clips
+# (188.1 media s) after a warm-up: 5.35 and 6.75 CPU-s in two runs; the higher is kept.
+AUDIO_CPU_S_PER_MEDIA_S = 6.754 / 188.1
+# `python bench/voxceleb2.py --measure` (same day and machine): the visual stage's work (VisualWork, MediaPipe
+# at 6 fps) over the same clips: 7.14 CPU-s. Used only while visual.json (bench/visual.py) is missing.
+VISUAL_CPU_S_PER_MEDIA_S = 7.144 / 188.1
+# Same run: `kebr.stages.run_assemble` of the 63 demo clips as one shard: 2.47 CPU-s the first time in a
+# process (imports, tokenizer), 0.142 the second: per clip the warm cost, per shard job the difference.
+ASSEMBLE_CPU_S_PER_CLIP = 0.142 / 63
+ASSEMBLE_JOB_S = 2.469 - 0.142
+# README "What the robustness costs" (python bench/stage_outputs.py): a spawned worker's start with its
+# models loaded, per shard job, wall seconds at a load of ~11 (so an upper bound on its CPU-seconds).
+WORKER_START_S = {"asr": 3.7, "audio": 12.3, "visual": 6.3}
+# README "What each stage does" (python bench/langid.py, eSpeak NG clips): CPU-s per clip of tiny.en
+# (1.1) and of the language ID (1.3). Used only while asr.json is missing.
+ASR_README_CPU_S_PER_CLIP = 1.1 + 1.3
+# `python bench/voxceleb2.py --measure`: one cached pretraining step (kebr.train.loop.train_epoch, batch
+# 32, 39-token MiniLM states from a sidecar, bf16 autocast, fused Adam) dispatches 618 aten ops that
+# are not views (each a kernel launch on a GPU), and FlopCounterMode counts 2.83e10 FLOPs in it.
+STEP_OPS, STEP_FLOPS, STEP_BATCH = 618, 2.832e10, 32
+# Same: the frozen MiniLM's forward over one LM-cache build batch (kebr/train/lm_cache.py BUILD_BATCH,
+# 128 clips of 39 tokens, bf16): 178 aten ops, 1.06e11 FLOPs. Hidden width 384 (all-MiniLM-L6-v2).
+LM_BATCH_OPS, LM_BATCH_FLOPS, LM_BUILD_BATCH, LM_HIDDEN = 178, 1.060e11, 128, 384
+
+# ---- assumptions (estimates only; every one is printed with the result) -----------------------------
+# Host time per launched op in eager PyTorch (dispatch + autograd + cudaLaunchKernel): a bare op costs
+# ~5 us, a Python module's op more; 10 us on average is the estimate, --us-per-op changes it.
+US_PER_OP = 10.0
+# Model FLOP utilisation of the small matmuls when FLOPs, not launches, bound a step.
+ASSUMED_MFU = 0.3
+
+
+@dataclass
+class Stage:
+    """One stage of the projection: its cost per clip and where that number comes from."""
+
+    name: str
+    kind: str  # "serial" (one process, wall s), "cpu" (CPU-s per clip), "gpu" (GPU-s per clip)
+    clips: int  # clips it processes (pretrain: clips x epochs, the samples it trains on)
+    cost_per_clip: float  # seconds of the kind's resource per clip (pretrain: per sample)
+    unit: str  # the rate as printed
+    rate: float
+    source: str
+    measured: bool
+    basis: str
+    threads: int = 1
+    workers: int = 1
+    job_overhead_s: float = 0.0  # per shard job (worker start), resource-seconds
+    host_cores: int = 0  # CPU cores a GPU stage holds while it runs
+    hours: float = 0.0  # the stage alone on the node
+    on_critical_path: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- inputs ------------------------------------------------------------------------------------------
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The last JSON object in ``path`` (benches end with one JSON line), or None when absent/unreadable."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    try:
+        value = json.loads(text)
+        return value if isinstance(value, dict) else None
+    except json.JSONDecodeError:
+        for line in reversed(text.splitlines()):
+            if line.strip().startswith("{"):
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+    return None
+
+
+def gpu_checks(path: Path) -> dict[str, dict[str, Any]]:
+    """gpu_check.json's lines by check name (``loader``, ``asr``, ...), the ones that ran (ok not false)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    checks: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, dict) and "check" in item and item.get("ok", True) is not False:
+            checks[str(item["check"])] = item
+    return checks
+
+
+def mean_clip_seconds(spec: Path = DATA_SPEC) -> tuple[float, str]:
+    """VoxCeleb2's mean clip duration from DATA.md's table (dev + test hours / clips), else 7.8 s."""
+    try:
+        text = spec.read_text()
+    except OSError:
+        return FALLBACK_CLIP_S, f"{FALLBACK_CLIP_S} s (assumed: {spec} not found)"
+    row = next((line for line in text.splitlines() if line.startswith("| VoxCeleb2")), "")
+    parts = re.findall(r"(dev|test) ([\d,]+) / [\d,]+ / ([\d,]+) h", row)
+    if not parts:
+        return FALLBACK_CLIP_S, f"{FALLBACK_CLIP_S} s (assumed: no VoxCeleb2 hours in {spec})"
+    clips = sum(int(c.replace(",", "")) for _, c, _ in parts)
+    hours = sum(int(h.replace(",", "")) for _, _, h in parts)
+    return hours * 3600 / clips, f"DATA.md: VoxCeleb2 {hours:,} h / {clips:,} clips (dev + test)"
+
+
+def rule_threads(rules: Path = REPO / "rules") -> dict[str, int]:
+    """``threads:`` of every rule in rules/*.smk (Snakemake's default: 1)."""
+    threads: dict[str, int] = {}
+    for smk in sorted(rules.glob("*.smk")):
+        rule = None
+        for line in smk.read_text().splitlines():
+            if m := re.match(r"^(?:rule|checkpoint)\s+(\w+)\s*:", line):
+                rule = m.group(1)
+                threads.setdefault(rule, 1)
+            elif rule and (m := re.match(r"^\s+threads:\s*(\d+)", line)):
+                threads[rule] = int(m.group(1))
+    return threads
+
+
+def profile_mem_mb(profile: Path = REPO / "profiles" / "local" / "config.yaml") -> int | None:
+    """The memory the local profile lets the jobs use together (``mem_mb=...``), if it says."""
+    try:
+        m = re.search(r"mem_mb=(\d+)", profile.read_text())
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
+
+
+def config_defaults() -> dict[str, Any]:
+    """The config with every default filled in from kebr/schemas/config.schema.yaml."""
+    sys.path.insert(0, str(REPO))
+    from kebr.config import validate_config
+
+    return validate_config({})
+
+
+# ---- stages ------------------------------------------------------------------------------------------
+
+
+def cpu_workers(cores: int, threads: int, mem_mb: int, node_mem_mb: int | None) -> int:
+    """Concurrent jobs of a rule alone on the node: cores / threads, and no more than memory allows."""
+    jobs = max(cores // threads, 1)
+    return min(jobs, max(node_mem_mb // mem_mb, 1)) if node_mem_mb else jobs
+
+
+def plan_stage(results: dict[str, dict | None], clips: int) -> Stage:
+    dag = results.get("dag")
+    if dag and {"plan_s", "clips"} <= dag.keys():
+        seconds = (float(dag["plan_s"]) + float(dag.get("dry_run_s", 0.0))) / float(dag["clips"]) * clips
+        source = "dag.json: (plan_s + dry_run_s) / clips"
+    else:
+        seconds = (PLAN_S + DAG_S) / PLAN_CLIPS * clips
+        source = "README 'Planning at scale' (bench/dag.py): 45 s plan + 14 s DAG per 1,128,246 clips"
+    return Stage("plan", "serial", clips, seconds / clips, "s for the corpus", round(seconds, 1), source, True,
+                 "one process, measured on this machine at VoxCeleb2's clip count")
+
+
+def asr_stage(results: dict[str, dict | None], checks: dict[str, dict], clips: int, clip_s: float,
+              threads: int) -> Stage:
+    gpu = checks.get("asr") or results.get("asr_gpu")
+    if gpu and gpu.get("dry_run") is not True and float(gpu.get("clips_per_s", 0)) > 0:
+        # Per clip or per media second, whichever is slower for VoxCeleb2's clips (as on the CPU).
+        per_clip = 1 / float(gpu["clips_per_s"])
+        per_media = clip_s / float(gpu["rtfx"]) if float(gpu.get("rtfx", 0)) > 0 else 0.0
+        where = "gpu_check.json check asr" if checks.get("asr") else "asr_gpu.json"
+        jobs, job_threads = int(gpu.get("jobs", 1)), int(gpu.get("threads_per_job", threads))
+        stage = Stage("asr", "gpu", clips, max(per_clip, per_media), "clips/s (GPU)", 1 / max(per_clip, per_media),
+                      f"{where}: clips_per_s {gpu['clips_per_s']}, rtfx {gpu.get('rtfx')}", True,
+                      f"measured on {gpu.get('device', 'the GPU')} through the stage's worker ({jobs} jobs), "
+                      "model loading included", threads=job_threads, workers=jobs, host_cores=jobs * job_threads)
+        return stage
+    asr = results.get("asr")
+    if asr and float(asr.get("cpu_s_per_clip", 0)) > 0:
+        per_clip = float(asr["cpu_s_per_clip"])
+        per_media = float(asr.get("cpu_s_per_media_s", 0)) * clip_s
+        cost = max(per_clip, per_media)
+        key = "cpu_s_per_clip" if per_clip >= per_media else "cpu_s_per_media_s x clip s"
+        bench_s = asr.get("media_s_per_clip")
+        note = (f"cpu_s_per_clip {per_clip:g} (clips of {bench_s if bench_s else '?'} s); cpu_s_per_media_s "
+                f"{asr.get('cpu_s_per_media_s', '?')} x {clip_s:.2f} s = {per_media:.3g}: the larger is used")
+        return Stage("asr", "cpu", clips, cost, "CPU-s/clip", cost, f"asr.json: {key}", True,
+                     "stage CPU time on this machine (language ID on); GPU not credited: no GPU ASR rate measured",
+                     threads=threads, job_overhead_s=WORKER_START_S["asr"], notes=[note])
+    return Stage("asr", "cpu", clips, ASR_README_CPU_S_PER_CLIP, "CPU-s/clip", ASR_README_CPU_S_PER_CLIP,
+                 "README 'What each stage does' (bench/langid.py): tiny.en 1.1 + language ID 1.3 CPU-s/clip", False,
+                 "asr.json missing: an older measurement on short eSpeak clips, before item 4; GPU not credited",
+                 threads=threads, job_overhead_s=WORKER_START_S["asr"])
+
+
+def feature_stage(name: str, results: dict[str, dict | None], clips: int, clip_s: float, threads: int) -> Stage:
+    if name == "visual":
+        visual = results.get("visual")
+        if visual and float(visual.get("cpu_s_per_media_s", 0)) > 0:
+            rate = float(visual["cpu_s_per_media_s"])
+            return Stage("visual", "cpu", clips, rate * clip_s, "CPU-s/media s", rate, "visual.json: cpu_s_per_media_s",
+                         True, "stage CPU time per media second at 6 fps on this machine (decode included)",
+                         threads=threads, job_overhead_s=WORKER_START_S["visual"])
+        rate = VISUAL_CPU_S_PER_MEDIA_S
+        return Stage("visual", "cpu", clips, rate * clip_s, "CPU-s/media s", rate,
+                     "constant VISUAL_CPU_S_PER_MEDIA_S (bench/voxceleb2.py --measure)", False,
+                     "visual.json missing: an earlier measurement of the stage's work on the demo clips stands in",
+                     threads=threads, job_overhead_s=WORKER_START_S["visual"])
+    if name == "audio":
+        rate = AUDIO_CPU_S_PER_MEDIA_S
+        return Stage("audio", "cpu", clips, rate * clip_s, "CPU-s/media s", rate,
+                     "constant AUDIO_CPU_S_PER_MEDIA_S (bench/voxceleb2.py --measure)", True,
+                     "librosa33 stage work on the demo clips, CPU time on this machine", threads=threads,
+                     job_overhead_s=WORKER_START_S["audio"])
+    return Stage("assemble", "cpu", clips, ASSEMBLE_CPU_S_PER_CLIP, "CPU-s/clip", ASSEMBLE_CPU_S_PER_CLIP,
+                 "constants ASSEMBLE_CPU_S_PER_CLIP, ASSEMBLE_JOB_S (bench/voxceleb2.py --measure)", True,
+                 "English filter + masking + shard write of the demo shard, CPU time on this machine",
+                 threads=threads, job_overhead_s=ASSEMBLE_JOB_S)
+
+
+def disk_bytes_per_s(loader: dict[str, Any] | None) -> tuple[float, str] | None:
+    """This machine's measured cold read throughput (a stand-in for the disk's write rate)."""
+    if loader and float(loader.get("cold_rows_per_s", 0)) > 0 and float(loader.get("bytes_per_clip", 0)) > 0:
+        return (float(loader["cold_rows_per_s"]) * float(loader["bytes_per_clip"]),
+                "loader.json: cold_rows_per_s x bytes_per_clip")
+    return None
+
+
+def lm_cache_stage(results: dict[str, dict | None], checks: dict[str, dict], clips: int, text_length: int,
+                   us_per_op: float, gpus: int) -> Stage:
+    loader = checks.get("loader")
+    if loader and float(loader.get("sidecar_build_and_setup_s", 0)) > 0 and int(loader.get("clips", 0)) > 0:
+        # The whole pretrain() setup is charged to the build: an upper bound on it.
+        cost = float(loader["sidecar_build_and_setup_s"]) / int(loader["clips"]) / gpus
+        return Stage("lm_cache", "gpu", clips, cost, "clips/s (GPU)", 1 / cost,
+                     "gpu_check.json check loader: clips / sidecar_build_and_setup_s", True,
+                     f"measured on {loader.get('device', 'the GPU')}: build + pretrain setup", workers=gpus,
+                     host_cores=1)
+    launch = LM_BATCH_OPS * us_per_op * 1e-6 / LM_BUILD_BATCH
+    flops = LM_BATCH_FLOPS / LM_BUILD_BATCH / (ASSUMED_MFU * PEAK_BF16)
+    disk = disk_bytes_per_s(results.get("loader"))
+    sidecar_bytes = text_length * LM_HIDDEN * 2  # float16 states of every token position
+    write = sidecar_bytes / disk[0] if disk else 0.0
+    cost = (max(launch, flops) + write) / gpus  # build_sidecars splits shards over the ranks
+    basis = (f"estimate: MiniLM forward max({LM_BATCH_OPS} ops x {us_per_op:g} us, {LM_BATCH_FLOPS:.3g} FLOPs at "
+             f"MFU {ASSUMED_MFU}) per {LM_BUILD_BATCH} clips, then {sidecar_bytes:,} B/clip written at "
+             + (f"{disk[0] / 1e6:.1f} MB/s ({disk[1]})" if disk else "no measured disk rate (not counted)"))
+    return Stage("lm_cache", "gpu", clips, cost, "clips/s (GPU)", 1 / cost, "constants LM_BATCH_OPS, LM_BATCH_FLOPS"
+                 + (" + " + disk[1] if disk else ""), False, basis, workers=gpus, host_cores=1)
+
+
+def pretrain_stage(results: dict[str, dict | None], checks: dict[str, dict], clips: int, config: dict[str, Any],
+                   threads: int, us_per_op: float, gpus: int) -> Stage:
+    pre = config["pretrain"]
+    samples = clips * pre["epochs"]
+    loader = checks.get("loader")
+    workers = pre["num_workers"]
+    notes = []
+    own = results.get("loader")
+    supply = float(own["rows_per_s_per_process"]) * max(workers, 1) * gpus \
+        if own and float(own.get("rows_per_s_per_process", 0)) > 0 else None
+    if loader and float(loader.get("pretrain_samples_per_s", 0)) > 0:
+        rate = float(loader["pretrain_samples_per_s"]) * gpus  # DDP: one process per GPU, linear (assumed)
+        if int(loader.get("batch_size", pre["batch_size"])) != pre["batch_size"]:
+            notes.append(f"measured at batch {loader['batch_size']}, the config's is {pre['batch_size']}")
+        if supply is not None and supply < rate:  # the check may run more loader workers than the config's
+            notes.append(f"capped at the loader's supply with num_workers {workers}: {supply:,.0f} rows/s "
+                         f"(loader.json rows_per_s_per_process), below the measured {rate:,.0f}/s")
+            rate = supply
+        return Stage("pretrain", "gpu", samples, 1 / rate, "samples/s (GPU)", rate,
+                     "gpu_check.json check loader: pretrain_samples_per_s", True,
+                     f"measured on {loader.get('device', 'the GPU')}: kebr.train.pretrain through the real loader "
+                     "and LM cache, bf16", threads=threads, workers=workers, host_cores=threads, notes=notes)
+    bounds: dict[str, float] = {}
+    if supply is not None:
+        bounds["loader"] = supply
+    launch_step = STEP_OPS * us_per_op * 1e-6
+    flops_step = STEP_FLOPS / (ASSUMED_MFU * PEAK_BF16)
+    bounds["gpu_launch"] = STEP_BATCH / launch_step * gpus
+    bounds["gpu_flops"] = STEP_BATCH / flops_step * gpus
+    limit = min(bounds, key=bounds.get)
+    rate = bounds[limit]
+    basis = (f"estimate: lowest of loader {bounds.get('loader', math.nan):,.0f}/s (loader.json rows_per_s_per_process"
+             f" x num_workers {workers}), launches {bounds['gpu_launch']:,.0f}/s ({STEP_OPS} ops x {us_per_op:g} us"
+             f" per step of {STEP_BATCH}), FLOPs {bounds['gpu_flops']:,.0f}/s ({STEP_FLOPS:.3g} per step at MFU "
+             f"{ASSUMED_MFU} of {PEAK_BF16 / 1e12:.0f} TFLOP/s); the limit: {limit}")
+    if "loader" not in bounds:
+        notes.append("loader.json missing: the loader's supply is not checked")
+    if own and own.get("steps_vs_in_memory") is not None:
+        notes.append(f"loader.json steps_vs_in_memory {own['steps_vs_in_memory']} on CPU (in-process steps; "
+                     "on a GPU the loader runs in its own workers)")
+    return Stage("pretrain", "gpu", samples, 1 / rate, "samples/s (GPU)", rate,
+                 "loader.json rows_per_s_per_process; constants STEP_OPS, STEP_FLOPS", False, basis,
+                 threads=threads, workers=workers, host_cores=threads, notes=notes)
+
+
+# ---- schedule ----------------------------------------------------------------------------------------
+
+
+def project(results: dict[str, dict | None], checks: dict[str, dict], config: dict[str, Any], threads: dict[str, int],
+            cores: int, gpus: int, clips: int = VOXCELEB2_CLIPS, clip_s: float = FALLBACK_CLIP_S,
+            us_per_op: float = US_PER_OP, node_mem_mb: int | None = None) -> dict[str, Any]:
+    """The projection as a JSON-ready dict (module docstring: the model)."""
+    if cores < 1 or gpus < 1:
+        raise ValueError("the projection is for a node with at least one core and one GPU")
+    shard = config["shard_size"]
+    shards = math.ceil(clips / shard)
+    mem = config["resources"]["mem_mb"]
+    stages = [plan_stage(results, clips),
+              asr_stage(results, checks, clips, clip_s, threads.get("asr", 1)),
+              feature_stage("audio", results, clips, clip_s, threads.get("audio_features", 1)),
+              feature_stage("visual", results, clips, clip_s, threads.get("visual_features", 1)),
+              feature_stage("assemble", results, clips, clip_s, threads.get("assemble_shard", 1)),
+              lm_cache_stage(results, checks, clips, config["text"]["max_length"], us_per_op, gpus),
+              pretrain_stage(results, checks, clips, config, threads.get("pretrain", 1), us_per_op, gpus)]
+    by = {s.name: s for s in stages}
+    rules = {"asr": "asr", "audio": "audio_features", "visual": "visual_features", "assemble": "assemble_shard"}
+
+    # Per stage, alone on the node.
+    for s in stages:
+        if s.kind == "serial":
+            s.hours = s.cost_per_clip * s.clips / 3600
+        elif s.kind == "cpu":
+            s.workers = cpu_workers(cores, s.threads, mem[rules[s.name]], node_mem_mb)
+            s.hours = (s.cost_per_clip * s.clips + s.job_overhead_s * shards) / (s.workers * s.threads) / 3600
+        else:
+            s.hours = s.cost_per_clip * s.clips / 3600  # GPU-s per clip already over the node's GPUs where shared
+
+    # Features phase: CPU stages pool the cores; a GPU ASR holds its jobs' cores and the GPU.
+    features = [by[n] for n in ("asr", "audio", "visual", "assemble")]
+    cpu = [s for s in features if s.kind == "cpu"]
+    gpu = [s for s in features if s.kind == "gpu"]
+    held = sum(s.host_cores for s in gpu)
+    free = max(cores - held, 1)
+    cpu_work = sum(s.cost_per_clip * s.clips + s.job_overhead_s * shards for s in cpu)
+    cpu_s = cpu_work / free
+    gpu_s = sum(s.cost_per_clip * s.clips / gpus for s in gpu)
+    media = [s for s in features if s.name != "assemble"]
+    # The last shard: its slowest media job (a job's clips one after another on its threads), then assemble.
+    # A GPU stage's cost is over all its jobs together: one job's share is its workers' times as slow.
+    fill_s = max(shard * s.cost_per_clip * (1 / s.threads if s.kind == "cpu" else s.workers) + s.job_overhead_s
+                 for s in media)
+    fill_s += shard * by["assemble"].cost_per_clip + by["assemble"].job_overhead_s
+    features_s = max(cpu_s, gpu_s) + fill_s
+    features_path = [s.name for s in cpu] if cpu_s >= gpu_s else [s.name for s in gpu]
+    # What a GPU ASR would have to reach not to be the features' limit (shown while ASR is costed on the CPU).
+    asr = by["asr"]
+    without_asr_s = (cpu_work - asr.cost_per_clip * clips - asr.job_overhead_s * shards) / cores \
+        if asr.kind == "cpu" else None
+
+    plan_s = by["plan"].hours * 3600
+    lm_s, pre_s = by["lm_cache"].hours * 3600, by["pretrain"].hours * 3600
+    total_s = plan_s + features_s + lm_s + pre_s
+    critical = ["plan", *features_path, "lm_cache", "pretrain"]
+    for s in stages:
+        s.on_critical_path = s.name in critical
+    measured = [s.name for s in stages if s.measured]
+    return {
+        "total_hours": round(total_s / 3600, 2),
+        "critical_path": critical,
+        "measured_stages": measured,
+        "estimated_stages": [s.name for s in stages if not s.measured],
+        "target_hours": TARGET_HOURS,
+        "meets_target": bool(total_s / 3600 < TARGET_HOURS),
+        "cores": cores, "gpus": gpus, "clips": clips, "shards": shards, "mean_clip_s": round(clip_s, 3),
+        "phases_hours": {"plan": round(plan_s / 3600, 3), "features": round(features_s / 3600, 3),
+                         "features_cpu_pool": round(cpu_s / 3600, 3), "features_gpu": round(gpu_s / 3600, 3),
+                         "features_fill": round(fill_s / 3600, 3), "lm_cache": round(lm_s / 3600, 3),
+                         "pretrain": round(pre_s / 3600, 3)},
+        "features_cpu_work_core_hours": round(cpu_work / 3600, 1), "features_cores_free": free,
+        "features_hours_without_asr_on_cpu": round(without_asr_s / 3600, 3) if without_asr_s is not None else None,
+        "asr_gpu_clips_per_s_to_keep_pace": round(clips / without_asr_s, 1) if without_asr_s else None,
+        "config": {"epochs": config["pretrain"]["epochs"], "batch_size": config["pretrain"]["batch_size"],
+                   "num_workers": config["pretrain"]["num_workers"], "lm_cache": config["pretrain"]["lm_cache"],
+                   "text_model": config["text"]["model"], "shard_size": shard, "asr_device": config["asr"]["device"],
+                   "language_id_model": config["language"]["id_model"], "visual_fps": config["visual"]["fps"]},
+        "assumptions": {"us_per_op": us_per_op, "assumed_mfu": ASSUMED_MFU, "peak_bf16_flops": PEAK_BF16,
+                        "pretrain_clips": "every clip (the English filter keeps fewer: an upper bound)"},
+        "stages": {s.name: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(s).items()
+                            if k != "name"} for s in stages},
+    }
+
+
+def projection(results_dir: Path, cores: int, gpus: int, us_per_op: float = US_PER_OP,
+               spec: Path = DATA_SPEC) -> dict[str, Any]:
+    """The projection from the JSON files in ``results_dir`` (each may be missing), the schema's defaults,
+    the rules' threads and the local profile's memory."""
+    names = {"loader": "loader.json", "visual": "visual.json", "asr": "asr.json", "asr_gpu": "asr_gpu.json",
+             "dag": "dag.json"}
+    results = {k: read_json(results_dir / f) for k, f in names.items()}
+    checks = gpu_checks(results_dir / "gpu_check.json")
+    clip_s, clip_source = mean_clip_seconds(spec)
+    result = project(results, checks, config_defaults(), rule_threads(), cores, gpus,
+                     clip_s=clip_s, us_per_op=us_per_op, node_mem_mb=profile_mem_mb())
+    result["mean_clip_s_source"] = clip_source
+    result["inputs"] = sorted([names[k] for k, v in results.items() if v] + (["gpu_check.json"] if checks else []))
+    result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    result["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs (rates measured here); projected node: "
+                         f"{cores} cores + {gpus} GPU")
+    return result
+
+
+# ---- output ------------------------------------------------------------------------------------------
+
+
+def table(result: dict[str, Any]) -> str:
+    """The projection as a readable table."""
+    lines = [f"VoxCeleb2: {result['clips']:,} clips x {result['mean_clip_s']:.2f} s, {result['shards']:,} shards, "
+             f"{result['cores']} cores + {result['gpus']} GPU; pretraining {result['config']['epochs']} epochs, "
+             f"batch {result['config']['batch_size']}, LM cache {result['config']['lm_cache']}",
+             f"{'stage':<9} {'':<9} {'rate':>22} {'threads x workers':>18} {'hours alone':>12}  source"]
+    for name, s in result["stages"].items():
+        status = "MEASURED" if s["measured"] else "ESTIMATE"
+        rate = f"{s['rate']:,.4g} {s['unit']}"
+        mark = "*" if s["on_critical_path"] else " "
+        lines.append(f"{name:<9}{mark}{status:<9} {rate:>22} {s['threads']:>8} x {s['workers']:<8} "
+                     f"{s['hours']:>12.2f}  {s['source']}")
+        if not s["measured"] or s["notes"]:
+            lines.append(f"{'':<20}{s['basis']}")
+        for note in s["notes"]:
+            lines.append(f"{'':<20}note: {note}")
+    p = result["phases_hours"]
+    lines += [
+        "* critical path. Schedule: plan, then the features (CPU stages share the cores; GPU work beside them),",
+        "  then the pretrain job (LM-cache build, then the epochs), which needs every shard.",
+        f"plan {p['plan']:.2f} h + features {p['features']:.2f} h (max(CPU pool {p['features_cpu_pool']:.2f} h "
+        f"on {result['features_cores_free']} cores, GPU {p['features_gpu']:.2f} h) + fill {p['features_fill']:.2f} h)"
+        f" + LM cache {p['lm_cache']:.2f} h + pretraining {p['pretrain']:.2f} h",
+        *([f"ASR is costed on the CPU (no GPU ASR rate measured): without it the CPU pool takes "
+           f"{result['features_hours_without_asr_on_cpu']:.2f} h, which a GPU ASR of "
+           f"{result['asr_gpu_clips_per_s_to_keep_pace']:,.0f} clips/s or more would keep pace with"]
+          if result["asr_gpu_clips_per_s_to_keep_pace"] else []),
+        f"total {result['total_hours']:.2f} h against a target of {result['target_hours']:g} h: "
+        f"{'met' if result['meets_target'] else 'NOT met'}; critical path {' -> '.join(result['critical_path'])}",
+    ]
+    return "\n".join(lines)
+
+
+def measure(work: Path) -> dict[str, Any]:
+    """Re-measure the constants this script documents (audio and assemble CPU cost on the demo corpus;
+    aten ops and FLOPs of a cached pretraining step and of an LM-cache build batch). Minutes."""
+    import time
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from features import demo_clips  # bench/features.py
+    from train import D_A, D_V, PRETRAIN_MCC, write_bench_shard  # bench/train.py
+
+    from kebr import stages
+    from kebr.model import KEBR, KEBRConfig
+    from kebr.shards import ShardDataset
+    from kebr.train.data import make_loader
+    from kebr.train.lm_cache import BUILD_BATCH, attach_lm_cache, build_sidecars
+    from kebr.train.loop import Objective, Runtime, adam, train_epoch
+
+    class Launches(TorchDispatchMode):
+        """Counts aten ops that are not views (each a kernel on a GPU)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            if not func.is_view and str(func.overloadpacket) not in ("aten.view", "aten._unsafe_view", "aten.t",
+                                                                     "aten.detach", "aten.alias"):
+                self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    out: dict[str, Any] = {}
+    config, clips, folder = demo_clips(work)
+    audio = stages.AudioWork(config)
+    audio.process(clips[:2], 0)  # numba compiles on first use: warm it, as a job does once
+    start = time.process_time()
+    records = audio.process(clips, 0)
+    out["audio"] = {"cpu_s": round(time.process_time() - start, 3), "clips": len(clips),
+                    "media_s": round(sum(r["duration_s"] or 0 for r in records), 2)}
+    visual = stages.VisualWork(config)
+    visual.process(clips[:2], 0)
+    start = time.process_time()
+    records = visual.process(clips, 0)
+    out["visual"] = {"cpu_s": round(time.process_time() - start, 3), "clips": len(clips),
+                     "media_s": round(sum(r["duration_s"] or 0 for r in records), 2)}
+    paths = {s: folder / f"{s}.h5" for s in ("asr", "audio", "visual")}
+    for name, path in paths.items():
+        if not path.exists():
+            stages.run_media_stage(name, config, "demo_unlabelled", clips, path)
+    for run in ("first", "second"):
+        for p in (folder / "shard.h5", folder / "status.tsv"):
+            p.unlink(missing_ok=True)
+        start = time.process_time()
+        stages.run_assemble(config, "demo_unlabelled", "00000", clips, paths["asr"], paths["audio"], paths["visual"],
+                            folder / "shard.h5", folder / "status.tsv")
+        out[f"assemble_{run}_cpu_s"] = round(time.process_time() - start, 3)
+
+    shard = write_bench_shard(work / "step", 64)
+    cpu = Runtime(torch.device("cpu"), rank=0, world_size=1, amp=False)
+    # bench/train.py's shard: OpenFace's 709 visual columns, wider than MediaPipe's 94 (FLOPs: a bound).
+    model = KEBR(KEBRConfig(d_audio=D_A, d_video=D_V, text_model="bundled", freeze_text=True))
+    model.finetune_head.requires_grad_(False)
+    dataset = ShardDataset([shard], stage="pretrain")
+    dataset = attach_lm_cache(dataset, build_sidecars(dataset.paths, model.text, dtype="float16", runtime=cpu))
+    amp = Runtime(torch.device("cpu"), rank=0, world_size=1, amp=True)  # bf16 autocast adds its casts
+    loader = make_loader(dataset, STEP_BATCH, amp, shuffle=True, num_workers=0,
+                         generator=torch.Generator().manual_seed(0), bucket_by_length=True)
+    objective, optimizer = Objective("pretrain", PRETRAIN_MCC), adam(model.param_groups(1e-4, 1e-4))
+    train_epoch(model, loader, optimizer, objective, amp, max_steps=1)  # Adam's state exists from here on
+    batch = next(iter(loader))
+    launches, flops = Launches(), FlopCounterMode(display=False)
+    with launches:
+        train_epoch(model, [batch], optimizer, objective, amp, max_steps=1)
+    with flops:
+        train_epoch(model, [batch], optimizer, objective, amp, max_steps=1)
+    out["step"] = {"ops": launches.ops, "flops": flops.get_total_flops(), "batch": len(batch["audio"])}
+    ids = torch.randint(1000, 30000, (BUILD_BATCH, 39))
+    encoder = model.text.eval()
+    launches, flops = Launches(), FlopCounterMode(display=False)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with launches:
+            encoder(ids, torch.ones_like(ids))
+        with flops:
+            encoder(ids, torch.ones_like(ids))
+    out["lm_build_batch"] = {"ops": launches.ops, "flops": flops.get_total_flops(), "clips": BUILD_BATCH,
+                             "hidden": encoder.hidden_size}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cores", type=int, default=32)
+    parser.add_argument("--gpus", type=int, default=1)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the benches' JSON (read and written)")
+    parser.add_argument("--us-per-op", type=float, default=US_PER_OP,
+                        help="assumed host microseconds per launched op (GPU estimates only)")
+    parser.add_argument("--measure", action="store_true", help="re-measure the documented constants instead")
+    parser.add_argument("--work", type=Path, default=None, help="--measure's work folder (default: a temp folder)")
+    args = parser.parse_args()
+    if args.measure:
+        import tempfile
+
+        print(json.dumps(measure(args.work or Path(tempfile.mkdtemp(prefix="kebr-vox2-")))))
+        return
+
+    result = projection(args.results, args.cores, args.gpus, args.us_per_op)
+    print(table(result))
+    line = json.dumps(result)
+    print(line)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "voxceleb2.json").write_text(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
