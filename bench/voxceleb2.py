@@ -34,10 +34,16 @@ Schedule (the model this projection uses):
    build, then the epochs, one after the other on the GPU. Its rate is the lowest of the loader's
    supply (rows/s per loader process x num_workers), the GPU's FLOP rate at an assumed MFU and the
    host's eager launch rate (aten ops per step x an assumed time per op): a batch of 32 through a
-   1M-parameter TCMF is far too small to fill an H100, so the launches set the pace.
+   1M-parameter TCMF is far too small to fill an H100, so by this estimate the launches set the pace.
+   gpu_check.json's ``loader`` check (the real pretrain() on a GPU) replaces all of it when present.
 total = plan + features + lm_cache + pretrain; the critical path names the stages that set each term.
 clips_report (reads 1,129 status tables, seconds) and fine-tuning (not part of pretrain_voxceleb2)
 are left out.
+
+MEASURED: the rate comes from this machine's bench JSON, or from a constant below that names the run
+that measured it (``--measure`` re-runs those). ESTIMATE: a GPU rate without gpu_check.json (built from
+counted ops and FLOPs and the stated assumptions), or a stage whose bench JSON is missing (an older
+documented measurement stands in). Nothing raises for a missing or unreadable file.
 
 CPU rates scale per core: 32 cores are taken to be as fast as one of this machine's (a shared
 machine, so its CPU-seconds are if anything high). A GPU rate measured on the H200 stands for the
@@ -78,13 +84,14 @@ PEAK_BF16 = 989e12
 PLAN_S, DAG_S, PLAN_CLIPS = 45.0, 14.0, 1_128_246
 # `python bench/voxceleb2.py --measure` on 2026-12-04, this machine (2 shared cores, load ~5): the audio
 # stage's work (kebr.stages.AudioWork, librosa33, probe + decode + features) over the 63 demo clips
-# (188.1 media s) after a warm-up: 5.35 and 6.75 CPU-s in two runs; the higher is kept.
+# (188.1 media s) after a warm-up: 5.35, 6.75 and 6.50 CPU-s in three runs; the highest is kept.
 AUDIO_CPU_S_PER_MEDIA_S = 6.754 / 188.1
 # `python bench/voxceleb2.py --measure` (same day and machine): the visual stage's work (VisualWork, MediaPipe
-# at 6 fps) over the same clips: 7.14 CPU-s. Used only while visual.json (bench/visual.py) is missing.
+# at 6 fps) over the same clips: 7.14 and 6.97 CPU-s. Used only while visual.json (bench/visual.py) is missing.
 VISUAL_CPU_S_PER_MEDIA_S = 7.144 / 188.1
 # Same run: `kebr.stages.run_assemble` of the 63 demo clips as one shard: 2.47 CPU-s the first time in a
 # process (imports, tokenizer), 0.142 the second: per clip the warm cost, per shard job the difference.
+# (--measure runs it after the other stages have imported what it needs, so there both runs are warm.)
 ASSEMBLE_CPU_S_PER_CLIP = 0.142 / 63
 ASSEMBLE_JOB_S = 2.469 - 0.142
 # README "What the robustness costs" (python bench/stage_outputs.py): a spawned worker's start with its
@@ -98,8 +105,8 @@ ASR_README_CPU_S_PER_CLIP = 1.1 + 1.3
 # are not views (each a kernel launch on a GPU), and FlopCounterMode counts 2.83e10 FLOPs in it.
 STEP_OPS, STEP_FLOPS, STEP_BATCH = 618, 2.832e10, 32
 # Same: the frozen MiniLM's forward over one LM-cache build batch (kebr/train/lm_cache.py BUILD_BATCH,
-# 128 clips of 39 tokens, bf16): 178 aten ops, 1.06e11 FLOPs. Hidden width 384 (all-MiniLM-L6-v2).
-LM_BATCH_OPS, LM_BATCH_FLOPS, LM_BUILD_BATCH, LM_HIDDEN = 178, 1.060e11, 128, 384
+# 128 clips of 39 tokens, bf16): 178-179 aten ops, 1.06e11 FLOPs. Hidden width 384 (all-MiniLM-L6-v2).
+LM_BATCH_OPS, LM_BATCH_FLOPS, LM_BUILD_BATCH, LM_HIDDEN = 179, 1.060e11, 128, 384
 
 # ---- assumptions (estimates only; every one is printed with the result) -----------------------------
 # Host time per launched op in eager PyTorch (dispatch + autograd + cudaLaunchKernel): a bare op costs
