@@ -1,6 +1,6 @@
 """VoxCeleb2 on one node: `snakemake --cores 32 pretrain_voxceleb2` projected from measured rates.
 
-    python bench/voxceleb2.py --cores 32 --gpus 1 [--results bench/results] [--us-per-op 10]
+    python bench/voxceleb2.py --cores 32 --gpus 1 [--results bench/results] [--us-per-op 34]
     python bench/voxceleb2.py --measure [--work DIR]   # re-measures the constants marked "--measure" (minutes)
 
 Reads the benches' JSON in ``--results`` (loader.json, visual.json, asr.json, asr_gpu.json, gpu_check.json,
@@ -109,9 +109,12 @@ STEP_OPS, STEP_FLOPS, STEP_BATCH = 618, 2.832e10, 32
 LM_BATCH_OPS, LM_BATCH_FLOPS, LM_BUILD_BATCH, LM_HIDDEN = 179, 1.060e11, 128, 384
 
 # ---- assumptions (estimates only; every one is printed with the result) -----------------------------
-# Host time per launched op in eager PyTorch (dispatch + autograd + cudaLaunchKernel): a bare op costs
-# ~5 us, a Python module's op more; 10 us on average is the estimate, --us-per-op changes it.
-US_PER_OP = 10.0
+# Host time per launched op in eager PyTorch (dispatch + autograd + cudaLaunchKernel), --us-per-op changes
+# it. A bare op costs ~5 us and 10 us was the first guess; the H200 check of 2026-12-04 (gpu_check.json
+# loader: in_memory_steps_per_s 48.1, batches already on the host, GPU 11% busy) implies 1 / 48.1 / 618
+# = 34 us per op on that machine, so the estimate now uses that. The JSON reports the implied figure of
+# every gpu_check.json it reads ("us_per_op_implied_by_gpu_check").
+US_PER_OP = 34.0
 # Model FLOP utilisation of the small matmuls when FLOPs, not launches, bound a step.
 ASSUMED_MFU = 0.3
 
@@ -342,18 +345,32 @@ def pretrain_stage(results: dict[str, dict | None], checks: dict[str, dict], cli
     own = results.get("loader")
     supply = float(own["rows_per_s_per_process"]) * max(workers, 1) * gpus \
         if own and float(own.get("rows_per_s_per_process", 0)) > 0 else None
+    compiled = checks.get("compile") or {}
     if loader and float(loader.get("pretrain_samples_per_s", 0)) > 0:
-        rate = float(loader["pretrain_samples_per_s"]) * gpus  # DDP: one process per GPU, linear (assumed)
+        # The loader check's rate is a 1-epoch run's, one-off starts included (workers, CUDA, kernels);
+        # the compile check's eager run is the same pretrain() on the same corpus, its 2nd epoch: the
+        # steady state 200 epochs run at. Take that when there is one, and say both.
+        first = float(loader["pretrain_samples_per_s"])
+        steady = float(compiled.get("eager_samples_per_s", 0))
+        rate, key = (steady, "check compile: eager_samples_per_s (a 2nd epoch)") if steady > 0 else \
+            (first, "check loader: pretrain_samples_per_s")
+        notes.append(f"loader check (1 epoch, starts included): {first:,.0f} samples/s, {samples / first / 3600:.1f} h")
+        if float(compiled.get("compiled_samples_per_s", 0)) > 0:
+            c = float(compiled["compiled_samples_per_s"])
+            notes.append(f"with pretrain.compile: true (default false): {c:,.0f} samples/s, {samples / c / 3600:.1f} h")
+        if loader.get("gpu_utilisation_mean") is not None:
+            notes.append(f"GPU utilisation during the loader check: {loader['gpu_utilisation_mean']}%")
+        rate *= gpus  # DDP: one process per GPU, linear (assumed)
         if int(loader.get("batch_size", pre["batch_size"])) != pre["batch_size"]:
             notes.append(f"measured at batch {loader['batch_size']}, the config's is {pre['batch_size']}")
         if supply is not None and supply < rate:  # the check may run more loader workers than the config's
             notes.append(f"capped at the loader's supply with num_workers {workers}: {supply:,.0f} rows/s "
                          f"(loader.json rows_per_s_per_process), below the measured {rate:,.0f}/s")
             rate = supply
-        return Stage("pretrain", "gpu", samples, 1 / rate, "samples/s (GPU)", rate,
-                     "gpu_check.json check loader: pretrain_samples_per_s", True,
+        return Stage("pretrain", "gpu", samples, 1 / rate, "samples/s (GPU)", rate, f"gpu_check.json {key}", True,
                      f"measured on {loader.get('device', 'the GPU')}: kebr.train.pretrain through the real loader "
-                     "and LM cache, bf16", threads=threads, workers=workers, host_cores=threads, notes=notes)
+                     f"and LM cache, bf16, eager; LM: {loader.get('text_model', '?')}", threads=threads,
+                     workers=workers, host_cores=threads, notes=notes)
     bounds: dict[str, float] = {}
     if supply is not None:
         bounds["loader"] = supply
@@ -363,7 +380,8 @@ def pretrain_stage(results: dict[str, dict | None], checks: dict[str, dict], cli
     bounds["gpu_flops"] = STEP_BATCH / flops_step * gpus
     limit = min(bounds, key=bounds.get)
     rate = bounds[limit]
-    basis = (f"estimate: lowest of loader {bounds.get('loader', math.nan):,.0f}/s (loader.json rows_per_s_per_process"
+    supplied = f"{bounds['loader']:,.0f}/s" if "loader" in bounds else "not measured"
+    basis = (f"estimate: lowest of loader {supplied} (loader.json rows_per_s_per_process"
              f" x num_workers {workers}), launches {bounds['gpu_launch']:,.0f}/s ({STEP_OPS} ops x {us_per_op:g} us"
              f" per step of {STEP_BATCH}), FLOPs {bounds['gpu_flops']:,.0f}/s ({STEP_FLOPS:.3g} per step at MFU "
              f"{ASSUMED_MFU} of {PEAK_BF16 / 1e12:.0f} TFLOP/s); the limit: {limit}")
@@ -438,6 +456,12 @@ def project(results: dict[str, dict | None], checks: dict[str, dict], config: di
     for s in stages:
         s.on_critical_path = s.name in critical
     measured = [s.name for s in stages if s.measured]
+    # What the GPU check says a launched op costs: its in-memory steps (no loader) are launch-bound.
+    steps = float(checks.get("loader", {}).get("in_memory_steps_per_s", 0))
+    implied_us = round(1e6 / steps / STEP_OPS, 1) if steps > 0 else None
+    # The pretraining rate that would bring the total under the target, the other phases as they are.
+    left_s = TARGET_HOURS * 3600 - (plan_s + features_s + lm_s)
+    needed = by["pretrain"].clips / left_s if left_s > 0 else None
     return {
         "total_hours": round(total_s / 3600, 2),
         "critical_path": critical,
@@ -450,6 +474,7 @@ def project(results: dict[str, dict | None], checks: dict[str, dict], config: di
                          "features_cpu_pool": round(cpu_s / 3600, 3), "features_gpu": round(gpu_s / 3600, 3),
                          "features_fill": round(fill_s / 3600, 3), "lm_cache": round(lm_s / 3600, 3),
                          "pretrain": round(pre_s / 3600, 3)},
+        "pretrain_samples_per_s_for_target": round(needed, 1) if needed else None,
         "features_cpu_work_core_hours": round(cpu_work / 3600, 1), "features_cores_free": free,
         "features_hours_without_asr_on_cpu": round(without_asr_s / 3600, 3) if without_asr_s is not None else None,
         "asr_gpu_clips_per_s_to_keep_pace": round(clips / without_asr_s, 1) if without_asr_s else None,
@@ -457,7 +482,8 @@ def project(results: dict[str, dict | None], checks: dict[str, dict], config: di
                    "num_workers": config["pretrain"]["num_workers"], "lm_cache": config["pretrain"]["lm_cache"],
                    "text_model": config["text"]["model"], "shard_size": shard, "asr_device": config["asr"]["device"],
                    "language_id_model": config["language"]["id_model"], "visual_fps": config["visual"]["fps"]},
-        "assumptions": {"us_per_op": us_per_op, "assumed_mfu": ASSUMED_MFU, "peak_bf16_flops": PEAK_BF16,
+        "assumptions": {"us_per_op": us_per_op, "us_per_op_implied_by_gpu_check": implied_us,
+                        "assumed_mfu": ASSUMED_MFU, "peak_bf16_flops": PEAK_BF16,
                         "pretrain_clips": "every clip (the English filter keeps fewer: an upper bound)"},
         "stages": {s.name: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(s).items()
                             if k != "name"} for s in stages},
@@ -513,6 +539,9 @@ def table(result: dict[str, Any]) -> str:
            f"{result['features_hours_without_asr_on_cpu']:.2f} h, which a GPU ASR of "
            f"{result['asr_gpu_clips_per_s_to_keep_pace']:,.0f} clips/s or more would keep pace with"]
           if result["asr_gpu_clips_per_s_to_keep_pace"] else []),
+        ("pretraining would need " + (f"{result['pretrain_samples_per_s_for_target']:,.0f} samples/s"
+                                      if result["pretrain_samples_per_s_for_target"] else "more than the time left")
+         + f" (now {result['stages']['pretrain']['rate']:,.0f}) for the total to reach {result['target_hours']:g} h"),
         f"total {result['total_hours']:.2f} h against a target of {result['target_hours']:g} h: "
         f"{'met' if result['meets_target'] else 'NOT met'}; critical path {' -> '.join(result['critical_path'])}",
     ]

@@ -94,6 +94,10 @@ def test_gpu_rates_from_gpu_check_mark_stages_measured_and_set_the_hours(tmp_pat
     assert asr["kind"] == "gpu" and asr["hours"] == pytest.approx(N / 200 / 3600, rel=1e-4)
     assert result["features_cores_free"] == 32 - 4 * 2  # the GPU ASR jobs hold their cores
     assert result["phases_hours"]["features_gpu"] == pytest.approx(N / 200 / 3600, abs=1e-3)
+    # A later epoch of the same pretrain() (the compile check's eager run) is the steady state: it wins.
+    steady = run(tmp_path, "steady", gpu_check=[checks[1], {"check": "compile", "eager_samples_per_s": 2500.0,
+                                                          "compiled_samples_per_s": 5000.0}])
+    assert steady["stages"]["pretrain"]["hours"] == pytest.approx(N * 200 / 2500 / 3600, rel=1e-4)
     faster = run(tmp_path, "faster", gpu_check=[{**checks[1], "pretrain_samples_per_s": 4000.0}])
     assert faster["stages"]["pretrain"]["hours"] == pytest.approx(pre["hours"] / 2, rel=1e-4)
     # The loader's supply with the config's 4 workers caps a GPU rate measured with more of them.
