@@ -236,6 +236,7 @@ def cpu_workers(cores: int, threads: int, mem_mb: int, node_mem_mb: int | None) 
 
 
 def plan_stage(results: dict[str, dict | None], clips: int) -> Stage:
+    """`kebr plan` and Snakemake's DAG after the checkpoint: one process, wall seconds scaled by clips."""
     dag = results.get("dag")
     if dag and {"plan_s", "clips"} <= dag.keys():
         seconds = (float(dag["plan_s"]) + float(dag.get("dry_run_s", 0.0))) / float(dag["clips"]) * clips
@@ -248,7 +249,8 @@ def plan_stage(results: dict[str, dict | None], clips: int) -> Stage:
 
 
 def asr_stage(results: dict[str, dict | None], checks: dict[str, dict], clips: int, clip_s: float,
-              threads: int) -> Stage:
+              threads: int, gpus: int = 1) -> Stage:
+    """ASR + language ID: on the GPU at a measured GPU rate, else on the CPU (asr.json, else README)."""
     gpu = checks.get("asr") or results.get("asr_gpu")
     if gpu and gpu.get("dry_run") is not True and float(gpu.get("clips_per_s", 0)) > 0:
         # Per clip or per media second, whichever is slower for VoxCeleb2's clips (as on the CPU).
@@ -256,11 +258,12 @@ def asr_stage(results: dict[str, dict | None], checks: dict[str, dict], clips: i
         per_media = clip_s / float(gpu["rtfx"]) if float(gpu.get("rtfx", 0)) > 0 else 0.0
         where = "gpu_check.json check asr" if checks.get("asr") else "asr_gpu.json"
         jobs, job_threads = int(gpu.get("jobs", 1)), int(gpu.get("threads_per_job", threads))
-        stage = Stage("asr", "gpu", clips, max(per_clip, per_media), "clips/s (GPU)", 1 / max(per_clip, per_media),
-                      f"{where}: clips_per_s {gpu['clips_per_s']}, rtfx {gpu.get('rtfx')}", True,
-                      f"measured on {gpu.get('device', 'the GPU')} through the stage's worker ({jobs} jobs), "
-                      "model loading included", threads=job_threads, workers=jobs, host_cores=jobs * job_threads)
-        return stage
+        cost = max(per_clip, per_media) / gpus  # the measured jobs on every GPU (assumed: each as fast)
+        return Stage("asr", "gpu", clips, cost, "clips/s (GPU)", 1 / cost,
+                     f"{where}: clips_per_s {gpu['clips_per_s']}, rtfx {gpu.get('rtfx')}", True,
+                     f"measured on {gpu.get('device', 'the GPU')} through the stage's worker ({jobs} jobs), "
+                     "model loading included", threads=job_threads, workers=jobs * gpus,
+                     host_cores=jobs * job_threads * gpus)
     asr = results.get("asr")
     if asr and float(asr.get("cpu_s_per_clip", 0)) > 0:
         per_clip = float(asr["cpu_s_per_clip"])
@@ -280,6 +283,7 @@ def asr_stage(results: dict[str, dict | None], checks: dict[str, dict], clips: i
 
 
 def feature_stage(name: str, results: dict[str, dict | None], clips: int, clip_s: float, threads: int) -> Stage:
+    """audio, visual or assemble: CPU-seconds per clip from visual.json or the documented constants."""
     if name == "visual":
         visual = results.get("visual")
         if visual and float(visual.get("cpu_s_per_media_s", 0)) > 0:
@@ -314,6 +318,7 @@ def disk_bytes_per_s(loader: dict[str, Any] | None) -> tuple[float, str] | None:
 
 def lm_cache_stage(results: dict[str, dict | None], checks: dict[str, dict], clips: int, text_length: int,
                    us_per_op: float, gpus: int) -> Stage:
+    """The LM-cache build at the start of the pretrain job: measured by gpu_check's loader check, else estimated."""
     loader = checks.get("loader")
     if loader and float(loader.get("sidecar_build_and_setup_s", 0)) > 0 and int(loader.get("clips", 0)) > 0:
         # The whole pretrain() setup is charged to the build: an upper bound on it.
@@ -337,6 +342,7 @@ def lm_cache_stage(results: dict[str, dict | None], checks: dict[str, dict], cli
 
 def pretrain_stage(results: dict[str, dict | None], checks: dict[str, dict], clips: int, config: dict[str, Any],
                    threads: int, us_per_op: float, gpus: int) -> Stage:
+    """The epochs: a GPU rate from gpu_check.json, else the lowest of loader, launch and FLOP bounds."""
     pre = config["pretrain"]
     samples = clips * pre["epochs"]
     loader = checks.get("loader")
@@ -408,7 +414,7 @@ def project(results: dict[str, dict | None], checks: dict[str, dict], config: di
     shards = math.ceil(clips / shard)
     mem = config["resources"]["mem_mb"]
     stages = [plan_stage(results, clips),
-              asr_stage(results, checks, clips, clip_s, threads.get("asr", 1)),
+              asr_stage(results, checks, clips, clip_s, threads.get("asr", 1), gpus),
               feature_stage("audio", results, clips, clip_s, threads.get("audio_features", 1)),
               feature_stage("visual", results, clips, clip_s, threads.get("visual_features", 1)),
               feature_stage("assemble", results, clips, clip_s, threads.get("assemble_shard", 1)),
@@ -425,7 +431,7 @@ def project(results: dict[str, dict | None], checks: dict[str, dict], config: di
             s.workers = cpu_workers(cores, s.threads, mem[rules[s.name]], node_mem_mb)
             s.hours = (s.cost_per_clip * s.clips + s.job_overhead_s * shards) / (s.workers * s.threads) / 3600
         else:
-            s.hours = s.cost_per_clip * s.clips / 3600  # GPU-s per clip already over the node's GPUs where shared
+            s.hours = s.cost_per_clip * s.clips / 3600  # GPU stages' costs are over all the node's GPUs
 
     # Features phase: CPU stages pool the cores; a GPU ASR holds its jobs' cores and the GPU.
     features = [by[n] for n in ("asr", "audio", "visual", "assemble")]
@@ -435,10 +441,10 @@ def project(results: dict[str, dict | None], checks: dict[str, dict], config: di
     free = max(cores - held, 1)
     cpu_work = sum(s.cost_per_clip * s.clips + s.job_overhead_s * shards for s in cpu)
     cpu_s = cpu_work / free
-    gpu_s = sum(s.cost_per_clip * s.clips / gpus for s in gpu)
+    gpu_s = sum(s.cost_per_clip * s.clips for s in gpu)
     media = [s for s in features if s.name != "assemble"]
     # The last shard: its slowest media job (a job's clips one after another on its threads), then assemble.
-    # A GPU stage's cost is over all its jobs together: one job's share is its workers' times as slow.
+    # A GPU stage's cost is over all its jobs together: one job runs its workers' times as slow.
     fill_s = max(shard * s.cost_per_clip * (1 / s.threads if s.kind == "cpu" else s.workers) + s.job_overhead_s
                  for s in media)
     fill_s += shard * by["assemble"].cost_per_clip + by["assemble"].job_overhead_s

@@ -146,3 +146,14 @@ def test_the_cli_prints_a_table_then_one_json_line_and_writes_it(tmp_path):
     assert line == json.loads((folder / "voxceleb2.json").read_text())
     assert {"total_hours", "critical_path", "measured_stages", "estimated_stages", "stages"} <= line.keys()
     assert any(row.startswith("pretrain") for row in lines[:-1])
+
+
+def test_twice_the_cores_halve_the_cpu_pool_and_twice_the_gpus_halve_the_gpu_stages(tmp_path):
+    folder = write(tmp_path / "r", **BASE, gpu_check=[{"check": "loader", "pretrain_samples_per_s": 2000.0,
+                                                     "clips": 1000, "sidecar_build_and_setup_s": 1.0}])
+    one = vox.projection(folder, 32, 1, spec=spec(tmp_path))
+    more = vox.projection(folder, 64, 2, spec=spec(tmp_path))
+    assert more["phases_hours"]["features_cpu_pool"] == pytest.approx(one["phases_hours"]["features_cpu_pool"] / 2,
+                                                                      abs=1e-3)
+    for stage in ("pretrain", "lm_cache"):
+        assert more["stages"][stage]["hours"] == pytest.approx(one["stages"][stage]["hours"] / 2, rel=1e-4)
