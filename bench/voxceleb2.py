@@ -364,6 +364,9 @@ def pretrain_stage(results: dict[str, dict | None], checks: dict[str, dict], cli
         if float(compiled.get("compiled_samples_per_s", 0)) > 0:
             c = float(compiled["compiled_samples_per_s"])
             notes.append(f"with pretrain.compile: true (default false): {c:,.0f} samples/s, {samples / c / 3600:.1f} h")
+        if loader.get("steps_vs_in_memory") is not None:
+            notes.append(f"loader check: steps through the loader / from batches in memory "
+                         f"{loader['steps_vs_in_memory']} (1 = the loader is never the limit)")
         if loader.get("gpu_utilisation_mean") is not None:
             notes.append(f"GPU utilisation during the loader check: {loader['gpu_utilisation_mean']}%")
         rate *= gpus  # DDP: one process per GPU, linear (assumed)
