@@ -77,6 +77,7 @@ The first frame a process sees takes about 0.2 s more (the models load lazily).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -167,6 +168,10 @@ AU_COLUMNS = [
     "au_brow_gap", "au_eye_open_r", "au_eye_open_l", "au_lip_corner_raise", "au_mouth_width",
     "au_mouth_open", "au_jaw_drop", "au_upper_lip_raise", "au_lip_pucker",
 ]
+# The mesh points face_features reads one by one.
+_FEATURE_POINTS = sorted({NOSE_TIP, CHIN, SUBNASALE, *EYE_R.values(), *EYE_L.values(), *BROW_R.values(),
+                          *BROW_L.values(), LIP_CORNER_R, LIP_CORNER_L, LIP_UPPER_OUTER, LIP_LOWER_OUTER,
+                          LIP_UPPER_INNER, LIP_LOWER_INNER})
 LANDMARK_COLUMNS = [f"lmk_{i}_{axis}" for i in LANDMARK_SUBSET for axis in ("x", "y")]
 COLUMNS = [
     "face_present", "track_confidence",
@@ -178,21 +183,23 @@ COLUMNS = [
 
 # Face Mesh's landmarks as protobuf bytes: 478 NormalizedLandmark messages of exactly x, y, z (field
 # tag, length 15, then three tagged little-endian floats), 17 bytes each; read in one go with numpy.
-_LANDMARK_RECORD = np.dtype([("tag", "u1"), ("size", "u1"), ("x_tag", "u1"), ("x", "<f4"),
-                             ("y_tag", "u1"), ("y", "<f4"), ("z_tag", "u1"), ("z", "<f4")])
-_LANDMARK_TAGS = {"tag": 0x0A, "size": 15, "x_tag": 0x0D, "y_tag": 0x15, "z_tag": 0x1D}
+_LANDMARK_SIZE = 17
+_TAG_OFFSETS = [0, 1, 2, 7, 12]  # message tag, its length, then the x, y and z field tags
+_TAG_VALUES = np.array([0x0A, 15, 0x0D, 0x15, 0x1D], dtype=np.uint8)
+_XYZ = np.dtype([("x", "<f4", (1,)), ("_y", "u1"), ("y", "<f4", (1,)), ("_z", "u1"), ("z", "<f4", (1,))])
 
 
 def mesh_points(landmarks: Any, width: int, height: int) -> np.ndarray:
     """(n, 3) float64 pixels (x right, y up, z towards the camera, z in x's scale) from a Face Mesh
     ``NormalizedLandmarkList``, without a Python step per landmark."""
     raw = landmarks.SerializeToString()
-    records = np.frombuffer(raw, dtype=_LANDMARK_RECORD) if len(raw) % _LANDMARK_RECORD.itemsize == 0 else None
-    if records is None or any((records[k] != v).any() for k, v in _LANDMARK_TAGS.items()):
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _LANDMARK_SIZE) if len(raw) % _LANDMARK_SIZE == 0 else None
+    if records is None or not (records[:, _TAG_OFFSETS] == _TAG_VALUES).all():
         # Another MediaPipe (one that sets visibility or presence) needs another reader: fail loudly.
         raise RuntimeError("visual: Face Mesh landmarks are not plain (x, y, z) records; "
                            f"mediapipe {mp.__version__} is not the version this reader was written for")
-    xyz = np.stack([records["x"], records["y"], records["z"]], axis=1).astype(np.float64)
+    fields = np.ascontiguousarray(records[:, 3:]).view(_XYZ)[:, 0]
+    xyz = np.concatenate([fields["x"], fields["y"], fields["z"]], axis=1).astype(np.float64)
     return xyz * np.array([width, -height, -width], dtype=np.float64)
 
 
@@ -215,43 +222,48 @@ def head_angles(axes: np.ndarray) -> tuple[float, float, float]:
 
     The closed form of scipy's ``Rotation.from_matrix(axes).as_euler("YXZ")`` (equal to 1e-9 degrees,
     tested) at a tenth of its cost; a head never pitches the 90 degrees where the angles degenerate."""
-    pitch = np.arcsin(np.clip(-axes[1, 2], -1.0, 1.0))
-    yaw = np.arctan2(axes[0, 2], axes[2, 2])
-    roll = np.arctan2(axes[1, 0], axes[1, 1])
-    return float(np.degrees(yaw)), float(np.degrees(pitch)), float(np.degrees(roll))
+    (_, _, r02), (r10, r11, r12), (_, _, r22) = axes.tolist()
+    pitch = math.asin(min(1.0, max(-1.0, -r12)))
+    return math.degrees(math.atan2(r02, r22)), math.degrees(pitch), math.degrees(math.atan2(r10, r11))
 
 
 def face_features(points: np.ndarray) -> dict[str, float]:
-    """Every column but face_present/confidence from 478 mesh points in pixels (x right, y up, z out)."""
+    """Every column but face_present/track_confidence from 478 mesh points in pixels (x right, y up, z out)."""
     axes = head_axes(points)
     iod = np.linalg.norm(points[EYE_L["outer"]] - points[EYE_R["outer"]])
-    q = (points - points[NOSE_TIP]) @ axes / iod  # head frame, in IODs
+    q_array = (points - points[NOSE_TIP]) @ axes / iod  # head frame, in IODs
+    # The few points used below as Python floats: scalar arithmetic on numpy elements costs more
+    # than the landmark model on small frames.
+    q = dict(zip(_FEATURE_POINTS, q_array[_FEATURE_POINTS].tolist()))
 
     def dist(a: int, b: int) -> float:
-        return float(np.linalg.norm(q[a] - q[b]))
+        return math.dist(q[a], q[b])
+
+    def mid(a: int, b: int) -> list[float]:
+        return [(u + v) / 2 for u, v in zip(q[a], q[b])]
 
     values = dict(zip(("head_yaw", "head_pitch", "head_roll"), head_angles(axes)))
     for side, eye in (("r", EYE_R), ("l", EYE_L)):
-        half_width = abs(q[eye["inner"], 0] - q[eye["outer"], 0]) / 2
-        eye_mid_x = (q[eye["inner"], 0] + q[eye["outer"], 0]) / 2
-        lids_mid_y = (q[eye["upper"], 1] + q[eye["lower"], 1]) / 2
-        values[f"gaze_{side}_h"] = (q[eye["iris"], 0] - eye_mid_x) / half_width
-        values[f"gaze_{side}_v"] = (q[eye["iris"], 1] - lids_mid_y) / half_width
+        half_width = abs(q[eye["inner"]][0] - q[eye["outer"]][0]) / 2
+        eye_mid_x = (q[eye["inner"]][0] + q[eye["outer"]][0]) / 2
+        lids_mid_y = (q[eye["upper"]][1] + q[eye["lower"]][1]) / 2
+        values[f"gaze_{side}_h"] = (q[eye["iris"]][0] - eye_mid_x) / half_width
+        values[f"gaze_{side}_v"] = (q[eye["iris"]][1] - lids_mid_y) / half_width
     for side, eye, brow in (("r", EYE_R, BROW_R), ("l", EYE_L, BROW_L)):
-        values[f"au_brow_inner_raise_{side}"] = q[brow["inner"], 1] - q[eye["inner"], 1]
-        values[f"au_brow_outer_raise_{side}"] = q[brow["outer"], 1] - q[eye["outer"], 1]
+        values[f"au_brow_inner_raise_{side}"] = q[brow["inner"]][1] - q[eye["inner"]][1]
+        values[f"au_brow_outer_raise_{side}"] = q[brow["outer"]][1] - q[eye["outer"]][1]
         values[f"au_eye_open_{side}"] = dist(eye["upper"], eye["lower"])
     values["au_brow_gap"] = dist(BROW_R["inner"], BROW_L["inner"])
-    inner_lip_mid = (q[LIP_UPPER_INNER] + q[LIP_LOWER_INNER]) / 2
-    corners_mid = (q[LIP_CORNER_R] + q[LIP_CORNER_L]) / 2
-    outer_lip_mid = (q[LIP_UPPER_OUTER] + q[LIP_LOWER_OUTER]) / 2
+    inner_lip_mid = mid(LIP_UPPER_INNER, LIP_LOWER_INNER)
+    corners_mid = mid(LIP_CORNER_R, LIP_CORNER_L)
+    outer_lip_mid = mid(LIP_UPPER_OUTER, LIP_LOWER_OUTER)
     values["au_lip_corner_raise"] = corners_mid[1] - inner_lip_mid[1]
     values["au_mouth_width"] = dist(LIP_CORNER_R, LIP_CORNER_L)
     values["au_mouth_open"] = dist(LIP_UPPER_INNER, LIP_LOWER_INNER)
     values["au_jaw_drop"] = dist(NOSE_TIP, CHIN)
     values["au_upper_lip_raise"] = dist(SUBNASALE, LIP_UPPER_OUTER)
     values["au_lip_pucker"] = outer_lip_mid[2] - corners_mid[2]
-    values.update(zip(LANDMARK_COLUMNS, q[list(LANDMARK_SUBSET), :2].ravel().tolist()))
+    values.update(zip(LANDMARK_COLUMNS, q_array[list(LANDMARK_SUBSET), :2].ravel().tolist()))
     return values
 
 
