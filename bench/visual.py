@@ -1,6 +1,6 @@
 """The visual stage's CPU cost per sampled frame against a bare Face Mesh ``process()`` on the same frames.
 
-    python bench/visual.py [--clips 6] [--rounds 3] [--seconds 8]
+    python bench/visual.py [--clips 6] [--rounds 5] [--seconds 8]
 
 Clips: the tests' real face video (scikit-image's astronaut photo panning in a small ellipse,
 ``tests/test_visual.py::moving_face``), upright, rotated by +-10 degrees and mirrored, looped to
@@ -77,7 +77,7 @@ def threads_now() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
 
