@@ -75,8 +75,8 @@ def encode_h264(path: Path, frames: np.ndarray, x264_params: str) -> Path:
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "veryfast", "x264-params": f"{x264_params}:threads=1"}
         for image in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:stream.height, :stream.width]), format="rgb24")
-            container.mux(stream.encode(frame))
+            image = np.ascontiguousarray(image[:stream.height, :stream.width])
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode(None))
     return path
 
