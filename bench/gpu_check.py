@@ -13,9 +13,10 @@ Each check runs the code a real run takes:
   weights (no download): MiniLM, BERT-base and BERT-large shaped; bf16 (the config's default) and
   fp32 (the paper recipe: ``amp: false``); pretraining (frozen LM) and fine-tuning (LM trained);
   samples/s and MFU. ``paper_recipe_step`` is BERT-large, fp32, fine-tuning.
-- ``compile``: the ``loader`` pretraining with ``compile: true`` against eager: compile seconds (the
-  first epoch's extra time), a later epoch's samples/s, and how many graphs Dynamo compiled: trimmed
-  text takes a few fixed lengths (kebr/train/data.py), so that number stays small.
+- ``compile``: the ``loader`` pretraining eager and compiled (``compile: true``; ``reduce-overhead``,
+  with CUDA graphs), in bf16 and fp32: a later epoch's samples/s per variant, compile seconds (the
+  first epoch's extra time), and how many graphs Dynamo compiled: trimmed text takes a few fixed
+  lengths (kebr/train/data.py), so that number stays small.
 - ``ddp``: run under ``torchrun --nproc_per_node=<GPUs>``: the ``loader`` pretraining with the process
   group (NCCL) and DistributedDataParallel on every GPU present.
 The ASR check is bench/asr.py's own (bench/gpu_check.sh calls it).
@@ -196,21 +197,35 @@ def check_steps(dry_run: bool, work: Path, tokenizer: Path | None) -> dict[str, 
 
 
 def check_compile(dry_run: bool, work: Path, tokenizer: Path | None) -> dict[str, Any]:
+    """The ``loader`` pretraining eager and compiled, in bf16 (the config's default) and fp32: a later
+    epoch's samples/s per variant, compile seconds (the first epoch's extra time) and Dynamo's graphs."""
     import torch._dynamo
 
     if dry_run:
         torch.compile = functools.partial(torch.compile, backend="eager")
     steps = None if dry_run else 250  # per epoch: enough to meet every trimmed text length
-    _, eager, _ = pretrain_run(work, "eager", dry_run, tokenizer, epochs=2, max_steps_per_epoch=steps)
-    torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
-    _, compiled, _ = pretrain_run(work, "compiled", dry_run, tokenizer, epochs=2, compile=True,
-                                  max_steps_per_epoch=steps)
-    graphs = int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
-    return {"ok": True, "compile_s": round(float(compiled[0]["seconds"]) - float(eager[0]["seconds"]), 1),
-            "eager_samples_per_s": float(eager[-1]["samples_per_s"]),
-            "compiled_samples_per_s": float(compiled[-1]["samples_per_s"]), "graphs_compiled": graphs,
-            "loss_eager": float(eager[-1]["loss"]), "loss_compiled": float(compiled[-1]["loss"])}
+    variants = {"eager": {"compile": False}, "compiled": {"compile": True}}
+    if not dry_run:  # CUDA graphs and bf16 are CUDA's
+        variants = {"eager_bf16": {"compile": False}, "eager_fp32": {"compile": False, "amp": False},
+                    "compiled_bf16": {"compile": True}, "cudagraphs_bf16": {"compile": "reduce-overhead"},
+                    "cudagraphs_fp32": {"compile": "reduce-overhead", "amp": False}}
+    result: dict[str, Any] = {"ok": True}
+    for name, overrides in variants.items():
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        _, log, _ = pretrain_run(work, name, dry_run, tokenizer, epochs=2, max_steps_per_epoch=steps, **overrides)
+        result[name] = {"samples_per_s": float(log[-1]["samples_per_s"]), "first_epoch_s": float(log[0]["seconds"]),
+                        "epoch_s": float(log[-1]["seconds"]), "loss": float(log[-1]["loss"]),
+                        "graphs_compiled": int(torch._dynamo.utils.counters["stats"]["unique_graphs"])}
+    eager, compiled = (("eager", "compiled") if dry_run else ("eager_bf16", "compiled_bf16"))
+    result.update({"compile_s": round(result[compiled]["first_epoch_s"] - result[eager]["first_epoch_s"], 1),
+                   "eager_samples_per_s": result[eager]["samples_per_s"],
+                   "compiled_samples_per_s": result[compiled]["samples_per_s"],
+                   "graphs_compiled": result[compiled]["graphs_compiled"],
+                   "loss_eager": result[eager]["loss"], "loss_compiled": result[compiled]["loss"]})
+    best = max((v["samples_per_s"], k) for k, v in result.items() if isinstance(v, dict))
+    result["best"] = {"variant": best[1], "samples_per_s": best[0]}
+    return result
 
 
 def check_ddp(dry_run: bool, work: Path, tokenizer: Path | None) -> dict[str, Any]:

@@ -49,9 +49,9 @@ check() {
 }
 
 # Limits add up to 8 minutes; on an H200 the checks take far less (model loads included).
-check asr 90 "$PY" bench/asr.py "${ASR[@]}"
-check loader 110 "$PY" bench/gpu_check.py loader --work "$WORK" "${DRY[@]}" "${TOK[@]}"
-check steps 140 "$PY" bench/gpu_check.py steps --work "$WORK" "${DRY[@]}" "${TOK[@]}"
-check compile 80 "$PY" bench/gpu_check.py compile --work "$WORK" "${DRY[@]}" "${TOK[@]}"
+check asr 80 "$PY" bench/asr.py "${ASR[@]}"
+check loader 90 "$PY" bench/gpu_check.py loader --work "$WORK" "${DRY[@]}" "${TOK[@]}"
+check steps 110 "$PY" bench/gpu_check.py steps --work "$WORK" "${DRY[@]}" "${TOK[@]}"
+check compile 150 "$PY" bench/gpu_check.py compile --work "$WORK" "${DRY[@]}" "${TOK[@]}"
 check ddp 60 "$PY" -m torch.distributed.run --standalone --nproc_per_node="$GPUS" bench/gpu_check.py ddp \
     --work "$WORK" "${DRY[@]}" "${TOK[@]}"

@@ -142,22 +142,22 @@ class GroupSampler(Sampler[list[np.ndarray]]):
 
 
 class GroupReader(Dataset):
-    """``reader[group]``: the group's batches (a list of dicts of tensors), read in one go."""
+    """``reader[group]``: the group's rows read in one go, (batch of all its rows, row bounds of its
+    batches); ``Batches`` cuts it. One tensor per field crosses from a worker (and is pinned), not
+    one per field per batch: each costs a shared-memory handle and a pinning call."""
 
     def __init__(self, dataset: ShardDataset) -> None:
         self.dataset = dataset
 
-    def __getitem__(self, group: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
-        batch = self.dataset.read(np.concatenate(group))
-        bounds = np.cumsum([0, *map(len, group)])
-        return [{key: value[a:b] for key, value in batch.items()} for a, b in zip(bounds[:-1], bounds[1:])]
+    def __getitem__(self, group: list[np.ndarray]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        return self.dataset.read(np.concatenate(group)), np.cumsum([0, *map(len, group)]).tolist()
 
     def __len__(self) -> int:
         return len(self.dataset)
 
 
-def _keep(groups: Any) -> Any:
-    return groups  # a group is already a list of batches of tensors
+def _keep(group: Any) -> Any:
+    return group  # already tensors
 
 
 class Batches:
@@ -167,8 +167,9 @@ class Batches:
         self.dataset, self.sampler, self.loader = dataset, sampler, loader
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for group in self.loader:
-            yield from group
+        for rows, bounds in self.loader:
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                yield {key: value[a:b] for key, value in rows.items()}
 
     def __len__(self) -> int:
         return self.sampler.num_batches()

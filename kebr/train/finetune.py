@@ -104,7 +104,7 @@ def finetune(
     device: str = "auto",
     num_workers: int = 0,
     amp: bool = True,
-    compile: bool = False,
+    compile: bool | str = False,
     max_steps_per_epoch: int | None = None,
     save_epochs: Sequence[int] = (),
     bucket_by_length: bool = True,

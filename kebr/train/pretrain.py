@@ -50,7 +50,7 @@ def pretrain(
     device: str = "auto",
     num_workers: int = 0,
     amp: bool = True,
-    compile: bool = False,
+    compile: bool | str = False,
     max_steps_per_epoch: int | None = None,
     split: str | None = None,
     bucket_by_length: bool = True,
