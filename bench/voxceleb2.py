@@ -164,7 +164,9 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def gpu_checks(path: Path) -> dict[str, dict[str, Any]]:
-    """gpu_check.json's lines by check name (``loader``, ``asr``, ...), the ones that ran (ok not false)."""
+    """gpu_check.json's lines by check name (``loader``, ``asr``, ...), the ones that ran (ok not false).
+    A check run again is appended as ``<check>_run<k>``: the last line of a check counts, and the earlier
+    ones ride along under ``earlier_runs`` so the spread between runs can be shown."""
     try:
         lines = path.read_text().splitlines()
     except OSError:
@@ -176,8 +178,28 @@ def gpu_checks(path: Path) -> dict[str, dict[str, Any]]:
         except json.JSONDecodeError:
             continue
         if isinstance(item, dict) and "check" in item and item.get("ok", True) is not False:
-            checks[str(item["check"])] = item
+            name = re.sub(r"_run\d+$", "", str(item["check"]))
+            earlier = checks.pop(name, None)
+            runs = [*earlier.pop("earlier_runs", []), earlier] if earlier else []
+            checks[name] = {**item, "earlier_runs": runs}
     return checks
+
+
+def failed_gpu_checks(path: Path) -> dict[str, str]:
+    """The checks of gpu_check.json that did not run, with why (first 160 characters)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    failed = {}
+    for line in lines:
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, dict) and item.get("ok", True) is False:
+            failed[str(item.get("check"))] = str(item.get("error", item.get("skipped", "")))[-160:]
+    return failed
 
 
 def mean_clip_seconds(spec: Path = DATA_SPEC) -> tuple[float, str]:
@@ -361,9 +383,18 @@ def pretrain_stage(results: dict[str, dict | None], checks: dict[str, dict], cli
         rate, key = (steady, "check compile: eager_samples_per_s (a 2nd epoch)") if steady > 0 else \
             (first, "check loader: pretrain_samples_per_s")
         notes.append(f"loader check (1 epoch, starts included): {first:,.0f} samples/s, {samples / first / 3600:.1f} h")
+        for run in [*loader["earlier_runs"], *compiled.get("earlier_runs", [])]:
+            value = float(run.get("eager_samples_per_s", run.get("pretrain_samples_per_s", 0)))
+            if value > 0:
+                notes.append(f"earlier {run['check']} ({run.get('run', 'no run label')}): {value:,.0f} samples/s")
         if float(compiled.get("compiled_samples_per_s", 0)) > 0:
             c = float(compiled["compiled_samples_per_s"])
             notes.append(f"with pretrain.compile: true (default false): {c:,.0f} samples/s, {samples / c / 3600:.1f} h")
+        best = (checks.get("compile_whole_step") or {}).get("best") or {}
+        if float(best.get("samples_per_s", 0)) > 0:  # an experiment, not the config's defaults
+            b = float(best["samples_per_s"])
+            notes.append(f"fastest variant measured (compile_whole_step, {best.get('variant')}; not a default): "
+                         f"{b:,.0f} samples/s, {samples / b / 3600:.1f} h")
         if loader.get("steps_vs_in_memory") is not None:
             notes.append(f"loader check: steps through the loader / from batches in memory "
                          f"{loader['steps_vs_in_memory']} (1 = the loader is never the limit)")
@@ -511,6 +542,7 @@ def projection(results_dir: Path, cores: int, gpus: int, us_per_op: float = US_P
     result = project(results, checks, config_defaults(), rule_threads(), cores, gpus,
                      clip_s=clip_s, us_per_op=us_per_op, node_mem_mb=profile_mem_mb())
     result["mean_clip_s_source"] = clip_source
+    result["gpu_checks_failed"] = failed_gpu_checks(results_dir / "gpu_check.json")
     result["inputs"] = sorted([names[k] for k, v in results.items() if v] + (["gpu_check.json"] if checks else []))
     result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     result["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs (rates measured here); projected node: "
@@ -551,6 +583,8 @@ def table(result: dict[str, Any]) -> str:
         ("pretraining would need " + (f"{result['pretrain_samples_per_s_for_target']:,.0f} samples/s"
                                       if result["pretrain_samples_per_s_for_target"] else "more than the time left")
          + f" (now {result['stages']['pretrain']['rate']:,.0f}) for the total to reach {result['target_hours']:g} h"),
+        *[f"gpu_check.json: check {name} did not run: {why.splitlines()[-1] if why else '?'}"
+          for name, why in result.get("gpu_checks_failed", {}).items()],
         f"total {result['total_hours']:.2f} h against a target of {result['target_hours']:g} h: "
         f"{'met' if result['meets_target'] else 'NOT met'}; critical path {' -> '.join(result['critical_path'])}",
     ]

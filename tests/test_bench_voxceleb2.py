@@ -94,6 +94,12 @@ def test_gpu_rates_from_gpu_check_mark_stages_measured_and_set_the_hours(tmp_pat
     assert asr["kind"] == "gpu" and asr["hours"] == pytest.approx(N / 200 / 3600, rel=1e-4)
     assert result["features_cores_free"] == 32 - 4 * 2  # the GPU ASR jobs hold their cores
     assert result["phases_hours"]["features_gpu"] == pytest.approx(N / 200 / 3600, abs=1e-3)
+    # A check run again (<check>_run2) replaces the first; the first stays in the notes.
+    again = run(tmp_path, "again", gpu_check=[checks[1], {**checks[1], "check": "loader_run2",
+                                                          "pretrain_samples_per_s": 1000.0, "run": "second"}])
+    assert again["stages"]["pretrain"]["rate"] == pytest.approx(1000.0)
+    assert any("earlier loader" in n and "2,000" in n for n in again["stages"]["pretrain"]["notes"])
+    assert result["gpu_checks_failed"] == {"steps": "timed out"}
     # A later epoch of the same pretrain() (the compile check's eager run) is the steady state: it wins.
     steady = run(tmp_path, "steady", gpu_check=[checks[1], {"check": "compile", "eager_samples_per_s": 2500.0,
                                                           "compiled_samples_per_s": 5000.0}])
