@@ -11,10 +11,17 @@ Two backends behind one small interface (``Transcriber``):
 
 Per clip we keep the text, word timestamps, the mean token log-probability (``avg_logprob``), the
 probability of the no-speech token, and the language with its probability and the model that
-identified it. A multilingual ASR model identifies the language itself; an English-only one (tiny.en)
-cannot, so a separate multilingual model does (``language_id``: by default the bundled Whisper base,
-kebr/langid.py), batched like the ASR. Gold transcripts (MOSI/MOSEI ``label.csv``) replace ASR when
-present, without decoding the clip's audio.
+identified it. A multilingual ASR model identifies the language itself, from its own encoder pass;
+an English-only one (tiny.en) cannot, so a separate multilingual model does (``language_id``: by
+default the bundled Whisper base, kebr/langid.py), batched like the ASR. Gold transcripts
+(MOSI/MOSEI ``label.csv``) replace ASR when present, without decoding the clip's audio.
+
+At the models' pace (issue 13; ``python bench/asr.py``): each clip is decoded once and each of its
+30 s windows turned into log-mel once (``prepare``), in a thread one batch ahead of the model
+(``Prefetcher``); both models read that log-mel. CTranslate2 runs one replica with the job's
+threads (``default_cpu_threads``), and the ASR worker starts with ``WORKER_ENV`` (no page faults
+per encoder call, no spinning OpenMP threads). On CPU the stage costs within 5 % of its bare model
+calls; kebr/language.py says why tiny.en + base, not the base alone, is the default.
 """
 
 from __future__ import annotations

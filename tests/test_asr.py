@@ -262,3 +262,64 @@ def test_ctranslate2_threads_follow_the_job(monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     model = load_faster_whisper("bundled", device="cpu")
     assert model.model.num_workers == 1  # one replica: one pool of threads, not one per replica
+
+
+def test_bench_asr_dry_run_runs_the_stage_through_kebr_asr_jobs(tmp_path) -> None:
+    """bench/asr.py --device cuda's code, tiny, on the CPU: `kebr asr` jobs on real decoded files with
+    language ID on, GPU sampling that reports why it has no sample here."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, str(repo / "bench" / "asr.py"), "--dry-run", "--clips", "3"],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (out["bench"], out["dry_run"], out["device"], out["clips"], out["jobs"]) == ("asr_gpu", True, "cpu", 3, 1)
+    assert out["language_ids"] == ["bundled-base"] and out["wer"] < 0.2  # real speech, decoded
+    assert out["clips_per_s"] > 0 and out["rtfx"] > 0 and len(out["worker_ready_s"]) == 1
+    assert out["gpu_util_samples"] == 0 and "nvidia-smi" in out["gpu_util_error"]
+
+
+class _CountingExtractor:
+    """A faster-whisper FeatureExtractor that counts its log-mel computations."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.inner(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_one_log_mel_per_window_for_both_models_and_the_librarys_own_results(clips: dict[str, Clip]) -> None:
+    from faster_whisper.transcribe import BatchedInferencePipeline
+
+    transcriber = make_transcriber(cpu_threads=2, language_id="bundled-base")  # the defaults: tiny.en + base
+    assert transcriber.shared_features
+    asr_mel = transcriber.model.feature_extractor = _CountingExtractor(transcriber.model.feature_extractor)
+    identifier = transcriber.language_id
+    lid_mel = identifier.model.feature_extractor = _CountingExtractor(identifier.model.feature_extractor)
+    audios = {name: load_audio(clips[name].media, SAMPLE_RATE) for name in ("english", "english2", "long")}
+    ours = {name: transcriber.transcribe_batch([audio])[0] for name, audio in audios.items()}
+    assert (asr_mel.calls, lid_mel.calls) == (4, 0), "one log-mel per 30 s window (the 36 s clip has 2), shared"
+
+    library = BatchedInferencePipeline(transcriber.model)  # what the stage ran before: the library's own path
+    for name, audio in audios.items():
+        if len(audio) > 30 * SAMPLE_RATE:
+            continue  # the library cuts no windows of its own with clip_timestamps
+        segments, _ = library.transcribe(audio, clip_timestamps=[{"start": 0, "end": len(audio) / SAMPLE_RATE}],
+                                         beam_size=5, word_timestamps=True, vad_filter=False)
+        segments = list(segments)
+        t = ours[name]
+        assert t.text == " ".join(s.text.strip() for s in segments)
+        assert t.avg_logprob == pytest.approx(segments[0].avg_logprob, abs=1e-6)
+        assert [(w[0], w[1], w[2]) for w in t.words] == [(w.word.strip(), w.start, w.end) for s in segments
+                                                          for w in s.words]
+        # The language ID read the shared log-mel: the same probabilities as reading the audio itself.
+        (probs,) = identifier.probabilities([audio])
+        assert (t.language, t.language_prob, t.english_prob) == ("en", probs["en"], probs["en"])
