@@ -3,7 +3,7 @@
     python bench/gpu_check.py loader|steps|compile|ddp --work DIR [--dry-run] [--tokenizer DIR]
 
 Each check runs the code a real run takes:
-- ``loader``: a VoxCeleb2-shaped corpus of >= 100 shards (bench/loader.py: real masked text, widths
+- ``loader``: a VoxCeleb2-shaped corpus of 100 shards (bench/loader.py: real masked text, widths
   400 x 33, 55 x 94, 39 tokens) pretrained for one epoch by ``kebr.train.pretrain`` itself: LM-cache
   sidecars built on the GPU, the real loader (``make_loader``: groups, persistent workers, pinned
   memory), bf16 TCMF steps; samples/s, the sidecar build, and GPU utilisation sampled with nvidia-smi.
@@ -113,11 +113,12 @@ def text_model(work: Path, tokenizer: Path | None, shape: str = "minilm") -> tup
 
 
 def corpus(work: Path, dry_run: bool, tokenizer: Path | None) -> tuple[list[Path], str, str]:
-    """The loader corpus (written once per work dir): 100 shards of 256 clips, 4 x 8 on a dry run."""
+    """The loader corpus (written once per work dir): 100 shards of 320 clips (2.4 GB of frames: more
+    than ``pretrain`` holds in RAM, so it reads the files), 4 x 8 on a dry run."""
     lm, what = text_model(work, tokenizer)
     folder = work / "corpus"
     if not folder.exists():  # written aside and renamed: DDP ranks may race to write it
-        shards, rows = (4, 8) if dry_run else (100, 256)
+        shards, rows = (4, 8) if dry_run else (100, 320)
         aside = work / f".corpus-{os.getpid()}"
         bench_loader.write_corpus(aside, shards, rows, "contiguous", text_model=lm)
         shutil.rmtree(aside / "lm_cache")  # pretrain() builds its own, on the GPU

@@ -300,6 +300,16 @@ def _check_resumable(state_dir: Path, model_config: dict[str, Any], train_config
                          "use a new output directory")
 
 
+def compile_mode(compile: bool | str, runtime: Runtime) -> str | None | bool:
+    """torch.compile's mode for the config's ``compile`` (False: eager; None: the default mode):
+    "auto" is CUDA graphs on one CUDA device, eager on a CPU and under DDP (schema description)."""
+    if compile == "auto":
+        return "reduce-overhead" if runtime.device.type == "cuda" and not runtime.distributed else False
+    if compile not in (True, False, "reduce-overhead"):
+        raise ValueError(f"compile must be auto, true, false or reduce-overhead, got {compile!r}")
+    return None if compile is True else compile
+
+
 def fit(run_dir: Path, *, model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimizer,
         scheduler: Any | None, objective: Objective, runtime: Runtime, epochs: int,
         max_steps_per_epoch: int | None, compile: bool | str, save_epochs: tuple[int, ...], model_config: KEBRConfig,
@@ -330,8 +340,10 @@ def fit(run_dir: Path, *, model: nn.Module, train_loader: Batches, optimizer: to
         ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         # find_unused_parameters: the other stage's head never enters this stage's loss.
         forward = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
-    if compile:  # True: inductor's default mode; "reduce-overhead": CUDA graphs too
-        objective.compile(None if compile is True else compile)
+    mode = compile_mode(compile, runtime)
+    if mode is not False:
+        log.info("%s: compiling the loss step (torch.compile mode %s)", run_dir, mode or "default")
+        objective.compile(mode)
     writer = _summary_writer(run_dir) if runtime.is_main else None
     steps_per_epoch = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)
     progress = Progress(str(run_dir), terms=LOSS_TERMS, epochs=epochs, steps_per_epoch=steps_per_epoch,

@@ -50,7 +50,7 @@ def pretrain(
     device: str = "auto",
     num_workers: int = 0,
     amp: bool = True,
-    compile: bool | str = False,
+    compile: bool | str = "auto",
     max_steps_per_epoch: int | None = None,
     split: str | None = None,
     bucket_by_length: bool = True,
@@ -84,7 +84,8 @@ def pretrain(
                     "lm_cache": lm_cache, "frozen_lm_dropout": frozen_lm_dropout,
                     "log_every_steps": log_every_steps}
     runtime = setup(device, seed, amp)
-    dataset = ShardDataset(shard_paths, split=split, stage="pretrain")
+    # A corpus whose frames fit in IN_MEMORY_AUTO_BYTES (the demo, MOSI-sized) is held in RAM.
+    dataset = ShardDataset(shard_paths, split=split, stage="pretrain", in_memory="auto")
     check_shards(dataset, model_config, split or "pretraining")
 
     model = KEBR(model_config).to(runtime.device)
