@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The models each command loads (kebr/models.py): they must be in the model cache, read offline.
-MODEL_KINDS = {"asr": ("asr",), "visual": ("pyfeat",), "assemble": ("text",), "pretrain": ("text",),
+MODEL_KINDS = {"asr": ("asr", "langid"), "visual": ("pyfeat",), "assemble": ("text",), "pretrain": ("text",),
                "finetune": ("text",)}
 
 

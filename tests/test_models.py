@@ -39,8 +39,9 @@ def config_with(tmp_path, **sections):
 
 def test_bundled_defaults_need_no_fetch(tmp_path, no_network, clean_env):
     config = config_with(tmp_path)
-    assert [(m.kind, m.source) for m in required_models(config)] == [("asr", "bundled"), ("text", "bundled")]
-    check_cached(config, ("asr", "text"))
+    assert [(m.kind, m.source) for m in required_models(config)] == [
+        ("asr", "bundled"), ("langid", "bundled"), ("text", "bundled")]
+    check_cached(config, ("asr", "langid", "text"))
     lock = fetch_models(config)
     assert lock["text:bundled"]["path"] == str(bundled_text_model_path())
     assert lock["asr:bundled"]["source"] == "bundled" and lock["asr:bundled"]["revision"] is None
@@ -49,7 +50,7 @@ def test_bundled_defaults_need_no_fetch(tmp_path, no_network, clean_env):
 
 def test_local_path_needs_no_fetch(tmp_path, no_network, clean_env):
     config = config_with(tmp_path, text={"model": str(bundled_text_model_path())})
-    assert required_models(config)[1].source == "local"
+    assert required_models(config)[2].source == "local"
     check_cached(config, ("text",))
 
 
@@ -95,4 +96,4 @@ def test_models_rule_writes_the_lock(tmp_path):
                             cwd=tmp_path, env=ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     lock = json.loads((tmp_path / "cache" / LOCK).read_text())
-    assert sorted(lock) == ["asr:bundled", "text:bundled"]
+    assert sorted(lock) == ["asr:bundled", "langid:bundled-base", "text:bundled"]
