@@ -31,11 +31,15 @@ Schedule (the model this projection uses):
    assemble job, which cannot overlap anything). Per-stage ``hours`` are the stage alone on the
    node; the phase's wall is not their sum.
 3. pretrain: its input is clips.tsv, which needs every shard, so nothing overlaps it: the LM-cache
-   build, then the epochs, one after the other on the GPU. Its rate is the lowest of the loader's
-   supply (rows/s per loader process x num_workers), the GPU's FLOP rate at an assumed MFU and the
-   host's eager launch rate (aten ops per step x an assumed time per op): a batch of 32 through a
-   1M-parameter TCMF is far too small to fill an H100, so by this estimate the launches set the pace.
-   gpu_check.json's ``loader`` check (the real pretrain() on a GPU) replaces all of it when present.
+   build, then the epochs, one after the other on the GPU. Measured (gpu_check.json): the steady-state
+   samples/s (a later epoch of the real pretrain() through the loader and LM cache) of the step the
+   config runs (``pretrain.compile: auto``: CUDA graphs over the whole loss step on one GPU, eager
+   under DDP; ``amp``: bf16), from the latest check line that ran it; else the eager rate; else the
+   loader check's 1-epoch rate. Estimated (no gpu_check.json): the lowest of the loader's supply
+   (rows/s per loader process x num_workers), the GPU's FLOP rate at an assumed MFU and the host's
+   eager launch rate (aten ops per step x an assumed time per op): a batch of 32 through a
+   1M-parameter TCMF is far too small to fill an H100, so by this estimate the launches set the pace
+   (CUDA graphs would remove most of them: for that step the estimate is an upper bound on time).
 total = plan + features + lm_cache + pretrain; the critical path names the stages that set each term.
 clips_report (reads 1,129 status tables, seconds) and fine-tuning (not part of pretrain_voxceleb2)
 are left out.
@@ -172,7 +176,7 @@ def gpu_checks(path: Path) -> dict[str, dict[str, Any]]:
     except OSError:
         return {}
     checks: dict[str, dict[str, Any]] = {}
-    for line in lines:
+    for number, line in enumerate(lines):
         try:
             item = json.loads(line)
         except json.JSONDecodeError:
@@ -181,7 +185,7 @@ def gpu_checks(path: Path) -> dict[str, dict[str, Any]]:
             name = re.sub(r"_run\d+$", "", str(item["check"]))
             earlier = checks.pop(name, None)
             runs = [*earlier.pop("earlier_runs", []), earlier] if earlier else []
-            checks[name] = {**item, "earlier_runs": runs}
+            checks[name] = {**item, "line": number, "earlier_runs": runs}
     return checks
 
 
@@ -373,28 +377,45 @@ def pretrain_stage(results: dict[str, dict | None], checks: dict[str, dict], cli
     own = results.get("loader")
     supply = float(own["rows_per_s_per_process"]) * max(workers, 1) * gpus \
         if own and float(own.get("rows_per_s_per_process", 0)) > 0 else None
-    compiled = checks.get("compile") or {}
+    # The step the config runs: pretrain.compile auto is CUDA graphs over the whole loss step on one GPU
+    # and eager under DDP (kebr/schemas/config.schema.yaml); amp picks bf16 or fp32.
+    mode = pre["compile"]
+    if mode == "auto":
+        mode = "reduce-overhead" if gpus == 1 else False
+    variant = {False: "eager", True: "compiled", "reduce-overhead": "cudagraphs"}[mode] + \
+        ("_bf16" if pre["amp"] else "_fp32")
     if loader and float(loader.get("pretrain_samples_per_s", 0)) > 0:
-        # The loader check's rate is a 1-epoch run's, one-off starts included (workers, CUDA, kernels);
-        # the compile check's eager run is the same pretrain() on the same corpus, its 2nd epoch: the
-        # steady state 200 epochs run at. Take that when there is one, and say both.
+        # The loader check's rate is a 1-epoch run's, one-off starts included (workers, CUDA, compiling);
+        # the compile checks run the same pretrain() on the same corpus per variant and report a later
+        # epoch: the steady state 200 epochs run at. The latest line that measured the config's variant
+        # counts; without one, the eager rate (CUDA graphs only ever ran faster: a lower bound).
         first = float(loader["pretrain_samples_per_s"])
-        steady = float(compiled.get("eager_samples_per_s", 0))
-        rate, key = (steady, "check compile: eager_samples_per_s (a 2nd epoch)") if steady > 0 else \
-            (first, "check loader: pretrain_samples_per_s")
+        runs = sorted((r for name, c in checks.items() if name.startswith("compile") for r in [*c["earlier_runs"], c]),
+                      key=lambda r: r["line"])
+        measured_variant = [r for r in runs if float((r.get(variant) or {}).get("samples_per_s", 0)) > 0]
+        eager = [r for r in runs if float(r.get("eager_samples_per_s", 0)) > 0]
+        if measured_variant:
+            latest = measured_variant[-1]
+            rate, key = float(latest[variant]["samples_per_s"]), f"check {latest['check']}: {variant} (a later epoch)"
+        elif eager:
+            rate, key = float(eager[-1]["eager_samples_per_s"]), f"check {eager[-1]['check']}: eager_samples_per_s"
+            if variant.split("_")[0] != "eager":
+                notes.append(f"the config's step ({variant}) is not measured: the eager rate stands in (lower bound)")
+        else:
+            rate, key = first, "check loader: pretrain_samples_per_s"
+        notes.append(f"config: pretrain.compile {pre['compile']} on {gpus} GPU -> {variant}")
         notes.append(f"loader check (1 epoch, starts included): {first:,.0f} samples/s, {samples / first / 3600:.1f} h")
-        for run in [*loader["earlier_runs"], *compiled.get("earlier_runs", [])]:
-            value = float(run.get("eager_samples_per_s", run.get("pretrain_samples_per_s", 0)))
-            if value > 0:
-                notes.append(f"earlier {run['check']} ({run.get('run', 'no run label')}): {value:,.0f} samples/s")
-        if float(compiled.get("compiled_samples_per_s", 0)) > 0:
-            c = float(compiled["compiled_samples_per_s"])
-            notes.append(f"with pretrain.compile: true (default false): {c:,.0f} samples/s, {samples / c / 3600:.1f} h")
-        best = (checks.get("compile_whole_step") or {}).get("best") or {}
-        if float(best.get("samples_per_s", 0)) > 0:  # an experiment, not the config's defaults
-            b = float(best["samples_per_s"])
-            notes.append(f"fastest variant measured (compile_whole_step, {best.get('variant')}; not a default): "
-                         f"{b:,.0f} samples/s, {samples / b / 3600:.1f} h")
+        notes += [f"earlier loader ({str(r.get('run', 'no run label')).split(':')[0]}): "
+                  f"{float(r['pretrain_samples_per_s']):,.0f} samples/s" for r in loader["earlier_runs"]
+                  if float(r.get("pretrain_samples_per_s", 0)) > 0]
+        for run in runs:  # every variant of every run, for the spread
+            label = str(run.get("run", "no run label")).split(":")[0]
+            values = {name: float((run.get(name) or {}).get("samples_per_s", 0))
+                      for name in ("eager_bf16", "cudagraphs_bf16", "cudagraphs_fp32")}
+            if not any(values.values()):
+                values["eager"] = float(run.get("eager_samples_per_s", 0))
+            notes += [f"{run['check']} ({label}) {name}: {value:,.0f} samples/s, {samples / value / 3600:.1f} h"
+                      for name, value in values.items() if value > 0]
         if loader.get("steps_vs_in_memory") is not None:
             notes.append(f"loader check: steps through the loader / from batches in memory "
                          f"{loader['steps_vs_in_memory']} (1 = the loader is never the limit)")
@@ -409,7 +430,7 @@ def pretrain_stage(results: dict[str, dict | None], checks: dict[str, dict], cli
             rate = supply
         return Stage("pretrain", "gpu", samples, 1 / rate, "samples/s (GPU)", rate, f"gpu_check.json {key}", True,
                      f"measured on {loader.get('device', 'the GPU')}: kebr.train.pretrain through the real loader "
-                     f"and LM cache, bf16, eager; LM: {loader.get('text_model', '?')}", threads=threads,
+                     f"and LM cache; LM: {loader.get('text_model', '?')}", threads=threads,
                      workers=workers, host_cores=threads, notes=notes)
     bounds: dict[str, float] = {}
     if supply is not None:

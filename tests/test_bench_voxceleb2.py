@@ -104,6 +104,13 @@ def test_gpu_rates_from_gpu_check_mark_stages_measured_and_set_the_hours(tmp_pat
     steady = run(tmp_path, "steady", gpu_check=[checks[1], {"check": "compile", "eager_samples_per_s": 2500.0,
                                                           "compiled_samples_per_s": 5000.0}])
     assert steady["stages"]["pretrain"]["hours"] == pytest.approx(N * 200 / 2500 / 3600, rel=1e-4)
+    # The config's step (compile auto: CUDA graphs on one GPU, eager under DDP; bf16) where measured.
+    variants = {"check": "compile_run2", "eager_bf16": {"samples_per_s": 1500.0},
+                "cudagraphs_bf16": {"samples_per_s": 3000.0}, "cudagraphs_fp32": {"samples_per_s": 3500.0}}
+    graphs = run(tmp_path, "graphs", gpu_check=[checks[1], variants])
+    assert graphs["stages"]["pretrain"]["rate"] == pytest.approx(3000.0)
+    ddp = vox.projection(write(tmp_path / "ddp", **BASE, gpu_check=[checks[1], variants]), 32, 2, spec=spec(tmp_path))
+    assert ddp["stages"]["pretrain"]["rate"] == pytest.approx(2 * 1500.0)
     faster = run(tmp_path, "faster", gpu_check=[{**checks[1], "pretrain_samples_per_s": 4000.0}])
     assert faster["stages"]["pretrain"]["hours"] == pytest.approx(pre["hours"] / 2, rel=1e-4)
     # The loader's supply with the config's 4 workers caps a GPU rate measured with more of them.
