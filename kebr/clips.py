@@ -53,6 +53,8 @@ SKIP_KINDS: dict[str, str] = {
     "persistent_error": "a storage or GPU error that persisted through the retries of two job runs",
     "crashed_worker": "the clip killed the stage's worker process (segfault, abort, out-of-memory kill)",
     "timeout": "the clip took longer than stages.clip_timeout_s",
+    "too_large": "the clip made the stage's worker use more memory than the job has (resources.mem_mb); "
+                 "the reason gives the peak",
     "invalid": "another problem with the clip's content (the reason says which)",
     "unexpected": "any other error: counted, and fails the shard above max_error_fraction",
 }

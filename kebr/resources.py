@@ -50,16 +50,27 @@ def pretrain_runtime(config: dict[str, Any]) -> Callable[..., int]:
     return minutes
 
 
+# An mmsa_pickle plan holds its whole unpickled file: about 1.2x its size (bench/mmsa.py).
+PICKLE_MB_PER_MB = 1.2
+
+
+def configured_mem_mb(config: dict[str, Any], rule: str, dataset: str | None, input_mb: float = 0.0,
+                      per_input_mb: float = 0.0, attempt: int = 1) -> int:
+    """Memory in MB for a job of ``rule`` on ``dataset``: the configured value, plus ``per_input_mb``
+    per MB of input, times the attempt. The job's own process reads it too (kebr/worker.py: what its
+    supervised worker may use)."""
+    return (_setting(config, "mem_mb", rule, dataset) + round(per_input_mb * input_mb)) * attempt
+
+
 def mem_mb(config: dict[str, Any], rule: str, per_input_mb: float = 0.0) -> Callable[..., int]:
-    """Memory in MB for a job of ``rule``: the configured value, plus ``per_input_mb`` per MB of
-    input (an mmsa_pickle plan holds its whole unpickled file: about 1.2x its size, bench/mmsa.py),
-    times the attempt."""
+    """``configured_mem_mb`` for Snakemake: a function of each job's wildcards, attempt and (with
+    ``per_input_mb``) input size."""
 
     def megabytes(wildcards: Any, attempt: int) -> int:
-        return _setting(config, "mem_mb", rule, wildcards.get("dataset")) * attempt
+        return configured_mem_mb(config, rule, wildcards.get("dataset"), attempt=attempt)
 
     def with_input(wildcards: Any, input: Any, attempt: int) -> int:
-        return megabytes(wildcards, attempt) + round(per_input_mb * input.size_mb) * attempt
+        return configured_mem_mb(config, rule, wildcards.get("dataset"), input.size_mb, per_input_mb, attempt)
 
     # Snakemake evaluates a function that takes `input` only once the input exists.
     return with_input if per_input_mb else megabytes

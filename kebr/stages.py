@@ -15,6 +15,9 @@ How a media stage (asr, audio, visual) runs on one shard (``run_media_stage``):
   runs past ``stages.clip_timeout_s`` is skipped with that reason, and a fresh worker takes the
   rest; a crashed or timed-out ASR batch is rerun one clip at a time, so the crash lands on the
   clip that caused it while healthy shards keep their batching.
+- A clip whose worker needs more memory than the job has (the rule's ``resources.mem_mb``, or the
+  job's cgroup limit where lower; kebr/worker.py) is skipped as ``too_large`` with the peak it
+  reached, before the out-of-memory killer can take the job; an ASR batch over it goes clip by clip.
 - What a skip is and what is retried (kebr/clips.py): content problems are skips with a reason and
   a kind; transient I/O and GPU errors are retried ``stages.transient_retries`` times with
   exponential backoff from ``stages.retry_backoff_s``, then fail the job (non-zero exit, so
@@ -45,16 +48,20 @@ import numpy as np
 import kebr
 from kebr.clips import Clip, describe_error, error_kind, input_digest, skip_record
 from kebr.journal import STRIKES_TO_SKIP, TRANSIENT_RUNS_TO_SKIP, Journal, read_stage_output, write_stage_output
+from kebr.resources import configured_mem_mb
 from kebr.tsv import read_table, write_table
-from kebr.worker import Interrupted, StopSignals, Worker, inject_fault
+from kebr.worker import Interrupted, StopSignals, Worker, inject_fault, job_memory_limit_mb
 
 log = logging.getLogger("kebr")
 
 STATUS_FIELDS = ["clip_id", "status", "kind", "reason", "missing", "duration_s", "shard"]
 SUMMARY_FIELDS = ["dataset", "status", "kind", "clips", "example_reason"]
 MEDIA_STAGES = ("asr", "audio", "visual")
+RULES = {"asr": "asr", "audio": "audio_features", "visual": "visual_features"}  # each stage's Snakemake rule
 VERSIONED_LIBRARIES = ("numpy", "torch", "transformers", "h5py", "av", "librosa", "opensmile",
                        "mediapipe", "faster-whisper", "openai-whisper", "vaderSentiment")
+# Worker outcomes that are the clip's (a batch with one goes clip by clip), and their skip kinds.
+OUTCOME_KINDS = {"crashed": "crashed_worker", "timeout": "timeout", "too_large": "too_large"}
 CRASHED_TWICE = ("crashed the worker (the whole job died twice while this clip was being processed; "
                  "no exit status)")
 
@@ -277,6 +284,9 @@ class _ShardRun:
         self.timeout_s = settings["clip_timeout_s"]
         self.retries, self.backoff_s = settings["transient_retries"], settings["retry_backoff_s"]
         self.max_error_fraction = config["datasets"][dataset]["max_error_fraction"]
+        # A first attempt's mem_mb, not a retry's multiple: whether a clip is too_large must not depend
+        # on how often its job ran (a cgroup's smaller limit wins where there is one)
+        self.job_mem_mb = job_memory_limit_mb(configured_mem_mb(config, RULES[stage], dataset))
         self.fingerprint = stage_fingerprint(config, stage, dataset)
         # each clip's plan row and media size and mtime now: records made from other inputs are redone
         inputs = {c.clip_id: input_digest(c) for c in clips}
@@ -320,7 +330,8 @@ class _ShardRun:
         started = time.perf_counter()
         groups, parent_clips = self.groups()
         env = WORKER_ENV if self.stage == "asr" else None
-        with StopSignals() as stop, Worker(WORK[self.stage], (self.config,), stop, self.stage, env) as worker:
+        with (StopSignals() as stop,
+              Worker(WORK[self.stage], (self.config,), stop, self.stage, env, self.job_mem_mb) as worker):
             self.stop, self.worker = stop, worker
             try:
                 for record in transcribe_clips([c for c in parent_clips if c.clip_id not in journal], None,
@@ -379,7 +390,7 @@ class _ShardRun:
             if outcome.status == "done":
                 self._finish(outcome.records)
                 return
-            if outcome.status in ("crashed", "timeout"):
+            if outcome.status in OUTCOME_KINDS:
                 if len(task) > 1:
                     log.warning("%s: a batch of %d clips %s; running them one at a time", self.label, len(task),
                                 outcome.reason)
@@ -389,7 +400,7 @@ class _ShardRun:
                         self._task([clip])
                     return
                 log.warning("%s: clip %s %s", self.label, ids[0], outcome.reason)
-                kind = "crashed_worker" if outcome.status == "crashed" else "timeout"
+                kind = OUTCOME_KINDS[outcome.status]
                 self._finish([{"clip_id": ids[0], "duration_s": None, "error": outcome.reason, "kind": kind}])
                 return
             # transient: nothing about these clips is known; they are retried, and skipped only when

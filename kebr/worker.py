@@ -12,7 +12,29 @@ and watches the child:
   ``Outcome("transient")``; after a GPU error the child is replaced, so a broken CUDA context does
   not carry over (after an I/O error it stays: reloading models from a failing file system helps
   nobody);
+- the child's resident memory passes what the job leaves it (``job_mem_mb``, below): the child is
+  killed, ``Outcome("too_large", reason="... reached N MB ...", peak_mb=N)``;
 - the task finishes: ``Outcome("done", records)``.
+
+A memory limit per task. The job's memory (its ``resources.mem_mb``, or its cgroup's limit where
+that is lower: ``job_memory_limit_mb``) is what the parent and the child may use together; the
+child gets the job's limit minus the parent's resident memory when the child starts. The parent
+reads the child's ``VmRSS`` from ``/proc/<pid>/status`` at every poll (``POLL_S``, about 20 us a
+read) and kills it the moment it is over, so a clip that needs more memory than the job has costs
+that clip (``too_large``, with the peak ``VmHWM`` it reached), not the job: the kernel's
+out-of-memory killer never gets to act, and a scheduler never records the job as out of memory.
+The child resets its peak (``/proc/self/clear_refs``) before each task, so the peak is that task's.
+
+Why resident memory polled from outside, not ``RLIMIT_AS``: an address-space limit counts virtual
+memory, which these workers reserve far beyond what they touch. Measured on the demo corpus (2
+cores): VmPeak / VmHWM after a clip is 835 / 283 MB (visual, MediaPipe), 891 / 367 MB (audio), 786
+/ 460 MB (ASR, CTranslate2); and it grows with the cores (a thread stack and a 64 MB malloc arena
+per decoder or OpenMP thread), so a limit that spares a healthy worker on a 64-core node bounds
+nothing on a small one, and allocations that fail under it surface as EAGAIN from thread creation
+(retried as transient) or C++ aborts rather than as a clean skip. Resident memory is what the
+out-of-memory killer and a cgroup count. The price of polling: the child can outgrow the limit by
+what it touches within one poll (about 150 MB at a core's page-fault rate), which the job's
+headroom (a cgroup's limit is only read, never tightened) absorbs.
 
 The next task after a death gets a fresh child. Children are started with ``spawn``, never forked
 from the parent: CTranslate2, MediaPipe and torch start threads that do not survive a fork, and a
@@ -54,6 +76,7 @@ START_TIMEOUT_S = 1800.0  # loading a large model from a slow network file syste
 POLL_S = 0.05  # how often the parent looks at the child, the clock and the stop flag
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _DIED, _DEADLINE = object(), object()  # what _receive returns instead of a message
+MB = 1 << 20
 
 
 class Interrupted(Exception):
@@ -103,9 +126,67 @@ class StopSignals:
 
 @dataclass
 class Outcome:
-    status: str  # "done" | "crashed" | "timeout" | "transient"
+    status: str  # "done" | "crashed" | "timeout" | "transient" | "too_large"
     records: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
+    peak_mb: int | None = None  # too_large: the child's peak resident memory in the task
+
+
+@dataclass
+class _OverMemory:
+    """What _receive returns when the child's resident memory passed its limit (it is then killed)."""
+    peak_mb: int
+
+
+def memory_status(pid: int | str = "self") -> dict[str, int]:
+    """VmRSS, VmHWM (peak resident), VmSize and VmPeak of a process in MB, from /proc (Linux); {}
+    when it has gone."""
+    values = {}
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                key, _, value = line.partition(b":")
+                if key in (b"VmRSS", b"VmHWM", b"VmSize", b"VmPeak"):
+                    values[key.decode()] = int(value.split()[0]) // 1024
+    except (OSError, ValueError):
+        return {}
+    return values
+
+
+def _cgroup_limit_bytes() -> int | None:
+    """This process's cgroup memory limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``), None
+    when there is none or it cannot be read (a container may hide the hierarchy)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            candidates = [f"/sys/fs/cgroup{path}/memory.max"]
+        elif "memory" in controllers.split(","):
+            candidates = [f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"]
+        else:
+            continue
+        for candidate in candidates:
+            try:
+                with open(candidate) as f:
+                    text = f.read().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < 1 << 60:  # "max", or v1's "no limit" (2^63 rounded to a page)
+                limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def job_memory_limit_mb(configured_mb: float | None) -> int | None:
+    """The memory a job may use: its configured ``mem_mb``, or its cgroup's limit where that is lower
+    (a SLURM job's allocation, a container); None when it has neither."""
+    cgroup = _cgroup_limit_bytes()
+    limits = [m for m in (configured_mb, None if cgroup is None else cgroup // MB) if m is not None]
+    return int(min(limits)) if limits else None
 
 
 def exit_description(exitcode: int | None) -> str:
@@ -123,19 +204,23 @@ class Worker:
     """One supervised child process that runs ``factory(*args)`` (a ``"module:Class"`` path) and
     then its ``process(clips, attempt) -> records`` for every task (``run_task``); ``meta()`` is what
     it reports when ready. ``env``: variables the child starts with, over the parent's (read at
-    process start, as glibc's allocator settings are). Use as a context manager so the child never
-    outlives the stage."""
+    process start, as glibc's allocator settings are). ``job_mem_mb``: the job's memory limit
+    (``job_memory_limit_mb``), which the parent and the child share (see the module docstring);
+    None: no limit. Use as a context manager so the child never outlives the stage."""
 
     def __init__(self, factory: str, args: tuple, stop: StopSignals, name: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, job_mem_mb: int | None = None) -> None:
         self.factory, self.args, self.stop, self.name = factory, args, stop, name
         self.env = env or {}
+        self.job_mem_mb = job_mem_mb
+        self.limit_mb: int | None = None  # the child's share of job_mem_mb, set at each start
         self._context = multiprocessing.get_context("spawn")
         self._process: Any = None
         self._conn: Any = None
         self.meta: dict[str, Any] | None = None
         self.starts = 0
         self.start_seconds = 0.0
+        self.loaded_mb: int | None = None
         self._task_id = 0
 
     def __enter__(self) -> "Worker":
@@ -154,6 +239,8 @@ class Worker:
             return self.meta or {}
         self.close()
         began = time.perf_counter()
+        if self.job_mem_mb is not None:  # what the parent holds now is not the child's to use
+            self.limit_mb = self.job_mem_mb - memory_status().get("VmRSS", 0)
         parent_conn, child_conn = self._context.Pipe()
         self._process = self._context.Process(target=_child_main, name=f"kebr-{self.name}-worker",
                                               args=(child_conn, self.factory, self.args, os.getpid()))
@@ -162,17 +249,21 @@ class Worker:
         child_conn.close()
         self._conn = parent_conn
         message = self._receive(time.monotonic() + START_TIMEOUT_S)
-        if message is _DIED or message is _DEADLINE or message[0] != "ready":
+        if message is _DIED or message is _DEADLINE or isinstance(message, _OverMemory) or message[0] != "ready":
             if message is _DIED:
                 detail = f"it died ({exit_description(self._reap())})"
             elif message is _DEADLINE:
                 detail = f"its models did not load in {START_TIMEOUT_S:g} s"
+            elif isinstance(message, _OverMemory):
+                detail = (f"loading its models took {message.peak_mb} MB, more than the {self.limit_mb} MB the "
+                          f"job's {self.job_mem_mb} MB leave it (raise the rule's resources.mem_mb)")
             else:
                 detail = message[1]
             self.close(force=True)
             raise WorkerFailed(f"the {self.name} worker did not start: {detail}")
         self.meta = message[1]
         self.starts += 1
+        self.loaded_mb = memory_status(self._process.pid).get("VmRSS")
         self.start_seconds += time.perf_counter() - began
         log.info("%s worker (pid %d) ready in %.1f s", self.name, self._process.pid, time.perf_counter() - began)
         return self.meta
@@ -187,6 +278,13 @@ class Worker:
         if message is _DEADLINE:
             self.close(force=True)
             return Outcome("timeout", reason=f"timed out after {timeout_s:g} s")
+        if isinstance(message, _OverMemory):
+            self.close(force=True)
+            return Outcome("too_large", peak_mb=message.peak_mb,
+                           reason=f"needed more memory than the job has: its {self.name} worker reached "
+                                  f"{message.peak_mb} MB resident, over the {self.limit_mb} MB the job's "
+                                  f"{self.job_mem_mb} MB leave it (resources.mem_mb; the worker held "
+                                  f"{self.loaded_mb} MB when ready)")
         if message is _DIED:
             exitcode = self._reap()
             self.close()
@@ -208,8 +306,18 @@ class Worker:
         self.close()
         raise WorkerFailed(f"the {self.name} stage code failed (not a clip's fault):\n{payload}")
 
+    def _over_memory(self) -> _OverMemory | None:
+        """The child's peak when its resident memory is over its limit (then it must be killed)."""
+        if self.limit_mb is None:
+            return None
+        status = memory_status(self._process.pid)
+        if status.get("VmRSS", 0) <= self.limit_mb:
+            return None
+        return _OverMemory(max(status["VmRSS"], status.get("VmHWM", 0)))
+
     def _receive(self, deadline: float) -> Any:
-        """The child's next message, or _DIED, or _DEADLINE. Raises Interrupted on a stop signal."""
+        """The child's next message, or _DIED, or _DEADLINE, or _OverMemory. Raises Interrupted on a
+        stop signal."""
         while True:
             if self.stop.signum is not None:
                 self.close(force=True)
@@ -223,6 +331,8 @@ class Worker:
                 if self._conn.poll(0):  # it may have answered just before exiting
                     continue
                 return _DIED
+            if (over := self._over_memory()) is not None:
+                return over
             if time.monotonic() >= deadline:
                 return _DEADLINE
 
@@ -269,6 +379,15 @@ def _be_the_oom_victim() -> None:
         pass
 
 
+def _reset_peak_memory() -> None:
+    """Start VmHWM afresh (Linux >= 4.0), so the peak the parent reports is this task's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 @contextlib.contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     """os.environ with ``values`` added where not set already, for the duration of the block."""
@@ -310,6 +429,7 @@ def _child_main(conn: Any, factory: str, args: tuple, parent_pid: int) -> None:
         if message is None:
             return
         task_id, clips, attempt, upcoming = message
+        _reset_peak_memory()
         try:
             conn.send(("done", task_id, run_task(work, clips, attempt, upcoming)))
         except Exception as exc:
@@ -322,7 +442,8 @@ def _child_main(conn: Any, factory: str, args: tuple, parent_pid: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # The test hook
 
-FAULTS = ("segv", "abort", "exit3", "sigkill", "killjob", "hang", "eio", "cuda", "boom")
+FAULTS = ("segv", "abort", "exit3", "sigkill", "killjob", "hang", "eio", "cuda", "boom", "bloat")
+BLOAT_MB = 3072  # what the bloat fault touches at most: over any test's limit, under the test machine's RAM
 
 
 def inject_fault(clip_id: str, attempt: int = 0) -> None:
@@ -331,7 +452,8 @@ def inject_fault(clip_id: str, attempt: int = 0) -> None:
     Faults: segv (a real segmentation fault), abort, exit3 (``os._exit(3)``), sigkill (what the OOM
     killer does), killjob (SIGKILL to the parent and then the worker: a cgroup OOM kill of the whole
     job), hang, eio (OSError EIO, transient), cuda (a CUDA error, transient), boom (a ValueError,
-    unexpected). ``@N`` limits the fault to attempt N (0 = the first try) of the task.
+    unexpected), bloat (touches 64 MB more every 10 ms, up to ``BLOAT_MB``: a clip that needs more memory
+    than the job has). ``@N`` limits the fault to attempt N (0 = the first try) of the task.
     """
     spec = os.environ.get("KEBR_TEST_FAULTS")
     if not spec:
@@ -362,5 +484,10 @@ def inject_fault(clip_id: str, attempt: int = 0) -> None:
             raise RuntimeError("CUDA error: an illegal memory access was encountered (test fault)")
         elif fault == "boom":
             raise ValueError("test fault: something unexpected")
+        elif fault == "bloat":
+            held = []
+            for _ in range(BLOAT_MB // 64):
+                held.append(bytearray(64 * 1024 * 1024))  # zero-filled: every page touched
+                time.sleep(0.01)
         else:
             raise ValueError(f"KEBR_TEST_FAULTS: unknown fault {fault!r}, one of {FAULTS}")

@@ -33,7 +33,7 @@ checkpoint plan:
     conda:
         "../envs/kebr.yaml"
     resources:
-        mem_mb=mem_mb(config, "plan", per_input_mb=1.2),
+        mem_mb=mem_mb(config, "plan", per_input_mb=PICKLE_MB_PER_MB),
         runtime=runtime(config, "plan"),
     params:
         fingerprint=stage_params("plan"),

@@ -9,6 +9,7 @@ hangs, exits, is SIGKILLed with its whole job, or raises.
 import errno
 import json
 import os
+import re
 import resource
 import signal
 import struct
@@ -356,4 +357,48 @@ def test_an_asr_batch_that_failed_a_job_goes_clip_by_clip_and_only_the_bad_clip_
     assert "1 already journaled" in third.stderr
     records = output(corpus, "asr", shard)
     assert records["nfs"]["kind"] == "persistent_error" and "in each of 2 job runs" in records["nfs"]["error"]
+    assert "fine" in records["s1"]["text"].lower() and "coffee" in records["s3"]["text"].lower()
+
+
+MEMORY = CONFIG + "resources: {mem_mb: {visual_features: 1200, asr: 1600}}\n"
+
+
+def too_large_peak(record: dict, limit_mb: int) -> int:
+    """The peak a too_large record gives, checked against the job's limit it names."""
+    assert record["kind"] == "too_large", record
+    match = re.search(r"worker reached (\d+) MB resident, over the (\d+) MB the job's (\d+) MB leave it",
+                      record["error"])
+    assert match, record["error"]
+    peak, share, job = map(int, match.groups())
+    assert job == limit_mb and 0 < limit_mb - share < 400  # the parent's own share: a Python with numpy
+    # killed within a poll of passing its share: the bloat fault touches 64 MB per 10 ms
+    assert share < peak < share + 400
+    return peak
+
+
+def test_a_clip_over_the_jobs_memory_is_skipped_as_too_large_with_its_peak(corpus):
+    (corpus / "memory.yaml").write_text(MEMORY)
+    shard = plan(corpus, "00020", {"a": GOOD, "big": GOOD, "b": GOOD})
+    result = stage(corpus, "visual", shard, "big:bloat", config="memory.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = output(corpus, "visual", shard)
+    too_large_peak(records["big"], 1200)
+    assert records["big"]["duration_s"] is None
+    # the other clips of the shard finished, in a fresh worker after the kill
+    np.testing.assert_array_equal(records["a"]["features"], records["b"]["features"])
+    assert "worker starts: 2" in result.stderr
+    # the same clip without the fault, and the healthy clips, fit: the limit spares a healthy worker
+    alone = plan(corpus, "00021", {"big": GOOD})
+    assert stage(corpus, "visual", alone, config="memory.yaml").returncode == 0
+    np.testing.assert_array_equal(output(corpus, "visual", alone)["big"]["features"], records["a"]["features"])
+
+
+def test_an_asr_batch_over_the_jobs_memory_goes_clip_by_clip_and_only_its_bad_clip_is_too_large(corpus):
+    (corpus / "memory.yaml").write_text(MEMORY)
+    shard = plan(corpus, "00022", {"s1": GOOD, "big": GOOD, "s3": "00002.mp4"})  # one ASR batch of 3
+    result = stage(corpus, "asr", shard, "big:bloat", config="memory.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "a batch of 3 clips needed more memory than the job has" in result.stderr
+    records = output(corpus, "asr", shard)
+    too_large_peak(records["big"], 1600)
     assert "fine" in records["s1"]["text"].lower() and "coffee" in records["s3"]["text"].lower()
