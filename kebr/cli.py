@@ -6,6 +6,7 @@ Each Snakemake rule runs exactly one of these; every one also works by hand.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -44,14 +45,24 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if args.dataset not in config["datasets"]:
         raise ValueError(f"dataset {args.dataset!r} is not in the config's datasets {sorted(config['datasets'])}")
     dataset = config["datasets"][args.dataset]
-    clips = plan_clips(dataset, seed=config["seed"], shard_size=config["shard_size"],
-                       valid_fraction=config["split"]["valid_fraction"],
-                       test_fraction=config["split"]["test_fraction"])
-    shards = write_plan(clips, args.out)
-    if dataset["layout"] == "mmsa_pickle":  # its features come with it, from this one unpickling
-        from kebr.mmsa import write_plan_arrays
+    with contextlib.ExitStack() as stack:
+        if dataset["layout"] == "mmsa_pickle" and dataset.get("trust_pickle"):
+            from kebr.mmsa import supervised_pickle
+            from kebr.resources import PICKLE_MB_PER_MB, configured_mem_mb
+            from kebr.worker import MB, job_memory_limit_mb
 
-        write_plan_arrays(dataset, clips, args.out)
+            # one supervised unpickling for the clips and the arrays, under the plan job's memory
+            job_mb = configured_mem_mb(config, "plan", args.dataset, os.path.getsize(dataset["pickle"]) / MB,
+                                       PICKLE_MB_PER_MB)
+            stack.enter_context(supervised_pickle(dataset["pickle"], job_memory_limit_mb(job_mb)))
+        clips = plan_clips(dataset, seed=config["seed"], shard_size=config["shard_size"],
+                           valid_fraction=config["split"]["valid_fraction"],
+                           test_fraction=config["split"]["test_fraction"])
+        shards = write_plan(clips, args.out)
+        if dataset["layout"] == "mmsa_pickle":  # its features come with it, from this one unpickling
+            from kebr.mmsa import write_plan_arrays
+
+            write_plan_arrays(dataset, clips, args.out)
     print(json.dumps({"dataset": args.dataset, "clips": len(clips), "shards": len(shards)}))
 
 

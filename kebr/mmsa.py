@@ -32,6 +32,26 @@ Pickles are code: unpickling calls whatever the file names. So a pickle is read 
 dataset says ``trust_pickle: true``, and then through an unpickler that resolves nothing but numpy's
 array constructors (``SAFE_GLOBALS``); a file that asks for anything else is refused.
 
+Bounded unpickling. Even those constructors can ask for any amount of memory: a 150-byte pickle
+can call ``_reconstruct(ndarray, (10**7,), object)`` (ten million Python objects) or ask for a
+7.45 GiB array. So each constructor is wrapped: before it allocates, the array's dtype and shape
+are checked and its bytes charged to a budget of ``ARRAY_BYTES_PER_FILE_BYTE`` (2) x the file's
+size. Why 2: a pickle is not compressed, so every byte of every array is in the file, once
+(protocol >= 3: the raw bytes; protocol 5 reads them in place) or, in protocol 2, as a latin-1
+string that ``_codecs.encode`` turns into bytes which the array then copies (both charged, hence
+2x). More than that can only come from a shape the file's bytes cannot fill or from one buffer
+referenced many times through the pickle's memo, which numpy's pickling never writes. Object
+dtypes are refused outright: MMSA's layout holds numbers and fixed-width strings (MMSA-FET's
+``np.array`` of its strings is ``<U``), and an object array's elements are whatever the file builds.
+A refusal names the file and the array (its place among the file's arrays, shape and dtype).
+
+What the budget cannot bound (Python containers, at most some 60 bytes per opcode byte) is bounded
+by the job's memory: the plan unpickles in a supervised worker process (kebr/worker.py,
+``PickleWork``) under the plan job's ``mem_mb`` (the rule's value plus ``PICKLE_MB_PER_MB`` per MB
+of pickle), so a pickle that needs more than the job has fails the plan with its peak, and the
+plan's own process never holds the arrays: the worker answers the plan's two requests (the clips,
+then each shard's arrays) from one unpickling.
+
 Export (``kebr export-mmsa``): a dataset's labelled clips in the same layout, unaligned (each stream
 keeps its frames and lengths), so MMSA's own baselines run on our features. ``text_bert`` holds the
 shards' token ids, mask and zero segment ids (every uncased BERT shares that vocabulary), ``text`` the
@@ -41,10 +61,12 @@ last hidden states of the shards' LM over them (MMSA's own files hold BERT-base'
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import pickle
 from collections import defaultdict
@@ -88,12 +110,122 @@ def untrusted_pickle_message(path: str | Path) -> str:
             "from (MMSA's releases can be checked against the SHA-256 sums in MMSA's README)")
 
 
+# What a pickle's arrays may take together, per byte of the file (module docstring: why 2).
+ARRAY_BYTES_PER_FILE_BYTE = 2
+PICKLE_TIMEOUT_S = 3600.0  # unpickling MOSEI (GBs) from a slow network file system takes minutes
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+class _ArrayBudget:
+    """The bytes a pickle's arrays may still take; ``charge`` refuses an array before it exists."""
+
+    def __init__(self, path: str, file_bytes: int) -> None:
+        self.path, self.file_bytes = path, file_bytes
+        self.left = ARRAY_BYTES_PER_FILE_BYTE * file_bytes
+        self.arrays = 0  # arrays made so far: the k-th is "array #k" in messages
+
+    def new_array(self) -> str:
+        self.arrays += 1
+        return f"array #{self.arrays}"
+
+    def charge(self, shape: Any, dtype: Any, name: str) -> None:
+        """Refuse ``name`` (e.g. "array #3") of this shape and dtype, or take its bytes off the budget."""
+        if isinstance(shape, int):
+            shape = (shape,)
+        what = f"{self.path}: {name} of the pickle (shape {shape!r}, dtype {dtype})"
+        if not (isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)):
+            raise pickle.UnpicklingError(f"{what}: the shape is not a tuple of counts")
+        dtype = np.dtype(dtype)  # a pickle's dtypes are built already (numpy.dtype): no allocation here
+        if dtype.hasobject:
+            raise pickle.UnpicklingError(f"{what} holds Python objects; an MMSA feature pickle holds numbers and "
+                                         "fixed-width strings only, so kebr does not build it")
+        nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+        if nbytes > self.left:
+            raise pickle.UnpicklingError(
+                f"{what} would take {_size(nbytes)}, more than this {_size(self.file_bytes)} file can carry: its "
+                f"arrays may take {ARRAY_BYTES_PER_FILE_BYTE}x its size together ({_size(self.left)} left), as an "
+                "uncompressed pickle holds every byte of its arrays; kebr does not allocate it")
+        self.left -= nbytes
+
+
+def _guarded(budget: _ArrayBudget, module: str, name: str, real: Any) -> Any:
+    """``real`` (one of SAFE_GLOBALS) with its allocation charged to ``budget`` first."""
+    if name == "ndarray":
+        class Array(np.ndarray):
+            """numpy.ndarray as the pickle sees it: its constructor and its ``__setstate__`` (how
+            pickle's BUILD fills the empty array ``_reconstruct`` made) are charged first."""
+
+            def __new__(cls, shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> "Array":
+                name = budget.new_array()
+                budget.charge(shape, dtype, name)
+                array = super().__new__(cls, shape, dtype, *args, **kwargs)
+                array.kebr_name = name
+                return array
+
+            def __setstate__(self, state: Any) -> None:
+                # (version, shape, dtype, is_fortran, rawdata), or the older form without version
+                if isinstance(state, tuple) and len(state) in (4, 5):
+                    budget.charge(state[-4], state[-3], getattr(self, "kebr_name", "an array"))
+                else:
+                    raise pickle.UnpicklingError(f"{budget.path}: an array's state is not numpy's")
+                super().__setstate__(state)
+
+        return Array
+    if name == "_reconstruct":
+        def reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+            name = budget.new_array()
+            budget.charge(shape, dtype, name)
+            array = real(subtype, shape, dtype)
+            if isinstance(array, np.ndarray) and type(array) is not np.ndarray:  # the guarded subclass
+                array.kebr_name = name  # for its __setstate__'s message
+            return array
+        return reconstruct
+    if name == "_frombuffer":
+        def frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> Any:
+            budget.charge(shape, dtype, budget.new_array())
+            return real(buffer, dtype, shape, order)
+        return frombuffer
+    if name == "scalar":
+        def scalar(dtype: Any, *args: Any) -> Any:
+            budget.charge((), dtype, "a numpy scalar")
+            return real(dtype, *args)
+        return scalar
+    if (module, name) == ("_codecs", "encode"):
+        def encode(text: Any, encoding: str = "utf-8", *args: Any) -> bytes:
+            # protocol 2's bytes: a latin-1 string, one byte per character (charged before encoding)
+            if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+                raise pickle.UnpicklingError(f"{budget.path}: the pickle encodes with {encoding!r}; numpy's "
+                                             "protocol-2 pickles use latin1 only")
+            budget.charge((len(text),), "u1", "a latin-1 byte string (protocol 2's array data)")
+            return real(text, encoding)
+        return encode
+    return real  # numpy.dtype: a dtype allocates nothing; the arrays made of it are charged
+
+
 class _ArrayUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, path: str, file_bytes: int) -> None:
+        super().__init__(file)
+        self.budget = _ArrayBudget(path, file_bytes)
+
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in SAFE_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"the pickle asks for {module}.{name}; an MMSA feature file needs only "
-                                     "numpy arrays and plain Python values, so kebr does not load it")
+            return _guarded(self.budget, module, name, super().find_class(module, name))
+        raise pickle.UnpicklingError(f"{self.budget.path}: the pickle asks for {module}.{name}; an MMSA feature "
+                                     "file needs only numpy arrays and plain Python values, so kebr does not load it")
+
+
+def _plain(value: Any) -> Any:
+    """The unpickled structure with the budget's array subclass turned back into numpy.ndarray."""
+    if isinstance(value, np.ndarray):
+        return value.view(np.ndarray) if type(value) is not np.ndarray else value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 def _strings(values: Any) -> list[str]:
@@ -136,7 +268,7 @@ def _check_split(part: Any, split: str, path: Path) -> dict[str, Any]:
 def _load(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
     """The checked content of a pickle, kept for the process: the plan reads it twice (clips, arrays)."""
     with open(path, "rb") as f:
-        data = _ArrayUnpickler(f).load()
+        data = _plain(_ArrayUnpickler(f, path, size).load())
     if not isinstance(data, dict) or not all(s in data for s in SPLITS):
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path}: an MMSA feature pickle is a dict with train, valid and test; got {keys}")
@@ -149,11 +281,99 @@ def _load(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
 
 
 def load_pickle(path: str | Path, trusted: bool) -> dict[str, dict[str, Any]]:
-    """The pickle's train/valid/test, checked (see ``_check_split``); refused unless ``trusted``."""
+    """The pickle's train/valid/test, checked (see ``_check_split``), in this process (bounded:
+    ``_ArrayBudget``); refused unless ``trusted``. The plan reads pickles through ``PickleReader``."""
     if not trusted:
         raise ValueError(untrusted_pickle_message(path))
     stat = Path(path).stat()
     return _load(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+class PickleWork:
+    """What the plan's supervised worker does (kebr/worker.py ``Worker``): unpickle one file once,
+    then answer the plan's requests from it. A request is ``{"op": "rows"}`` (the reader's rows) or
+    ``{"op": "arrays", "clips": [...], "plan_dir": ...}`` (``_write_arrays``); the answer holds its
+    result, or ``{"error": exception}`` for the plan to raise (a refused or malformed file)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.parts: dict[str, dict[str, Any]] | None = None
+
+    def meta(self) -> dict[str, Any]:
+        return {}
+
+    def process(self, requests: list[dict[str, Any]], attempt: int) -> list[dict[str, Any]]:
+        answers = []
+        for request in requests:
+            try:
+                if self.parts is None:  # the first request unpickles, inside the task: under the memory watch
+                    self.parts = load_pickle(self.path, trusted=True)
+                if request["op"] == "rows":
+                    answers.append({"rows": list(_rows(Path(self.path), self.parts))})
+                else:
+                    answers.append(_write_arrays(Path(self.path), self.parts, request["clips"],
+                                                 Path(request["plan_dir"])))
+            except Exception as exc:  # the file's fault, raised again in the plan's process
+                answers.append({"error": exc})
+        return answers
+
+
+class PickleReader:
+    """One pickle, unpickled by a supervised worker (``PickleWork``) under ``job_mem_mb`` (the plan
+    job's memory, shared with this process; None: no limit)."""
+
+    def __init__(self, path: str | Path, job_mem_mb: int | None) -> None:
+        from kebr.worker import StopSignals, Worker
+
+        self.path = Path(path)
+        # StopSignals not entered: a signal to the plan job ends it as before, and the worker with it
+        self.worker = Worker("kebr.mmsa:PickleWork", (str(path),), StopSignals(), "pickle", job_mem_mb=job_mem_mb)
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        outcome = self.worker.run([request], PICKLE_TIMEOUT_S)
+        if outcome.status != "done":
+            raise ValueError(f"{self.path}: unpickling it {outcome.reason}")
+        answer = outcome.records[0]
+        if "error" in answer:  # the file's fault: a ValueError, which `kebr` reports as one line
+            error = answer["error"]
+            if isinstance(error, ValueError):
+                raise error
+            text = str(error)
+            message = text if text.startswith(str(self.path)) else f"{self.path}: {type(error).__name__}: {text}"
+            raise ValueError(message) from error
+        return answer
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+_READERS: dict[str, PickleReader] = {}  # the plan's open readers (``supervised_pickle``), by path
+
+
+@contextlib.contextmanager
+def supervised_pickle(path: str | Path, job_mem_mb: int | None) -> Iterator[PickleReader]:
+    """Within the block, the pickle at ``path`` is read by one worker under the job's memory: the
+    plan's clips (``read_mmsa_pickle``) and then its arrays (``write_plan_arrays``) come from one
+    unpickling."""
+    reader = _READERS[str(path)] = PickleReader(path, job_mem_mb)
+    try:
+        yield reader
+    finally:
+        del _READERS[str(path)]
+        reader.close()
+
+
+@contextlib.contextmanager
+def _reader(path: Path) -> Iterator[PickleReader]:
+    """The plan's open reader of ``path``, or one for this call alone (under the process's cgroup
+    limit, if any: outside a plan job there is no configured memory)."""
+    if str(path) in _READERS:
+        yield _READERS[str(path)]
+        return
+    from kebr.worker import job_memory_limit_mb
+
+    with supervised_pickle(path, job_memory_limit_mb(None)) as reader:
+        yield reader
 
 
 def clip_id_of(mmsa_id: str) -> tuple[str, str]:
@@ -170,13 +390,22 @@ def mmsa_id_of(clip_id: str, speaker: str) -> str:
     return f"{head}{ID_SEPARATOR}{tail}" if sep else f"{speaker}{ID_SEPARATOR}{clip_id}"
 
 
-def read_mmsa_pickle(path: Path, trusted: bool) -> Iterator[dict[str, Any]]:
-    """The ingest reader of layout ``mmsa_pickle``: one row per clip, its split the pickle's."""
-    for split, part in load_pickle(path, trusted).items():
+def _rows(path: Path, parts: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for split, part in parts.items():
         for k, (mmsa_id, text, label) in enumerate(zip(part["id"], part["raw_text"], part["label"])):
             video, clip_id = clip_id_of(mmsa_id)
             yield {"clip_id": clip_id, "video": None, "audio": None, "text": text, "label": float(label),
                    "split": split, "speaker": video, "source": f"{path} {split}[{k}]"}
+
+
+def read_mmsa_pickle(path: Path, trusted: bool) -> Iterator[dict[str, Any]]:
+    """The ingest reader of layout ``mmsa_pickle``: one row per clip, its split the pickle's, read by
+    the supervised worker (``supervised_pickle``)."""
+    if not trusted:
+        raise ValueError(untrusted_pickle_message(path))
+    with _reader(path) as reader:
+        rows = reader.ask({"op": "rows"})["rows"]
+    yield from rows
 
 
 def sha256_of(path: str | Path) -> str:
@@ -193,9 +422,21 @@ def arrays_path(plan_dir: Path, shard: str) -> Path:
 
 def write_plan_arrays(dataset: dict[str, Any], clips: Sequence[Clip], plan_dir: Path) -> list[Path]:
     """Per shard, ``plan/<shard>.mmsa.h5``: each clip's real frames as read (ragged: ``<m>`` rows of all
-    clips in plan order, ``<m>_offsets`` (n + 1,)), and the pickle's identity and frame counts."""
+    clips in plan order, ``<m>_offsets`` (n + 1,)), and the pickle's identity and frame counts; written
+    by the supervised worker, which holds the arrays."""
     path = Path(dataset["pickle"])
-    parts = load_pickle(path, dataset["trust_pickle"])
+    if not dataset["trust_pickle"]:
+        raise ValueError(untrusted_pickle_message(path))
+    with _reader(path) as reader:
+        answer = reader.ask({"op": "arrays", "clips": list(clips), "plan_dir": str(plan_dir)})
+    log.info("%s: %d clips in %d shards (sha256 %s, %s)", path, len(clips), len(answer["written"]), answer["sha256"],
+             answer["release"] or "not an MMSA release")
+    return [Path(p) for p in answer["written"]]
+
+
+def _write_arrays(path: Path, parts: dict[str, dict[str, Any]], clips: Sequence[Clip],
+                  plan_dir: Path) -> dict[str, Any]:
+    """``write_plan_arrays`` in the worker: the files written, and the pickle's sha256 and release."""
     where = {clip_id_of(i)[1]: (s, k) for s, part in parts.items() for k, i in enumerate(part["id"])}
     sha256 = sha256_of(path)
     source = {"path": str(path.resolve()), "sha256": sha256, "release": MMSA_RELEASES.get(sha256)}
@@ -216,10 +457,8 @@ def write_plan_arrays(dataset: dict[str, Any], clips: Sequence[Clip], plan_dir: 
                 f.create_dataset(m, data=np.concatenate(rows).astype(np.float32, copy=False))
                 f.create_dataset(f"{m}_offsets", data=np.cumsum([0] + [len(r) for r in rows], dtype=np.int64))
         os.replace(tmp, out)
-        written.append(out)
-    log.info("%s: %d clips in %d shards (sha256 %s, %s)", path, len(clips), len(written), sha256,
-             source["release"] or "not an MMSA release")
-    return written
+        written.append(str(out))
+    return {"written": written, "sha256": sha256, "release": source["release"]}
 
 
 def _clean(frames: np.ndarray, stream: str) -> np.ndarray:

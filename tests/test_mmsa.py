@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -255,3 +256,111 @@ def test_aligned_pickle_without_lengths_counts_the_text_mask(tmp_path):
     path.write_bytes(pickle.dumps(data))
     with pytest.raises(ValueError, match="neither audio_lengths nor text_bert"):
         load_pickle(path, trusted=True)
+
+
+# Hand-made pickles that pass the allow-list but ask for far more memory than they carry.
+RECONSTRUCT = b"cnumpy.core.multiarray\n_reconstruct\n"
+
+
+def dtype_op(code: str) -> bytes:
+    """Opcodes pushing numpy.dtype(code, False, True), as numpy's own pickles build a dtype."""
+    return b"cnumpy\ndtype\n" + b"X" + len(code).to_bytes(4, "little") + code.encode() + b"\x89\x88\x87R"
+
+
+def reconstruct_pickle(shape: tuple[int, ...], code: str) -> bytes:
+    """``_reconstruct(ndarray, shape, dtype(code))``: numpy allocates the array as it is called."""
+    dims = b"".join(b"J" + d.to_bytes(4, "little") for d in shape)
+    tuple_op = {1: b"\x85", 2: b"\x86"}[len(shape)]
+    return b"\x80\x02" + RECONSTRUCT + b"cnumpy\nndarray\n" + dims + tuple_op + dtype_op(code) + b"\x87R."
+
+
+class SharedState:
+    """An array whose pickled state holds ``buffer`` itself: one bytes object, memoized once by the
+    pickler, filling every array that refers to it (numpy's own pickling never shares one)."""
+
+    def __init__(self, buffer: bytes) -> None:
+        self.buffer = buffer
+
+    def __reduce__(self):
+        from numpy.core.multiarray import _reconstruct
+
+        return _reconstruct, (np.ndarray, (0,), b"b"), (1, (len(self.buffer),), np.dtype("u1"), False, self.buffer)
+
+
+def test_allow_listed_pickles_cannot_ask_for_more_memory_than_they_carry(tmp_path):
+    objects = tmp_path / "objects.pkl"
+    objects.write_bytes(reconstruct_pickle((10_000_000,), "O8"))
+    assert len(objects.read_bytes()) < 150
+    with pytest.raises(pickle.UnpicklingError, match=rf"^{objects}: array #1 of the pickle \(shape \(10000000,\), "
+                       r"dtype object\) holds Python objects; an MMSA feature pickle holds numbers"):
+        load_pickle(objects, trusted=True)
+
+    huge = tmp_path / "huge.pkl"
+    huge.write_bytes(reconstruct_pickle((80_000, 100_000), "i1"))  # 7.45 GiB, if numpy were asked
+    size = len(huge.read_bytes())
+    with pytest.raises(pickle.UnpicklingError, match=rf"^{huge}: array #1 of the pickle \(shape \(80000, 100000\), "
+                       rf"dtype int8\) would take 7.45 GiB, more than this {size} bytes file can carry: its arrays "
+                       rf"may take 2x its size together \({2 * size} bytes left\)"):
+        load_pickle(huge, trusted=True)
+
+    # A state whose shape its bytes cannot fill (BUILD after a legitimate _reconstruct of (0,)).
+    small = pickle.dumps(np.zeros(4, np.float32), protocol=2)
+    lying = tmp_path / "lying.pkl"
+    lying.write_bytes(small.replace(b"K\x04\x85", b"J" + (10**9).to_bytes(4, "little") + b"\x85", 1))
+    with pytest.raises(pickle.UnpicklingError, match=r"array #1 of the pickle \(shape \(1000000000,\), dtype float32\) "
+                       r"would take 3.73 GiB"):
+        load_pickle(lying, trusted=True)
+
+    # One 1 MiB buffer referred to by 50 arrays: 50 MiB from a file of 1 MiB; refused at the third.
+    shared = tmp_path / "shared.pkl"
+    buffer = bytes(2**20)
+    shared.write_bytes(pickle.dumps([SharedState(buffer) for _ in range(50)], protocol=4))
+    assert len(shared.read_bytes()) < 2**20 + 5000
+    with pytest.raises(pickle.UnpicklingError, match=r"array #3 of the pickle \(shape \(1048576,\), dtype uint8\) "
+                       r"would take 1.0 MiB, more than this 1.0 MiB file can carry"):
+        load_pickle(shared, trusted=True)  # arrays #1 and #2 fit in 2x the file
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_normal_pickles_of_every_protocol_load_within_the_budget(tmp_path, protocol):
+    path = tmp_path / "unaligned_50.pkl"
+    original = write_mmsa_pickle(path, protocol=protocol)
+    parts = load_pickle(path, trusted=True)
+    for split, part in original.items():
+        assert parts[split]["id"] == list(part["id"]) and parts[split]["raw_text"] == list(part["raw_text"])
+        np.testing.assert_array_equal(parts[split]["audio"], part["audio"])
+        np.testing.assert_array_equal(parts[split]["vision"], part["vision"])
+        assert type(parts[split]["audio"]) is np.ndarray  # not the unpickler's guarded subclass
+        np.testing.assert_array_equal(parts[split]["label"], part["regression_labels"])
+
+
+def test_the_plan_unpickles_in_a_worker_under_the_plan_jobs_memory(tmp_path):
+    """Python containers cost up to ~70 bytes per pickle byte (no array to charge): the plan's
+    supervised worker is killed at the plan job's mem_mb, and the plan fails naming the peak."""
+    bomb = tmp_path / "dicts.pkl"
+    bomb.write_bytes(b"\x80\x02(" + b"}" * 8_000_000 + b"l.")  # 8 MB: eight million empty dicts, ~600 MB
+    good = tmp_path / "unaligned_50.pkl"
+    write_mmsa_pickle(good)
+    (tmp_path / "config.yaml").write_text("""results: out
+datasets:
+  bomb: {layout: mmsa_pickle, pickle: dicts.pkl, trust_pickle: true}
+  good: {layout: mmsa_pickle, pickle: unaligned_50.pkl, trust_pickle: true}
+resources: {mem_mb: {plan: 400}}
+""")
+    run = [sys.executable, "-m", "kebr", "plan", "--config", "config.yaml"]
+    result = subprocess.run([*run, "--dataset", "bomb", "--out", "out/bomb/plan"], cwd=tmp_path, env=ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    match = re.search(rf"{bomb.name}: unpickling it needed more memory than the job has: its pickle worker reached "
+                      r"(\d+) MB resident, over the (\d+) MB the job's (\d+) MB leave it", result.stderr)
+    assert match, result.stderr[-3000:]
+    peak, share, job = map(int, match.groups())
+    assert job == 400 + round(1.2 * 8_000_003 / 2**20) and share < peak < share + 400
+    assert not (tmp_path / "out" / "bomb" / "plan" / "00000.tsv").exists()
+    # a normal pickle's plan under the same memory: its clips, and each shard's arrays from the worker
+    result = subprocess.run([*run, "--dataset", "good", "--out", "out/good/plan"], cwd=tmp_path, env=ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout) == {"dataset": "good", "clips": 10, "shards": 1}
+    with h5py.File(tmp_path / "out" / "good" / "plan" / "00000.mmsa.h5") as f:
+        assert f["audio_offsets"][-1] == sum(int(p["audio_lengths"].sum()) for p in write_mmsa_pickle(good).values())
