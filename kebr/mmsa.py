@@ -86,13 +86,14 @@ MODALITIES = ("audio", "vision")  # the pickle's names; our shards call vision "
 REQUIRED_KEYS = ("id", "raw_text", "audio", "vision", "regression_labels")
 
 # The globals a pickle of numpy arrays, strings and numbers needs (numpy 1.x and 2.x module names;
-# _codecs.encode is how protocol 2 writes bytes). Anything else is refused before it is called.
+# _codecs.encode is how protocol 2 writes bytes, and bytes() its empty bytes: an empty array's data).
+# Anything else is refused before it is called.
 SAFE_GLOBALS = {
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),
+    ("_codecs", "encode"), ("__builtin__", "bytes"),
 }
 
 # SHA-256 of the feature files MMSA releases (its README), to name the file a user imports.
@@ -202,6 +203,13 @@ def _guarded(budget: _ArrayBudget, module: str, name: str, real: Any) -> Any:
             budget.charge((len(text),), "u1", "a latin-1 byte string (protocol 2's array data)")
             return real(text, encoding)
         return encode
+    if name == "bytes":
+        def empty_bytes(*args: Any) -> bytes:
+            if args:  # bytes(n) would allocate n zero bytes; protocol 2 calls it only for b""
+                raise pickle.UnpicklingError(f"{budget.path}: the pickle calls bytes{args!r}; numpy's protocol-2 "
+                                             "pickles call it without arguments only")
+            return b""
+        return empty_bytes
     return real  # numpy.dtype: a dtype allocates nothing; the arrays made of it are charged
 
 

@@ -320,6 +320,13 @@ def test_allow_listed_pickles_cannot_ask_for_more_memory_than_they_carry(tmp_pat
                        r"would take 1.0 MiB, more than this 1.0 MiB file can carry"):
         load_pickle(shared, trusted=True)  # arrays #1 and #2 fit in 2x the file
 
+    # bytes() is allowed for protocol 2's empty bytes only: bytes(n) would allocate n zero bytes
+    zeros = tmp_path / "zeros.pkl"
+    zeros.write_bytes(b"\x80\x02c__builtin__\nbytes\nJ" + (10**9).to_bytes(4, "little") + b"\x85R.")
+    with pytest.raises(pickle.UnpicklingError, match=r"calls bytes\(1000000000,\); numpy's protocol-2 pickles call "
+                       "it without arguments only"):
+        load_pickle(zeros, trusted=True)
+
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_normal_pickles_of_every_protocol_load_within_the_budget(tmp_path, protocol):
@@ -332,6 +339,11 @@ def test_normal_pickles_of_every_protocol_load_within_the_budget(tmp_path, proto
         np.testing.assert_array_equal(parts[split]["vision"], part["vision"])
         assert type(parts[split]["audio"]) is np.ndarray  # not the unpickler's guarded subclass
         np.testing.assert_array_equal(parts[split]["label"], part["regression_labels"])
+    # a split without clips: empty arrays (protocol 2 writes their data as bytes())
+    original["valid"] = mmsa_split(np.random.default_rng(2), [])
+    path.write_bytes(pickle.dumps(original, protocol=protocol))
+    parts = load_pickle(path, trusted=True)
+    assert parts["valid"]["id"] == [] and parts["valid"]["audio"].shape == (0, T_A, D_A)
 
 
 def test_the_plan_unpickles_in_a_worker_under_the_plan_jobs_memory(tmp_path):
