@@ -452,8 +452,8 @@ def inject_fault(clip_id: str, attempt: int = 0) -> None:
     Faults: segv (a real segmentation fault), abort, exit3 (``os._exit(3)``), sigkill (what the OOM
     killer does), killjob (SIGKILL to the parent and then the worker: a cgroup OOM kill of the whole
     job), hang, eio (OSError EIO, transient), cuda (a CUDA error, transient), boom (a ValueError,
-    unexpected), bloat (touches 64 MB more every 10 ms, up to ``BLOAT_MB``: a clip that needs more memory
-    than the job has). ``@N`` limits the fault to attempt N (0 = the first try) of the task.
+    unexpected), bloat (touches 16 MB more every 10 ms, up to ``BLOAT_MB``: a clip that needs more memory
+    than the job has; slow enough that a test machine's scheduling delays do not blur its peak). ``@N`` limits the fault to attempt N (0 = the first try) of the task.
     """
     spec = os.environ.get("KEBR_TEST_FAULTS")
     if not spec:
@@ -486,8 +486,8 @@ def inject_fault(clip_id: str, attempt: int = 0) -> None:
             raise ValueError("test fault: something unexpected")
         elif fault == "bloat":
             held = []
-            for _ in range(BLOAT_MB // 64):
-                held.append(bytearray(64 * 1024 * 1024))  # zero-filled: every page touched
+            for _ in range(BLOAT_MB // 16):
+                held.append(bytearray(16 * 1024 * 1024))  # zero-filled: every page touched
                 time.sleep(0.01)
         else:
             raise ValueError(f"KEBR_TEST_FAULTS: unknown fault {fault!r}, one of {FAULTS}")

@@ -371,7 +371,7 @@ def too_large_peak(record: dict, limit_mb: int) -> int:
     assert match, record["error"]
     peak, share, job = map(int, match.groups())
     assert job == limit_mb and 0 < limit_mb - share < 400  # the parent's own share: a Python with numpy
-    # killed within a poll of passing its share: the bloat fault touches 64 MB per 10 ms
+    # killed soon after passing its share: the bloat fault touches 16 MB per 10 ms, the parent looks every 50 ms
     assert share < peak < share + 400
     return peak
 
