@@ -277,6 +277,7 @@ class _ShardRun:
 
     def __init__(self, stage: str, config: dict[str, Any], dataset: str, clips: list[Clip], out: Path) -> None:
         from kebr.config import stage_fingerprint
+        from kebr.models import stage_model_revisions
 
         settings = config["stages"]
         self.stage, self.config, self.clips, self.out = stage, config, clips, out
@@ -288,6 +289,7 @@ class _ShardRun:
         # on how often its job ran (a cgroup's smaller limit wins where there is one)
         self.job_mem_mb = job_memory_limit_mb(configured_mem_mb(config, RULES[stage], dataset))
         self.fingerprint = stage_fingerprint(config, stage, dataset)
+        self.models = stage_model_revisions(config, stage)  # the model versions in that fingerprint, for the meta
         # each clip's plan row and media size and mtime now: records made from other inputs are redone
         inputs = {c.clip_id: input_digest(c) for c in clips}
         self.journal = Journal(journal_path(out), stage, self.fingerprint, inputs)
@@ -437,6 +439,8 @@ class _ShardRun:
             journal.close_file()
             raise
         meta = {**(journal.meta or {}), "stage": self.stage, "fingerprint": self.fingerprint}
+        if self.models:
+            meta["models"] = self.models
         if self.stage == "asr":
             meta.update(backend=self.config["asr"]["backend"], model=self.config["asr"]["model"],
                         language_id=self.config["language"]["id_model"])
@@ -500,6 +504,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
     from kebr.ingest import readable  # reasons name files; a non-UTF-8 name is spelled \xNN in UTF-8 tables
     from kebr.language import english_filter, filter_settings
     from kebr.masking import load_tokenizer
+    from kebr.models import stage_model_revisions
     from kebr.shards import ShardRow, write_shard
 
     outputs = {}
@@ -561,6 +566,10 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
     check_error_fraction(f"assemble {dataset}/{shard}", errors + [{}] * (len(clips) - len(errors)),
                          config["datasets"][dataset]["max_error_fraction"])
 
+    # The versions of every model that made the shard (the stage outputs' meta, checked above to match
+    # this config's fingerprints): training refuses shards of two versions (kebr/shards.py).
+    models = {**outputs["asr"][0].get("models", {}), **visual_meta.get("models", {}),
+              **stage_model_revisions(config, "assemble")}
     feature_config = {k: config[k] for k in ("seed", "asr", "language", "text", "audio", "visual")}
     if "mmsa_pickle" in audio_meta:  # imported features (kebr/mmsa.py): their source, not our extractors
         feature_config["mmsa_pickle"] = audio_meta["mmsa_pickle"]
@@ -572,7 +581,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
                 attrs={"dataset": dataset, "shard": shard, "kebr_version": kebr.__version__,
                        "fingerprint": features_fingerprint(config, dataset),
                        "library_versions": library_versions(), "feature_config": feature_config,
-                       "text_model": text["model"]})
+                       "text_model": text["model"], "models": models})
     write_status(status, out_status)
 
 
