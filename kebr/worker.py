@@ -21,8 +21,8 @@ that is lower: ``job_memory_limit_mb``) is what the parent and the child may use
 child gets the job's limit minus the parent's resident memory when the child starts. The parent
 reads the child's ``VmRSS`` from ``/proc/<pid>/status`` at every poll (``POLL_S``, about 20 us a
 read) and kills it the moment it is over, so a clip that needs more memory than the job has costs
-that clip (``too_large``, with the peak ``VmHWM`` it reached), not the job: the kernel's
-out-of-memory killer never gets to act, and a scheduler never records the job as out of memory.
+that clip (``too_large``, with the peak ``VmHWM`` it reached), not the job: the job stays within its
+memory, so neither the kernel's out-of-memory killer nor a scheduler's cgroup has cause to act.
 The child resets its peak (``/proc/self/clear_refs``) before each task, so the peak is that task's.
 
 Why resident memory polled from outside, not ``RLIMIT_AS``: an address-space limit counts virtual
@@ -32,9 +32,9 @@ cores): VmPeak / VmHWM after a clip is 835 / 283 MB (visual, MediaPipe), 891 / 3
 per decoder or OpenMP thread), so a limit that spares a healthy worker on a 64-core node bounds
 nothing on a small one, and allocations that fail under it surface as EAGAIN from thread creation
 (retried as transient) or C++ aborts rather than as a clean skip. Resident memory is what the
-out-of-memory killer and a cgroup count. The price of polling: the child can outgrow the limit by
-what it touches within one poll (about 150 MB at a core's page-fault rate), which the job's
-headroom (a cgroup's limit is only read, never tightened) absorbs.
+out-of-memory killer and a cgroup count. The price of polling: the child can outgrow its share by
+what it touches within one poll; measured, 18 MB past a 1181 MB share for a worker that fills a
+4 GB array at full speed (a page fault costs more than the parent's look at /proc).
 
 The next task after a death gets a fresh child. Children are started with ``spawn``, never forked
 from the parent: CTranslate2, MediaPipe and torch start threads that do not survive a fork, and a
@@ -452,8 +452,9 @@ def inject_fault(clip_id: str, attempt: int = 0) -> None:
     Faults: segv (a real segmentation fault), abort, exit3 (``os._exit(3)``), sigkill (what the OOM
     killer does), killjob (SIGKILL to the parent and then the worker: a cgroup OOM kill of the whole
     job), hang, eio (OSError EIO, transient), cuda (a CUDA error, transient), boom (a ValueError,
-    unexpected), bloat (touches 16 MB more every 10 ms, up to ``BLOAT_MB``: a clip that needs more memory
-    than the job has; slow enough that a test machine's scheduling delays do not blur its peak). ``@N`` limits the fault to attempt N (0 = the first try) of the task.
+    unexpected), bloat (touches 16 MB more every 10 ms, up to ``BLOAT_MB``: a clip that needs more
+    memory than the job has; slow enough that a loaded test machine's scheduling does not blur its
+    peak). ``@N`` limits the fault to attempt N (0 = the first try) of the task.
     """
     spec = os.environ.get("KEBR_TEST_FAULTS")
     if not spec:
