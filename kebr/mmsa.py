@@ -355,7 +355,7 @@ class PickleReader:
         self.worker.close()
 
 
-_READERS: dict[str, PickleReader] = {}  # the plan's open readers (``supervised_pickle``), by path
+_READERS: dict[Path, PickleReader] = {}  # the plan's open readers (``supervised_pickle``), by resolved path
 
 
 @contextlib.contextmanager
@@ -363,11 +363,12 @@ def supervised_pickle(path: str | Path, job_mem_mb: int | None) -> Iterator[Pick
     """Within the block, the pickle at ``path`` is read by one worker under the job's memory: the
     plan's clips (``read_mmsa_pickle``) and then its arrays (``write_plan_arrays``) come from one
     unpickling."""
-    reader = _READERS[str(path)] = PickleReader(path, job_mem_mb)
+    key = Path(path).resolve()  # the config's spelling ("./x.pkl") and the reader's (Path) are one file
+    reader = _READERS[key] = PickleReader(path, job_mem_mb)
     try:
         yield reader
     finally:
-        del _READERS[str(path)]
+        del _READERS[key]
         reader.close()
 
 
@@ -375,8 +376,8 @@ def supervised_pickle(path: str | Path, job_mem_mb: int | None) -> Iterator[Pick
 def _reader(path: Path) -> Iterator[PickleReader]:
     """The plan's open reader of ``path``, or one for this call alone (under the process's cgroup
     limit, if any: outside a plan job there is no configured memory)."""
-    if str(path) in _READERS:
-        yield _READERS[str(path)]
+    if (key := Path(path).resolve()) in _READERS:
+        yield _READERS[key]
         return
     from kebr.worker import job_memory_limit_mb
 

@@ -356,7 +356,7 @@ def test_the_plan_unpickles_in_a_worker_under_the_plan_jobs_memory(tmp_path):
     (tmp_path / "config.yaml").write_text("""results: out
 datasets:
   bomb: {layout: mmsa_pickle, pickle: dicts.pkl, trust_pickle: true}
-  good: {layout: mmsa_pickle, pickle: unaligned_50.pkl, trust_pickle: true}
+  good: {layout: mmsa_pickle, pickle: ./unaligned_50.pkl, trust_pickle: true}
 resources: {mem_mb: {plan: 400}}
 """)
     run = [sys.executable, "-m", "kebr", "plan", "--config", "config.yaml"]
@@ -374,5 +374,6 @@ resources: {mem_mb: {plan: 400}}
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout) == {"dataset": "good", "clips": 10, "shards": 1}
+    assert result.stderr.count("pickle worker (pid") == 1  # one unpickling for the clips and the arrays
     with h5py.File(tmp_path / "out" / "good" / "plan" / "00000.mmsa.h5") as f:
         assert f["audio_offsets"][-1] == sum(int(p["audio_lengths"].sum()) for p in write_mmsa_pickle(good).values())
