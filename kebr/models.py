@@ -11,9 +11,10 @@ under the paper recipe), and py-feat's detector weights when ``visual.backend`` 
 Layout of ``models.dir``: ``hub/`` is a Hugging Face hub cache (``HF_HUB_CACHE``) holding the LMs,
 the faster-whisper models and py-feat's weights; ``whisper/`` holds openai-whisper checkpoints
 (checked against the SHA-256 in their URL); ``kebr-models.json`` records each model's source,
-revision and local path (keys "<kind>:<name>"). A hub model is pinned at ``models.revisions[name]`` when given, else at the
-commit its ``main`` had when fetched; the cache's ``main`` ref is set to the pinned commit, since
-that is what transformers and faster-whisper resolve offline.
+revision and local path (keys "<kind>:<name>"; a hub model's also the pin it was fetched for). A hub
+model is pinned at ``models.revisions[name]`` when given, else at the commit its ``main`` had when
+fetched; the cache's ``main`` ref is set to the pinned commit, since that is what transformers and
+faster-whisper resolve offline.
 
 ``use_cache`` (called by every ``kebr`` command that reads a config) points the libraries at the
 cache and sets ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1``; ``check_cached`` stops a job
