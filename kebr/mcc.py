@@ -4,13 +4,20 @@ MCC is model-agnostic: it looks only at three tensors, the fused text representa
 and the two non-verbal inputs that went into it, and needs nothing from the model itself. To use it with
 any model, keep the fused output and the raw audio/visual inputs of a batch and add the loss:
 
-    mcc = MCCLoss(g=0.2, variant="paper", weight=1.0)
+    mcc = MCCLoss(g=0.2, variant="paper", weight=1.0, scale=1.0)
     fused = model(text, audio, video)                 # (B, L, d_t)
     loss = task_loss + mcc(fused, audio, video)       # weight * mean over the batch of f
 
 ``mcc.per_sample(*modality_cosines(fused, audio, video))`` gives the unweighted per-sample loss f for
 logging. The loss pulls the cosine between the fused sequence and each non-verbal sequence towards a
 common value (1/2 - g when both cosines agree), so neither modality dominates the fusion.
+
+Variants (``MCCLoss``): ``paper`` is Eq. 11-12 read literally (spec section 4: the cosine of the mean
+angle, g added after the exponential factor, the scale s); ``reference`` is the released code, whose
+pretraining and fine-tuning scripts use two different forms, picked by ``stage``. Until issue 15 the
+``paper`` variant computed |cos(pi * ((cos_a + cos_v) / 2 + g) * exp(|dtheta| / 2))|, an earlier spec's
+reading that is neither the paper (mean of the cosines, not cosine of the mean angle; g inside the
+product) nor the code (|dtheta|, not |cos_a - cos_v|); it is gone, not kept as a third variant.
 
 How the cosine of sequences of different sizes is taken (the reference's recipe): flatten each
 sample, L2-normalise each flattened vector, repeat a shorter one floor(n_max / n) times, zero-pad
@@ -117,15 +124,21 @@ def _arccos(x: Tensor) -> Tensor:
 
 
 class MCCLoss(torch.nn.Module):
-    """L_mcc = weight * mean over the batch of f(cos_a, cos_v).
+    """L_mcc = weight * mean over the batch of f(cos_a, cos_v) (Eq. 10), KEBR-SPEC.md section 4.
 
-    variant "paper" (Eq. 11-12, either stage), when cos_a >= 0 and cos_v >= 0:
-        f = s * |cos(pi * ((cos_a + cos_v) / 2 + g) * exp(|dtheta| / 2))|,
-        dtheta = arccos(cos_a) - arccos(cos_v); otherwise f = s * (1 + |cos_a| + |cos_v|).
-    variant "reference", stage "finetune": the same with |cos_a - cos_v| in place of |dtheta|.
-    variant "reference", stage "pretrain": c = (cos_a + cos_v) / 2;
-        f = s * |cos(pi * (c + g))| if c >= 0 else s * (1 - c).
-    g is the angle penalty, s = ``scale`` (1 in the paper), ``weight`` is lambda in L = L_task + lambda L_mcc.
+    Write theta_m = arccos cos_m, dtheta = theta_a - theta_v, s = ``scale``, g the angle penalty.
+    Every form gives dissimilar samples (a negative cosine) the large loss s * (1 + |cos_a| + |cos_v|),
+    except the reference's pretraining form, which looks at the mean cosine only.
+
+    variant "paper", either stage: the paper read literally (Eq. 11-12):
+        y = cos((theta_a + theta_v) / 2)                        the cosine of the MEAN ANGLE (Eq. 12)
+        f = s * |cos(pi * (y * exp(|dtheta| / 2) + g))|         g added AFTER the exponential factor
+    variant "reference", the released code's two forms (the stage picks which):
+        finetune (main.py): f = s * |cos(pi * ((cos_a + cos_v) / 2 + g) * exp(|cos_a - cos_v| / 2))|
+        pretrain (pretrain.py): c = (cos_a + cos_v) / 2; f = s * |cos(pi * (c + g))| if c >= 0 else s * (1 - c)
+    The code has no s (s = 1 there). With cos_a = cos_v = c every similar-branch form is the converged
+    Eq. 13, s * |cos(pi * (c + g))|, zero at c = 1/2 - g. ``weight`` is lambda in L = L_task + lambda L_mcc
+    (the paper's Eq. 17 has lambda = 1); s and lambda multiply the same term, s is kept as the paper's.
     """
 
     def __init__(
@@ -158,15 +171,16 @@ class MCCLoss(torch.nn.Module):
 
     def per_sample(self, cos_a: Tensor, cos_v: Tensor) -> Tensor:
         """Unweighted per-sample loss f, (B,) (includes the scale s, not the weight)."""
-        mean_cos = (cos_a + cos_v) / 2
+        mean_cos = (cos_a + cos_v) / 2  # both reference forms; the paper's averages angles instead
         if self.variant == "reference" and self.stage == "pretrain":
             near = torch.cos(math.pi * (mean_cos + self.g)).abs()
             return self.scale * torch.where(mean_cos >= 0, near, 1 - mean_cos)
         if self.variant == "paper":
-            gap = (_arccos(cos_a) - _arccos(cos_v)).abs()
+            theta_a, theta_v = _arccos(cos_a), _arccos(cos_v)
+            y = torch.cos((theta_a + theta_v) / 2)
+            similar = torch.cos(math.pi * (y * torch.exp((theta_a - theta_v).abs() / 2) + self.g)).abs()
         else:
-            gap = (cos_a - cos_v).abs()
-        similar = torch.cos(math.pi * (mean_cos + self.g) * torch.exp(gap / 2)).abs()
+            similar = torch.cos(math.pi * (mean_cos + self.g) * torch.exp((cos_a - cos_v).abs() / 2)).abs()
         dissimilar = 1 + cos_a.abs() + cos_v.abs()
         return self.scale * torch.where((cos_a >= 0) & (cos_v >= 0), similar, dissimilar)
 

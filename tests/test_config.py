@@ -62,7 +62,8 @@ def test_names_and_overrides_are_checked():
     assert c["datasets"]["mosi"]["finetune"] == {"epochs": 3, "mcc": {"weight": 0.5}}
     mosi = recipe(c, "full", "mosi")["finetune"]
     assert (mosi["epochs"], mosi["seeds"], mosi["mcc"]) == (3, [4], {"enabled": True, "variant": "paper", "g": 0.3,
-                                                                     "weight": 0.5, "text_positions": "real"})
+                                                                     "weight": 0.5, "scale": 1.0,
+                                                                     "text_positions": "real"})
 
 
 def test_yaml_syntax_error_is_one_line_naming_file_line_and_column(tmp_path):

@@ -21,27 +21,71 @@ def f_of(loss: MCCLoss, cos_a: float, cos_v: float) -> float:
 # ---------------------------------------------------------------- per-sample loss, by hand
 
 
-def test_paper_both_nonnegative():
-    # cos_a = cos(pi/6) = 0.8660254, cos_v = cos(pi/3) = 0.5, g = 0.2
-    # dtheta = pi/6 - pi/3 = -pi/6 -> exp(|dtheta| / 2) = exp(pi/12) = 1.2992659
-    # mean = (0.8660254 + 0.5) / 2 = 0.6830127; (0.6830127 + 0.2) * 1.2992659 = 1.1472683
-    # f = |cos(1.1472683 pi)| = cos(0.1472683 pi) = 0.8948698
+def test_paper_form_read_literally():
+    # Spec 4, Eq. 11-12: theta_a = pi/6 (cos_a = cos(pi/6) = 0.8660254), theta_v = pi/3 (cos_v = 0.5), g = 0.2.
+    # y = cos(mean angle) = cos((pi/6 + pi/3) / 2) = cos(pi/4) = 0.7071068
+    # |dtheta| = pi/6 -> exp(pi/12) = 1.2992659; y * 1.2992659 = 0.9187197; + g = 1.1187197
+    # f = |cos(1.1187197 pi)| = cos(0.1187197 pi) = 0.9312496
     loss = MCCLoss(g=0.2, variant="paper")
-    assert f_of(loss, math.cos(PI / 6), 0.5) == pytest.approx(0.8948698117, abs=1e-9)
+    assert f_of(loss, math.cos(PI / 6), 0.5) == pytest.approx(0.9312496182, abs=1e-9)
     # The paper form does not depend on the stage.
     assert f_of(MCCLoss(g=0.2, variant="paper", stage="pretrain"), math.cos(PI / 6), 0.5) == pytest.approx(
-        0.8948698117, abs=1e-9
+        0.9312496182, abs=1e-9
     )
+    # Not the earlier misreading, which added g inside the product:
+    # |cos(pi (0.7071068 + 0.2) * 1.2992659)| = |cos(1.1786 pi)| = 0.8467218
+    assert f_of(loss, math.cos(PI / 6), 0.5) != pytest.approx(0.8467217747, abs=1e-3)
+    # ... nor the mean of the cosines: |cos(pi ((0.8660254 + 0.5) / 2 + 0.2) * 1.2992659)| = 0.8948698
+    assert f_of(loss, math.cos(PI / 6), 0.5) != pytest.approx(0.8948698117, abs=1e-3)
 
 
-def test_paper_vs_reference_finetune_gap():
-    # cos_a = 0.5, cos_v = 0.1, g = 0.2, mean + g = 0.3 + 0.2 = 0.5
-    # reference: |cos_a - cos_v| = 0.4 -> exp(0.2) = 1.2214028; 0.5 * 1.2214028 = 0.6107014
-    #   f = |cos(0.6107014 pi)| = 0.3408103
-    # paper: dtheta = arccos 0.5 - arccos 0.1 = 1.0471976 - 1.4706289 = -0.4234314
-    #   exp(0.4234314 / 2) = 1.2357965; 0.5 * 1.2357965 = 0.6178982; f = |cos(0.6178982 pi)| = 0.3619774
-    assert f_of(MCCLoss(g=0.2, variant="reference", stage="finetune"), 0.5, 0.1) == pytest.approx(0.3408102775, abs=1e-9)
-    assert f_of(MCCLoss(g=0.2, variant="paper"), 0.5, 0.1) == pytest.approx(0.3619773612, abs=1e-9)
+def test_paper_form_second_point_and_scale():
+    # cos_a = 0.5, cos_v = 0.1, g = 0.2: theta_a = arccos 0.5 = pi/3 = 1.0471976, theta_v = arccos 0.1 = 1.4706289
+    # mean angle = 1.2589132, y = cos(1.2589132) = 0.3068514 (the mean cosine would be 0.3)
+    # |dtheta| = 0.4234314 -> exp(0.2117157) = 1.2357965; y * 1.2357965 = 0.3792059; + 0.2 = 0.5792059
+    # f = |cos(0.5792059 pi)| = sin(0.0792059 pi) = 0.2462728; with s = 2: 0.4925456
+    assert f_of(MCCLoss(g=0.2, variant="paper"), 0.5, 0.1) == pytest.approx(0.2462728052, abs=1e-9)
+    assert f_of(MCCLoss(g=0.2, variant="paper", scale=2.0), 0.5, 0.1) == pytest.approx(0.4925456105, abs=1e-9)
+    # Symmetric in the two modalities: |dtheta| and the mean angle do not care which is which.
+    assert f_of(MCCLoss(g=0.2, variant="paper"), 0.1, 0.5) == pytest.approx(0.2462728052, abs=1e-9)
+
+
+def test_reference_finetune_form():
+    # main.py: cos_a = cos(pi/6) = 0.8660254, cos_v = 0.5, g = 0.2
+    # mean cosine 0.6830127, |cos_a - cos_v| = 0.3660254 -> exp(0.1830127) = 1.2008297
+    # (0.6830127 + 0.2) * 1.2008297 = 1.0603478; f = |cos(1.0603478 pi)| = cos(0.0603478 pi) = 0.9820819
+    loss = MCCLoss(g=0.2, variant="reference", stage="finetune")
+    assert f_of(loss, math.cos(PI / 6), 0.5) == pytest.approx(0.9820818973, abs=1e-9)
+    # cos_a = 0.5, cos_v = 0.1: mean 0.3, |0.4| -> exp(0.2) = 1.2214028; 0.5 * 1.2214028 = 0.6107014
+    # f = |cos(0.6107014 pi)| = 0.3408103
+    assert f_of(loss, 0.5, 0.1) == pytest.approx(0.3408102775, abs=1e-9)
+
+
+def spec_f(variant: str, stage: str, cos_a: float, cos_v: float, g: float, s: float) -> float:
+    """KEBR-SPEC.md section 4 transcribed one scalar at a time with math (no torch, no clamping)."""
+    if variant == "reference" and stage == "pretrain":
+        c = (cos_a + cos_v) / 2
+        return s * abs(math.cos(math.pi * (c + g))) if c >= 0 else s * (1 - c)
+    if cos_a < 0 or cos_v < 0:
+        return s * (1 + abs(cos_a) + abs(cos_v))
+    if variant == "paper":
+        theta_a, theta_v = math.acos(cos_a), math.acos(cos_v)
+        y = math.cos((theta_a + theta_v) / 2)
+        return s * abs(math.cos(math.pi * (y * math.exp(abs(theta_a - theta_v) / 2) + g)))
+    return s * abs(math.cos(math.pi * ((cos_a + cos_v) / 2 + g) * math.exp(abs(cos_a - cos_v) / 2)))
+
+
+@pytest.mark.parametrize("variant,stage", [("paper", "finetune"), ("reference", "finetune"), ("reference", "pretrain")])
+@pytest.mark.parametrize("g,s", [(0.2, 1.0), (0.25, 1.0), (0.4, 1.0), (-0.5, 1.0), (0.5, 3.0)])
+def test_every_form_matches_the_spec_on_a_grid(variant, stage, g, s):
+    # A grid over both branches (negatives included), away from +-1 where the arccos clamp acts.
+    grid = [-0.9, -0.35, -0.05, 0.0, 0.07, 0.3, 0.5, 0.62, 0.8, 0.97]
+    pairs = [(a, v) for a in grid for v in grid]
+    cos_a = torch.tensor([a for a, _ in pairs], dtype=torch.float64)
+    cos_v = torch.tensor([v for _, v in pairs], dtype=torch.float64)
+    got = MCCLoss(g=g, variant=variant, stage=stage, scale=s).per_sample(cos_a, cos_v)
+    want = torch.tensor([spec_f(variant, stage, a, v, g, s) for a, v in pairs], dtype=torch.float64)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("variant", ["paper", "reference"])

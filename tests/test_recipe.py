@@ -51,7 +51,10 @@ def test_paper_targets_train_the_recipe_beside_the_configs_own_runs():
     tuned, pre = full["finetune"], recipe(config, "paper-full", "voxceleb1")["pretrain"]
     assert (tuned["eval_amp"], tuned["amp"], tuned["bucket_by_length"], tuned["select_by"]) == (False, False, False,
                                                                                                "valid_loss")
-    assert tuned["mcc"] == {"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0, "text_positions": "all"}
+    assert tuned["mcc"] == {"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0, "scale": 1.0,
+                            "text_positions": "all"}
+    # The paper states one MCC for both stages (3.4, Eq. 17 unweighted, g = 0.2 in 4.2), not the code's 0.25 / 0.5.
+    assert pre["mcc"] == tuned["mcc"]
     assert pre["save_epochs"] == [1, 5, 10, 20, 50, 100, 150, 200] and pre["frozen_lm_dropout"] is True
     assert (pre["lm_cache"], pre["bucket_by_length"], pre["mcc"]["text_positions"]) == ("none", False, "all")
     # The extra row: the reference's fine-tuning MCC, from the same pretraining run, labelled, no paper numbers.
@@ -227,11 +230,12 @@ def test_paper_recipe_trains_through_pretraining_and_finetuning(tmp_path):
         "identity", False, "bundled")
     assert (record["settings"]["frozen_lm_dropout"], record["settings"]["lm_cache"], record["settings"]["amp"],
             record["settings"]["mcc"]["text_positions"], record["settings"]["mcc"]["variant"]) == (
-        True, "none", False, "all", "reference")
+        True, "none", False, "all", "paper")
     assert sorted(p.name for p in pretrained.glob("epoch-*")) == ["epoch-0001", "epoch-0002"]
     out = tmp_path / "out" / "finetune" / "mo" / "vox" / "paper-mcc_reference" / "seed0"
     metrics = run_finetuning(config, "mo", pretrained, "paper-mcc_reference", 0, out)
     settings = json.loads((out / "trained_on.json").read_text())["settings"]
     assert (settings["select_by"], settings["eval_amp"], settings["bucket_by_length"]) == ("valid_loss", False, False)
-    assert settings["mcc"] == {"enabled": True, "variant": "reference", "g": 0.4, "weight": 1.0, "text_positions": "all"}
+    assert settings["mcc"] == {"enabled": True, "variant": "reference", "g": 0.4, "weight": 1.0, "scale": 1.0,
+                               "text_positions": "all"}
     assert metrics["n_test"] == 4 and math.isfinite(metrics["mae"])

@@ -53,7 +53,7 @@ from kebr.train.progress import Progress
 
 log = logging.getLogger("kebr")
 
-MCC_KEYS = {"enabled", "variant", "g", "weight", "text_positions"}
+MCC_KEYS = {"enabled", "variant", "g", "weight", "scale", "text_positions"}
 TEXT_POSITIONS = ("real", "all")
 # Training settings a resumed run may change (how long, which states to keep, where data and compute
 # live, how often to log).
@@ -109,7 +109,7 @@ def mcc_settings(given: dict[str, Any] | None, defaults: dict[str, Any]) -> dict
     unknown = set(given or {}) - MCC_KEYS
     if unknown:
         raise ValueError(f"unknown mcc keys {sorted(unknown)}: expected {sorted(MCC_KEYS)}")
-    settings = {"text_positions": "real", **defaults, **(given or {})}
+    settings = {"text_positions": "real", "scale": 1.0, **defaults, **(given or {})}
     if settings["text_positions"] not in TEXT_POSITIONS:
         raise ValueError(f"mcc text_positions must be one of {TEXT_POSITIONS}, got {settings['text_positions']!r}")
     return settings
@@ -180,7 +180,9 @@ class Objective:
     def __init__(self, stage: str, mcc: dict[str, Any], masked_mean: bool = True) -> None:
         self.stage = stage
         self.enabled = bool(mcc["enabled"])
-        self.mcc = MCCLoss(g=mcc["g"], variant=mcc["variant"], stage=stage, weight=mcc["weight"])
+        # scale: mcc_settings and the schema default it to 1; hand-built dicts (benchmarks) may leave it out
+        self.mcc = MCCLoss(g=mcc["g"], variant=mcc["variant"], stage=stage, weight=mcc["weight"],
+                           scale=mcc.get("scale", 1.0))
         self.real_positions = mcc.get("text_positions", "real") == "real"
         self.trim = self.real_positions and (stage == "pretrain" or masked_mean)
 
