@@ -54,7 +54,10 @@ rule asr:
         dataset=one_of(EXTRACTED),
     conda:
         "../envs/kebr.yaml"
-    threads: 2
+    # One CTranslate2 thread (Snakemake sets OMP_NUM_THREADS from it; kebr.asr.default_cpu_threads):
+    # on CPU, jobs in parallel use cores better than threads in a job, and a 2-thread job on 2 cores
+    # kept the audio and visual jobs waiting (bench/asr.py --end-to-end). Decoding runs in its own thread.
+    threads: 1
     resources:
         mem_mb=mem_mb(config, "asr"),
         runtime=runtime(config, "asr"),
