@@ -93,7 +93,7 @@ def make_audio_extractor(config: dict[str, Any]) -> Any:
     a = config["audio"]
     return AudioFeatureExtractor(feature_sets=a["feature_sets"], sample_rate=a["sample_rate"],
                                  hop_length=a["hop_length"], max_frames=a["max_frames"],
-                                 resample_via=a["resample_via"])
+                                 resample_via=a["resample_via"], resampler=a["resampler"])
 
 
 def make_visual_extractor(config: dict[str, Any]) -> Any:

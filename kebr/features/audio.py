@@ -18,10 +18,11 @@ columns, and ``["egemaps", "librosa33"]`` gives 10 ms rows.
 ``resample_via`` (config ``audio.resample_via``, default off) reproduces how the reference got its
 MOSI/MOSEI audio: ``librosa.load`` of the corpora's released 16 kHz WAVs at 22,050 Hz. The clip is
 decoded at that rate (FFmpeg's resampler, through PyAV), rounded to 16-bit PCM as a WAV stores it,
-then resampled to ``sample_rate`` with ``librosa.resample(res_type="soxr_hq")``, what ``librosa.load``
-does since librosa 0.10 (older versions used resampy; which one the reference ran is not known). With
-16000 nothing above 8 kHz survives, as in the reference; decoding straight at 22,050 Hz keeps content
-up to 11 kHz, which moves the MFCCs and the ZCR.
+then resampled to ``sample_rate`` by ``audio.resampler``. The reference pinned librosa 0.9.1 and
+resampy 0.2.2 (its requirements.txt), whose ``librosa.load`` resamples with resampy's ``kaiser_best``:
+that is the default, ``kaiser_best`` (``resample_kaiser_best``). ``soxr_hq`` is what ``librosa.load``
+does since librosa 0.10. With 16000 nothing above 8 kHz survives, as in the reference; decoding
+straight at 22,050 Hz keeps content up to 11 kHz, which moves the MFCCs and the ZCR.
 
 Every set is computed on the whole waveform and only then truncated to ``max_frames``: chroma_cqt
 estimates the tuning from the whole signal, so cropping the waveform first would change the values
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import warnings
@@ -51,6 +53,8 @@ from pathlib import Path
 import librosa
 import numpy as np
 import opensmile
+import resampy
+import scipy.signal
 
 from kebr.clips import Clip, ClipError
 from kebr.media import load_audio
@@ -69,6 +73,36 @@ EGEMAPS_FRAME_S = 0.020
 SILENCE_PEAK = 1e-4
 
 log = logging.getLogger("kebr")
+
+RESAMPLERS = ("kaiser_best", "soxr_hq")
+
+# resampy 0.2.2's `kaiser_best` (resampy/data/kaiser_best.npz): a windowed sinc with 64 zero crossings,
+# 2**9 table entries per crossing, a Kaiser window of beta 14.769656459379492 and a roll-off at
+# 0.9475937167399596 x Nyquist (resampy 0.2.2 filters.py). resampy 0.3 replaced the filter under the same
+# name (roll-off 0.917, 2**13 entries): on speech-like noise its output differs from 0.2.2's by up to 0.1,
+# so naming "kaiser_best" to a current resampy would not give the reference's samples. Rebuilt from these
+# parameters, the table equals 0.2.2's file to 2e-16, and resampy's interpolation with it equals 0.2.2's
+# output within 3e-7 (tests/test_data_parity.py checks against samples resampy 0.2.2 wrote).
+REFERENCE_KAISER_BEST = {"num_zeros": 64, "precision": 9, "beta": 14.769656459379492,
+                         "rolloff": 0.9475937167399596}
+
+
+@functools.cache
+def _reference_kaiser_best() -> tuple[np.ndarray, int, float]:
+    """(half window, table entries per zero crossing, roll-off), as resampy's filter functions return."""
+    p = REFERENCE_KAISER_BEST
+    return resampy.filters.sinc_window(
+        num_zeros=p["num_zeros"], precision=p["precision"], rolloff=p["rolloff"],
+        window=lambda n: scipy.signal.get_window(("kaiser", p["beta"]), n, fftbins=False))
+
+
+def resample_kaiser_best(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """``librosa.resample(y, orig_sr=..., target_sr=..., res_type="kaiser_best")`` as librosa 0.9.1 with
+    resampy 0.2.2 computed it: resampy's band-limited interpolation with 0.2.2's filter, then
+    librosa's fix_length to ceil(len(y) x ratio) samples, in y's dtype."""
+    y_hat = resampy.resample(y, orig_sr, target_sr, filter=_reference_kaiser_best)
+    size = int(np.ceil(y.shape[-1] * float(target_sr) / orig_sr))
+    return np.asarray(librosa.util.fix_length(y_hat, size=size), dtype=y.dtype)
 
 
 def _numba_cache_dir() -> Path:
@@ -127,6 +161,7 @@ class AudioFeatureExtractor:
         hop_length: int = 512,
         max_frames: int = 400,
         resample_via: int | None = None,
+        resampler: str = "kaiser_best",
     ) -> None:
         unknown = [name for name in feature_sets if name not in FEATURE_SETS]
         if not feature_sets or unknown or len(set(feature_sets)) != len(feature_sets):
@@ -137,7 +172,10 @@ class AudioFeatureExtractor:
         self.sample_rate = sample_rate
         self.hop_length = hop_length
         self.max_frames = max_frames
+        if resampler not in RESAMPLERS:
+            raise ValueError(f"audio.resampler must be one of {RESAMPLERS}, got {resampler!r}")
         self.resample_via = resample_via
+        self.resampler = resampler
         # Building the openSMILE pipeline parses its config; do it once per extractor, not per clip.
         self._smile = (
             opensmile.Smile(
@@ -162,6 +200,8 @@ class AudioFeatureExtractor:
             import librosa.feature  # noqa: F401
             import librosa.util  # noqa: F401
 
+            if self.resample_via is not None:  # resampy's kernels compile on their first call too
+                self.resample(tone[: self.resample_via].astype(np.float32))
             self.from_waveform(tone.astype(np.float32))
 
     def extract(self, clip: Clip, max_seconds: float | None = None) -> np.ndarray:
@@ -176,8 +216,15 @@ class AudioFeatureExtractor:
         y = load_audio(clip.media, self.resample_via, max_seconds)
         # A 16-bit WAV holds round(x * 32768) clipped to int16; librosa.load reads it back / 32768.
         pcm16 = np.clip(np.round(y * 32768.0), -32768, 32767) / 32768.0
-        return librosa.resample(pcm16.astype(np.float32), orig_sr=self.resample_via, target_sr=self.sample_rate,
-                                res_type="soxr_hq")
+        return self.resample(pcm16.astype(np.float32))
+
+    def resample(self, y: np.ndarray) -> np.ndarray:
+        """Samples at ``resample_via`` -> ``sample_rate`` with the configured ``resampler``."""
+        if self.resample_via is None:
+            raise ValueError("resample() needs resample_via")
+        if self.resampler == "kaiser_best":
+            return resample_kaiser_best(y, self.resample_via, self.sample_rate)
+        return librosa.resample(y, orig_sr=self.resample_via, target_sr=self.sample_rate, res_type="soxr_hq")
 
     def from_waveform(self, waveform: np.ndarray) -> np.ndarray:
         """Mono float32 samples at ``sample_rate`` -> (T, d) float32, T <= ``max_frames``."""
