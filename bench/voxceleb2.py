@@ -9,7 +9,7 @@ dag.json; any may be missing), the config schema's defaults (kebr/schemas/config
 (profiles/local/config.yaml); prints a table, then one JSON line, also written to ``<results>/voxceleb2.json``.
 Reads no media and imports no torch: it runs in about a second.
 
-Stages, per clip (N = 1,128,246 clips, mean duration from ../shared/spec/DATA.md's VoxCeleb2 hours,
+Stages, per clip (N = 1,128,246 clips, mean duration from docs/DATA.md's VoxCeleb2 hours,
 else 7.8 s):
 - plan: `kebr plan` + Snakemake's DAG after the checkpoint, one process (bench/dag.py's seconds).
 - asr (ASR + language ID), audio, visual, assemble (English filter, masking, shard writing): CPU
@@ -70,7 +70,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-DATA_SPEC = REPO.parent / "shared" / "spec" / "DATA.md"
+DATA_SPEC = REPO / "docs" / "DATA.md"
 
 # VoxCeleb2 dev + test as distributed (issue 13; bench/dag.py plans the same count).
 VOXCELEB2_CLIPS = 1_128_246
@@ -536,6 +536,7 @@ def project(results: dict[str, dict | None], checks: dict[str, dict], config: di
                          "features_fill": round(fill_s / 3600, 3), "lm_cache": round(lm_s / 3600, 3),
                          "pretrain": round(pre_s / 3600, 3)},
         "pretrain_samples_per_s_for_target": round(needed, 1) if needed else None,
+        "pretrain_samples_per_s_for_target_alone": round(by["pretrain"].clips / (TARGET_HOURS * 3600), 1),
         "features_cpu_work_core_hours": round(cpu_work / 3600, 1), "features_cores_free": free,
         "features_hours_without_asr_on_cpu": round(without_asr_s / 3600, 3) if without_asr_s is not None else None,
         "asr_gpu_clips_per_s_to_keep_pace": round(clips / without_asr_s, 1) if without_asr_s else None,
@@ -603,7 +604,9 @@ def table(result: dict[str, Any]) -> str:
           if result["asr_gpu_clips_per_s_to_keep_pace"] else []),
         ("pretraining would need " + (f"{result['pretrain_samples_per_s_for_target']:,.0f} samples/s"
                                       if result["pretrain_samples_per_s_for_target"] else "more than the time left")
-         + f" (now {result['stages']['pretrain']['rate']:,.0f}) for the total to reach {result['target_hours']:g} h"),
+         + f" (now {result['stages']['pretrain']['rate']:,.0f}) for the total to reach {result['target_hours']:g} h"
+         + f"; {result['pretrain_samples_per_s_for_target_alone']:,.0f} to train in {result['target_hours']:g} h"
+         + " by itself"),
         *[f"gpu_check.json: check {name} did not run: {why.splitlines()[-1] if why else '?'}"
           for name, why in result.get("gpu_checks_failed", {}).items()],
         f"total {result['total_hours']:.2f} h against a target of {result['target_hours']:g} h: "

@@ -46,6 +46,13 @@ BASE = {"loader": {"rows_per_s_per_process": 1000.0, "cold_rows_per_s": 100.0, "
         "asr": {"cpu_s_per_clip": 1.0, "cpu_s_per_media_s": 0.1}}
 
 
+def workers(rule: str, threads: int) -> int:
+    """Jobs of ``rule`` alone on 32 cores: cores / threads, within the local profile's memory."""
+    jobs = 32 // threads
+    node = vox.profile_mem_mb()
+    return min(jobs, node // vox.config_defaults()["resources"]["mem_mb"][rule]) if node else jobs
+
+
 def run(tmp_path: Path, name: str = "r", **files: dict | list[dict]) -> dict:
     return vox.projection(write(tmp_path / name, **{**BASE, **files}), 32, 1, spec=spec(tmp_path))
 
@@ -63,9 +70,13 @@ def test_cpu_stage_hours_by_value_and_doubling_the_rate_halves_the_work(tmp_path
     start = vox.WORKER_START_S["visual"] * SHARDS  # once per shard job, whatever the rate
     for result, rate in ((slow, 0.04), (fast, 0.02)):
         visual = result["stages"]["visual"]
-        assert visual["measured"] and visual["threads"] == 1 and visual["workers"] == 32
-        assert visual["hours"] == pytest.approx((N * rate * 7.8 + start) / 32 / 3600, rel=1e-4)
-    work = lambda r: r["stages"]["visual"]["hours"] * 32 * 3600 - start  # noqa: E731
+        jobs = workers("visual_features", visual["threads"])
+        assert visual["measured"] and visual["workers"] == jobs
+        assert visual["hours"] == pytest.approx((N * rate * 7.8 + start) / (jobs * visual["threads"]) / 3600, rel=1e-4)
+    def work(result: dict) -> float:  # the stage's CPU-seconds over its clips, worker starts apart
+        visual = result["stages"]["visual"]
+        return visual["hours"] * visual["workers"] * visual["threads"] * 3600 - start
+
     assert work(fast) == pytest.approx(work(slow) / 2, rel=1e-4)
     # The features phase is one pool of 32 cores: its CPU part drops by exactly the visual work saved.
     saved = (work(slow) - work(fast)) / 32 / 3600
@@ -76,7 +87,9 @@ def test_cpu_stage_hours_by_value_and_doubling_the_rate_halves_the_work(tmp_path
 def test_asr_uses_the_larger_of_per_clip_and_per_media_second_cost(tmp_path):
     per_clip = run(tmp_path, "a", asr={"cpu_s_per_clip": 1.0, "cpu_s_per_media_s": 0.1})["stages"]["asr"]
     per_media = run(tmp_path, "b", asr={"cpu_s_per_clip": 0.5, "cpu_s_per_media_s": 0.2})["stages"]["asr"]
-    assert per_clip["cost_per_clip"] == pytest.approx(1.0) and per_clip["threads"] == 2 and per_clip["workers"] == 16
+    threads = vox.rule_threads()["asr"]  # rules/features.smk, whatever it says now
+    assert per_clip["cost_per_clip"] == pytest.approx(1.0) and per_clip["threads"] == threads
+    assert per_clip["workers"] == workers("asr", threads)
     assert per_media["cost_per_clip"] == pytest.approx(0.2 * 7.8)
     assert per_clip["kind"] == "cpu" and per_clip["measured"]
 
