@@ -209,7 +209,7 @@ DIRTY_SPEAKER = "id99999"
 
 
 def write_dirty_clips(folder: Path, photo: np.ndarray, rng: np.random.Generator) -> dict[str, str]:
-    """The bad inputs real corpora hold (spec/DATA.md), one clip each, into ``folder``.
+    """The bad inputs real corpora hold (docs/DATA.md), one clip each, into ``folder``.
 
     Returns {file name: what is wrong with it}. Every one must end in clips.tsv as a skip with its
     reason (the Spanish clip may pass as English if the ASR is fooled: then it is an ok row).
@@ -273,7 +273,7 @@ def write_demo_corpora(out_dir: Path, seed: int = 0, n_unlabelled: int = 24, n_l
     photo = data.astronaut()[_PHOTO_REGION].astype(np.float32)
     paths = {"voxceleb2": out_dir / "voxceleb2", "mosi": out_dir / "mosi", "readme": out_dir / "README.txt"}
     _write_voxceleb2(paths["voxceleb2"], n_unlabelled, photo, rng)
-    if dirty:  # speaker DIRTY_SPEAKER: the bad inputs of spec/DATA.md, which must end as skips
+    if dirty:  # speaker DIRTY_SPEAKER: the bad inputs of docs/DATA.md, which must end as skips
         write_dirty_clips(paths["voxceleb2"] / "dev" / "mp4" / DIRTY_SPEAKER / "dirtyclips0", photo, rng)
     _write_mosi(paths["mosi"], n_labelled_videos, clips_per_video, photo, rng)
     paths["readme"].write_text(README, encoding="utf-8")

@@ -1,6 +1,6 @@
 """Corpus layouts -> one plan of every clip, with its split and shard.
 
-Layouts (spec/DATA.md): ``voxceleb1``, ``voxceleb2``, ``mmsa_raw`` (MOSI/MOSEI), ``manifest`` and
+Layouts (docs/DATA.md): ``voxceleb1``, ``voxceleb2``, ``mmsa_raw`` (MOSI/MOSEI), ``manifest`` and
 ``mmsa_pickle`` (MMSA's processed feature pickles; the reader lives in kebr/mmsa.py).
 Clip ids are the corpus's own relative names (``id00012/21Uxsk56VDQ/00001`` for VoxCeleb,
 ``<video_id>/<clip_id>`` for MMSA), so an id points back at the file it came from.

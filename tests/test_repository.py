@@ -134,3 +134,89 @@ def test_every_test_the_readme_cites_exists():
         assert path.is_file(), f"README cites {file}, which does not exist"
         if name:
             assert re.search(rf"^def {name}\(", path.read_text(), re.M), f"README cites {file}::{name}, not defined"
+
+
+# ---------------------------------------------------------------- documents the code cites
+
+# Where citations live: the package, benchmarks, workflow, scripts, docs and the root's own files.
+CITING_FOLDERS = ("kebr", "bench", "rules", "scripts", "docs")
+CITING_ROOT_FILES = ("README.md", "pyproject.toml", "Snakefile", "config.yaml")
+TEXT_SUFFIXES = {".py", ".smk", ".sh", ".yaml", ".yml", ".toml", ".md", ".json", ".txt", ".cfg"}
+# A path ending in .md, with any folders before it (../shared/spec/DATA.md, docs/DATA.md, DATA.md).
+MD_PATH = re.compile(r"(?<![\w/.-])((?:\.\.?/)*(?:[\w-]+/)*[\w.-]+\.md)\b")
+
+
+def citing_files(repo: Path) -> list[Path]:
+    files = [repo / name for name in CITING_ROOT_FILES if (repo / name).is_file()]
+    for folder in CITING_FOLDERS:
+        files += sorted(p for p in (repo / folder).rglob("*")
+                        if p.is_file() and (p.suffix in TEXT_SUFFIXES or p.name == "Snakefile")
+                        and "__pycache__" not in p.parts)
+    return files
+
+
+def is_document(path: str) -> bool:
+    """A cited document, as opposed to a Markdown file the code writes: documents have upper-case names
+    (README.md, DATA.md, KEBR-SPEC.md) or sit in a docs/ or spec/ folder; what the code writes is lower
+    case (results/tables/demo.md, Snakemake's output.md)."""
+    stem = path.rsplit("/", 1)[-1][: -len(".md")]
+    return (any(c.isalpha() for c in stem) and stem == stem.upper()) or bool(
+        re.search(r"(^|/)(docs|spec)/", path))
+
+
+def doc_citations(repo: Path) -> list[tuple[str, str]]:
+    """(where: 'file:line', cited path) for every document cited in the citing files."""
+    out = []
+    for file in citing_files(repo):
+        for number, line in enumerate(file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            out += [(f"{file.relative_to(repo)}:{number}", path) for path in MD_PATH.findall(line)
+                    if is_document(path)]
+    return out
+
+
+def missing_citations(repo: Path) -> list[str]:
+    """Citations that name no document in ``repo``. A bare name (DATA.md) must be some document's name;
+    a path must lead to a file inside the repository, from its root or from the citing file's folder
+    (a Markdown link in docs/). A path out of the repository (../shared/spec/DATA.md) counts as missing:
+    a user's checkout has only the repository."""
+    names = {p.name for p in repo.rglob("*.md") if ".venv" not in p.parts and ".git" not in p.parts}
+    missing = []
+    for where, path in doc_citations(repo):
+        if "/" not in path:
+            found = path in names
+        else:
+            base = (repo / where.split(":")[0]).parent
+            found = any(c.is_file() and c.resolve().is_relative_to(repo.resolve())
+                        for c in (repo / path, base / path))
+        if not found:
+            missing.append(f"{where} cites {path}")
+    return missing
+
+
+def test_every_document_the_code_cites_exists():
+    cited = doc_citations(REPO)
+    # Not vacuous: the citations this test was written for are found ...
+    assert ("kebr/ingest.py:3", "docs/DATA.md") in cited
+    assert ("pyproject.toml", "docs/DATA.md") in {(w.split(":")[0], p) for w, p in cited}
+    assert any(p == "KEBR-SPEC.md" and w.startswith("kebr/mcc.py:") for w, p in cited)
+    assert len(cited) > 15
+    assert missing_citations(REPO) == []
+
+
+def test_a_missing_or_outside_document_is_caught(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "kebr").mkdir()
+    (tmp_path / "docs" / "DATA.md").write_text("See [the spec](KEBR-SPEC.md) and [arch](ARCHITECTURE.md).\n")
+    (tmp_path / "docs" / "ARCHITECTURE.md").write_text("# arch\n")
+    (tmp_path / "README.md").write_text("Data: docs/DATA.md. Tables: `results/tables/demo.md`, output.md.\n")
+    (tmp_path / "kebr" / "a.py").write_text(
+        '"""Layouts (spec/DATA.md); hours from ../shared/spec/DATA.md; see DATA.md and docs/DATA.md."""\n'
+        'OUT = "results/tables/{table}.md"  # written, not cited\n')
+    assert missing_citations(tmp_path) == [  # root files, then kebr/, bench/, rules/, scripts/, docs/
+        "kebr/a.py:1 cites spec/DATA.md",
+        "kebr/a.py:1 cites ../shared/spec/DATA.md",
+        "docs/DATA.md:1 cites KEBR-SPEC.md",
+    ]
+    (tmp_path / "docs" / "KEBR-SPEC.md").write_text("# spec\n")
+    (tmp_path / "kebr" / "a.py").write_text('"""Layouts (docs/DATA.md)."""\n')
+    assert missing_citations(tmp_path) == []

