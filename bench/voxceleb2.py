@@ -27,8 +27,9 @@ Schedule (the model this projection uses):
 1. plan runs alone (a checkpoint: nothing else is known until it ends).
 2. features: every asr/audio/visual job is ready once the plan exists and Snakemake keeps the cores
    full, so the CPU stages share the cores as one pool: wall = max(sum of CPU work / cores
-   available, GPU work of the phase) + pipeline fill (the last shard's longest media job and its
-   assemble job, which cannot overlap anything). Per-stage ``hours`` are the stage alone on the
+   available, sum of job memory x job time / the local profile's mem_mb, GPU work of the phase) +
+   pipeline fill (the last shard's longest media job and its assemble job, which cannot overlap
+   anything). Per-stage ``hours`` are the stage alone on the
    node; the phase's wall is not their sum.
 3. pretrain: its input is clips.tsv, which needs every shard, so nothing overlaps it: the LM-cache
    build, then the epochs, one after the other on the GPU. Measured (gpu_check.json): the steady-state
@@ -496,6 +497,14 @@ def project(results: dict[str, dict | None], checks: dict[str, dict], config: di
     free = max(cores - held, 1)
     cpu_work = sum(s.cost_per_clip * s.clips + s.job_overhead_s * shards for s in cpu)
     cpu_s = cpu_work / free
+    # Snakemake also packs jobs within the profile's memory: a job holds its rule's mem_mb for as long as
+    # it runs (its CPU work over its threads), so the pool can be memory-bound before it is core-bound.
+    memory_s = 0.0
+    if node_mem_mb:
+        mem_free = max(node_mem_mb - sum(s.workers * mem[rules[s.name]] for s in gpu), 1)
+        memory_s = sum((s.cost_per_clip * s.clips + s.job_overhead_s * shards) / s.threads * mem[rules[s.name]]
+                       for s in cpu) / mem_free
+    pool_s = max(cpu_s, memory_s)
     gpu_s = sum(s.cost_per_clip * s.clips for s in gpu)
     media = [s for s in features if s.name != "assemble"]
     # The last shard: its slowest media job (a job's clips one after another on its threads), then assemble.
@@ -503,12 +512,16 @@ def project(results: dict[str, dict | None], checks: dict[str, dict], config: di
     fill_s = max(shard * s.cost_per_clip * (1 / s.threads if s.kind == "cpu" else s.workers) + s.job_overhead_s
                  for s in media)
     fill_s += shard * by["assemble"].cost_per_clip + by["assemble"].job_overhead_s
-    features_s = max(cpu_s, gpu_s) + fill_s
-    features_path = [s.name for s in cpu] if cpu_s >= gpu_s else [s.name for s in gpu]
+    features_s = max(pool_s, gpu_s) + fill_s
+    features_path = [s.name for s in cpu] if pool_s >= gpu_s else [s.name for s in gpu]
     # What a GPU ASR would have to reach not to be the features' limit (shown while ASR is costed on the CPU).
     asr = by["asr"]
-    without_asr_s = (cpu_work - asr.cost_per_clip * clips - asr.job_overhead_s * shards) / cores \
-        if asr.kind == "cpu" else None
+    without_asr_s = None
+    if asr.kind == "cpu":
+        asr_work = asr.cost_per_clip * clips + asr.job_overhead_s * shards
+        without_asr_s = (cpu_work - asr_work) / cores
+        if node_mem_mb:
+            without_asr_s = max(without_asr_s, memory_s - asr_work / asr.threads * mem["asr"] / node_mem_mb)
 
     plan_s = by["plan"].hours * 3600
     lm_s, pre_s = by["lm_cache"].hours * 3600, by["pretrain"].hours * 3600
@@ -532,12 +545,14 @@ def project(results: dict[str, dict | None], checks: dict[str, dict], config: di
         "meets_target": bool(total_s / 3600 < TARGET_HOURS),
         "cores": cores, "gpus": gpus, "clips": clips, "shards": shards, "mean_clip_s": round(clip_s, 3),
         "phases_hours": {"plan": round(plan_s / 3600, 3), "features": round(features_s / 3600, 3),
-                         "features_cpu_pool": round(cpu_s / 3600, 3), "features_gpu": round(gpu_s / 3600, 3),
+                         "features_cpu_pool": round(cpu_s / 3600, 3), "features_memory_pool": round(memory_s / 3600, 3),
+                         "features_gpu": round(gpu_s / 3600, 3),
                          "features_fill": round(fill_s / 3600, 3), "lm_cache": round(lm_s / 3600, 3),
                          "pretrain": round(pre_s / 3600, 3)},
         "pretrain_samples_per_s_for_target": round(needed, 1) if needed else None,
         "pretrain_samples_per_s_for_target_alone": round(by["pretrain"].clips / (TARGET_HOURS * 3600), 1),
         "features_cpu_work_core_hours": round(cpu_work / 3600, 1), "features_cores_free": free,
+        "node_mem_mb": node_mem_mb,
         "features_hours_without_asr_on_cpu": round(without_asr_s / 3600, 3) if without_asr_s is not None else None,
         "asr_gpu_clips_per_s_to_keep_pace": round(clips / without_asr_s, 1) if without_asr_s else None,
         "config": {"epochs": config["pretrain"]["epochs"], "batch_size": config["pretrain"]["batch_size"],
@@ -596,9 +611,10 @@ def table(result: dict[str, Any]) -> str:
         "* critical path. Schedule: plan, then the features (CPU stages share the cores; GPU work beside them),",
         "  then the pretrain job (LM-cache build, then the epochs), which needs every shard.",
         f"plan {p['plan']:.2f} h + features {p['features']:.2f} h (max(CPU pool {p['features_cpu_pool']:.2f} h "
-        f"on {result['features_cores_free']} cores, GPU {p['features_gpu']:.2f} h) + fill {p['features_fill']:.2f} h)"
+        f"on {result['features_cores_free']} cores, memory {p['features_memory_pool']:.2f} h in "
+        f"{result['node_mem_mb'] or 0:,} MB, GPU {p['features_gpu']:.2f} h) + fill {p['features_fill']:.2f} h)"
         f" + LM cache {p['lm_cache']:.2f} h + pretraining {p['pretrain']:.2f} h",
-        *([f"ASR is costed on the CPU (no GPU ASR rate measured): without it the CPU pool takes "
+        *([f"ASR is costed on the CPU (no GPU ASR rate measured): without it the pool takes "
            f"{result['features_hours_without_asr_on_cpu']:.2f} h, which a GPU ASR of "
            f"{result['asr_gpu_clips_per_s_to_keep_pace']:,.0f} clips/s or more would keep pace with"]
           if result["asr_gpu_clips_per_s_to_keep_pace"] else []),

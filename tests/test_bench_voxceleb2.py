@@ -141,6 +141,13 @@ def test_total_is_plan_plus_features_plus_the_pretrain_job_and_names_the_critica
     assert p["features"] == pytest.approx(max(p["features_cpu_pool"], p["features_gpu"]) + p["features_fill"], abs=2e-3)
     assert result["total_hours"] == pytest.approx(p["plan"] + p["features"] + p["lm_cache"] + p["pretrain"], abs=0.01)
     assert result["meets_target"] == (result["total_hours"] < 12)
+    # The pool's memory: each job holds its rule's mem_mb while it runs (its CPU work over its threads).
+    cpu_bound = run(tmp_path, "mem", asr={"cpu_s_per_clip": 5.0})
+    mem, node = vox.config_defaults()["resources"]["mem_mb"], vox.profile_mem_mb()
+    rules = {"asr": "asr", "audio": "audio_features", "visual": "visual_features", "assemble": "assemble_shard"}
+    held = sum((st["cost_per_clip"] * N + st["job_overhead_s"] * SHARDS) / st["threads"] * mem[rules[name]]
+               for name, st in cpu_bound["stages"].items() if name in rules)
+    assert cpu_bound["phases_hours"]["features_memory_pool"] == pytest.approx(held / node / 3600, abs=2e-3)
     # CPU-bound features: every CPU stage shares the critical path.
     cpu_bound = run(tmp_path, "cpu", asr={"cpu_s_per_clip": 5.0})
     assert cpu_bound["critical_path"] == ["plan", "asr", "audio", "visual", "assemble", "lm_cache", "pretrain"]
