@@ -9,8 +9,8 @@ dag.json; any may be missing), the config schema's defaults (kebr/schemas/config
 (profiles/local/config.yaml); prints a table, then one JSON line, also written to ``<results>/voxceleb2.json``.
 Reads no media and imports no torch: it runs in about a second.
 
-Stages, per clip (N = 1,128,246 clips, mean duration from docs/DATA.md's VoxCeleb2 hours,
-else 7.8 s):
+Stages, per clip (N = 1,128,246 clips, mean duration from the VoxCeleb2 hours of docs/DATA.md or
+../shared/spec/DATA.md, else 7.8 s):
 - plan: `kebr plan` + Snakemake's DAG after the checkpoint, one process (bench/dag.py's seconds).
 - asr (ASR + language ID), audio, visual, assemble (English filter, masking, shard writing): CPU
   stages, costed in CPU-seconds per clip measured on this machine (process CPU time, all threads).
@@ -71,7 +71,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-DATA_SPEC = REPO / "docs" / "DATA.md"
+# The data spec with VoxCeleb2's hours and clips: the repository's copy, else the shared spec's.
+DATA_SPECS = (REPO / "docs" / "DATA.md", REPO.parent / "shared" / "spec" / "DATA.md")
 
 # VoxCeleb2 dev + test as distributed (issue 13; bench/dag.py plans the same count).
 VOXCELEB2_CLIPS = 1_128_246
@@ -207,19 +208,21 @@ def failed_gpu_checks(path: Path) -> dict[str, str]:
     return failed
 
 
-def mean_clip_seconds(spec: Path = DATA_SPEC) -> tuple[float, str]:
-    """VoxCeleb2's mean clip duration from DATA.md's table (dev + test hours / clips), else 7.8 s."""
+def mean_clip_seconds(spec: Path | None = None) -> tuple[float, str]:
+    """VoxCeleb2's mean clip duration from a DATA.md table (dev + test hours / clips), else 7.8 s;
+    ``spec`` None: the first of DATA_SPECS that exists."""
+    path = spec or next((p for p in DATA_SPECS if p.exists()), DATA_SPECS[0])
     try:
-        text = spec.read_text()
+        text = path.read_text()
     except OSError:
-        return FALLBACK_CLIP_S, f"{FALLBACK_CLIP_S} s (assumed: {spec} not found)"
+        return FALLBACK_CLIP_S, f"{FALLBACK_CLIP_S} s (assumed: {path} not found)"
     row = next((line for line in text.splitlines() if line.startswith("| VoxCeleb2")), "")
     parts = re.findall(r"(dev|test) ([\d,]+) / [\d,]+ / ([\d,]+) h", row)
     if not parts:
-        return FALLBACK_CLIP_S, f"{FALLBACK_CLIP_S} s (assumed: no VoxCeleb2 hours in {spec})"
+        return FALLBACK_CLIP_S, f"{FALLBACK_CLIP_S} s (assumed: no VoxCeleb2 hours in {path})"
     clips = sum(int(c.replace(",", "")) for _, c, _ in parts)
     hours = sum(int(h.replace(",", "")) for _, _, h in parts)
-    return hours * 3600 / clips, f"DATA.md: VoxCeleb2 {hours:,} h / {clips:,} clips (dev + test)"
+    return hours * 3600 / clips, f"{path.name}: VoxCeleb2 {hours:,} h / {clips:,} clips (dev + test)"
 
 
 def rule_threads(rules: Path = REPO / "rules") -> dict[str, int]:
@@ -568,7 +571,7 @@ def project(results: dict[str, dict | None], checks: dict[str, dict], config: di
 
 
 def projection(results_dir: Path, cores: int, gpus: int, us_per_op: float = US_PER_OP,
-               spec: Path = DATA_SPEC) -> dict[str, Any]:
+               spec: Path | None = None) -> dict[str, Any]:
     """The projection from the JSON files in ``results_dir`` (each may be missing), the schema's defaults,
     the rules' threads and the local profile's memory."""
     names = {"loader": "loader.json", "visual": "visual.json", "asr": "asr.json", "asr_gpu": "asr_gpu.json",
