@@ -37,9 +37,7 @@ import functools
 import json
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -49,6 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import asr as bench_asr  # noqa: E402  bench/asr.py (its nvidia-smi sampler)
 import loader as bench_loader  # noqa: E402  bench/loader.py
 import train as bench_train  # noqa: E402  bench/train.py
 
@@ -66,38 +65,6 @@ def needs_gpu(dry_run: bool) -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA device visible (run with --dry-run on a CPU)"
     return None
-
-
-class GpuUtilisation:
-    """GPU utilisation (%) sampled by nvidia-smi every ``interval_ms`` while the block runs (all GPUs'
-    mean per sample); ``mean`` is None where nvidia-smi is missing (a CPU dry run)."""
-
-    def __init__(self, interval_ms: int = 100) -> None:
-        self.interval_ms, self.samples, self.mean = interval_ms, [], None
-        self._proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> GpuUtilisation:
-        try:
-            self._proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                           f"-lms={self.interval_ms}"], stdout=subprocess.PIPE, text=True)
-        except FileNotFoundError:
-            return self
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        return self
-
-    def _read(self) -> None:
-        for line in self._proc.stdout:
-            if line.strip().isdigit():
-                self.samples.append(float(line))
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait()
-            self._reader.join(timeout=2)
-            if self.samples:
-                self.mean = round(sum(self.samples) / len(self.samples), 1)
 
 
 def text_model(work: Path, tokenizer: Path | None, shape: str = "minilm") -> tuple[str, str]:
@@ -154,14 +121,14 @@ def check_loader(dry_run: bool, work: Path, tokenizer: Path | None) -> dict[str,
     from kebr.train.loop import Runtime
 
     shards, lm, what = corpus(work, dry_run, tokenizer)
-    with GpuUtilisation() as utilisation:
+    with bench_asr.GpuSampler() as utilisation:
         run, log, seconds = pretrain_run(work, "loader", dry_run, tokenizer)
     epoch_s = float(log[-1]["seconds"])
     result: dict[str, Any] = {
         "ok": True, "device": "cpu" if dry_run else torch.cuda.get_device_name(), "text_model": what,
         "shards": len(shards), "clips": len(ShardDataset(shards, stage="pretrain")), "batch_size": 4 if dry_run else 32,
         "pretrain_samples_per_s": float(log[-1]["samples_per_s"]), "epoch_s": epoch_s,
-        "sidecar_build_and_setup_s": round(seconds - epoch_s, 1), "gpu_utilisation_mean": utilisation.mean}
+        "sidecar_build_and_setup_s": round(seconds - epoch_s, 1), **utilisation.summary()}
     # The same steps fed by the loader and from the host: is the loader ever the limit?
     device = torch.device("cpu" if dry_run else "cuda")
     runtime = Runtime(device, rank=0, world_size=1, amp=not dry_run)

@@ -423,8 +423,9 @@ def pretrain_stage(results: dict[str, dict | None], checks: dict[str, dict], cli
         if loader.get("steps_vs_in_memory") is not None:
             notes.append(f"loader check: steps through the loader / from batches in memory "
                          f"{loader['steps_vs_in_memory']} (1 = the loader is never the limit)")
-        if loader.get("gpu_utilisation_mean") is not None:
-            notes.append(f"GPU utilisation during the loader check: {loader['gpu_utilisation_mean']}%")
+        utilisation = loader.get("gpu_util_mean_pct", loader.get("gpu_utilisation_mean"))  # key before / after
+        if utilisation is not None:
+            notes.append(f"GPU utilisation during the loader check: {utilisation}%")
         rate *= gpus  # DDP: one process per GPU, linear (assumed)
         if int(loader.get("batch_size", pre["batch_size"])) != pre["batch_size"]:
             notes.append(f"measured at batch {loader['batch_size']}, the config's is {pre['batch_size']}")
