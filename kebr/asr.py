@@ -38,7 +38,7 @@ import numpy as np
 
 from kebr.clips import Clip, skip_record
 from kebr.langid import (BUNDLED_MODELS, LanguageIdentifier, best_language, bundled_model_dir,
-                         language_probabilities, log_mel, same_features)
+                         language_probabilities, log_mel, same_features, signal_dbfs)
 from kebr.media import load_audio, probe_duration, too_long
 
 SAMPLE_RATE = 16000
@@ -69,6 +69,11 @@ class Transcript:
     # the language is assumed to be English (English-only ASR without language ID, gold transcripts).
     language_model: str | None = None
     english_prob: float | None = None
+    # What the English filter needs to tell silence from foreign speech (kebr/language.py): the
+    # language model's own no-speech probability (the ASR model's when it is multilingual) and the
+    # RMS level of the clip's audio in dBFS. None for gold transcripts and records written before.
+    language_no_speech_prob: float | None = None
+    signal_dbfs: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -87,7 +92,13 @@ class Transcript:
             source=d["source"],
             language_model=d.get("language_model"),
             english_prob=None if d.get("english_prob") is None else float(d["english_prob"]),
+            language_no_speech_prob=_optional_float(d.get("language_no_speech_prob")),
+            signal_dbfs=_optional_float(d.get("signal_dbfs")),
         )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 class Transcriber(Protocol):
@@ -117,7 +128,7 @@ class _Window:
 
 
 def _combine(windows: list[_Window], clip_duration_s: float, language: tuple[str, float, float | None],
-             language_model: str | None) -> Transcript:
+             language_model: str | None, language_no_speech_prob: float | None, level_dbfs: float) -> Transcript:
     """Join a clip's windows. avg_logprob and no_speech_prob are means over the windows weighted by
     window duration, so a short trailing window counts for what it covers. Word times are clamped to
     the clip: the aligner works on whole 20 ms frames and may end a last word past the audio."""
@@ -141,6 +152,8 @@ def _combine(windows: list[_Window], clip_duration_s: float, language: tuple[str
         source="asr",
         language_model=language_model,
         english_prob=None if language[2] is None else float(language[2]),
+        language_no_speech_prob=language_no_speech_prob,
+        signal_dbfs=level_dbfs,
     )
 
 
@@ -151,6 +164,7 @@ class Prepared:
 
     duration_s: float
     windows: list[tuple[int, np.ndarray, np.ndarray]]  # (start sample, samples, log-mel: langid.log_mel)
+    level_dbfs: float  # the whole clip's RMS level (langid.signal_dbfs)
 
 
 @lru_cache(maxsize=1)
@@ -248,7 +262,7 @@ class FasterWhisperTranscriber:
         for start in range(0, len(audio), WINDOW_S * SAMPLE_RATE):
             piece = audio[start : start + WINDOW_S * SAMPLE_RATE]
             windows.append((start, piece, log_mel(self.model.feature_extractor, piece)))
-        return Prepared(len(audio) / SAMPLE_RATE, windows)
+        return Prepared(len(audio) / SAMPLE_RATE, windows, signal_dbfs(audio))
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         return self.transcribe_batch([audio])[0]
@@ -286,25 +300,26 @@ class FasterWhisperTranscriber:
                          for seg in window for w in seg.get("words") or []]
                 windows.append(_Window(start / SAMPLE_RATE, len(piece) / SAMPLE_RATE, "".join(s["text"] for s in window),
                                        words, window[0]["avg_logprob"], window[0]["no_speech_prob"]))
-        languages, language_model = self._languages(clips, layout, window_languages)
-        return [_combine([w for (j, *_), w in zip(layout, windows) if j == i], clip.duration_s, languages[i],
-                         language_model) for i, clip in enumerate(clips)]
+        languages, language_model = self._languages(clips, layout, window_languages, windows)
+        return [_combine([w for (j, *_), w in zip(layout, windows) if j == i], clip.duration_s, languages[i][:3],
+                         language_model, languages[i][3], clip.level_dbfs) for i, clip in enumerate(clips)]
 
-    def _languages(self, clips: list[Prepared], layout: list, window_languages: list[dict[str, float]]
-                   ) -> tuple[list[tuple[str, float, float | None]], str | None]:
-        """Each clip's (language, probability, P(English)) from its first window, and the model that said so."""
-        if self.multilingual:
-            first = {}
-            for (i, *_), scores in zip(layout, window_languages):
-                first.setdefault(i, scores)
-            return [best_language(first[i]) for i in range(len(clips))], self.name
+    def _languages(self, clips: list[Prepared], layout: list, window_languages: list[dict[str, float]],
+                   windows: list[_Window]) -> tuple[list[tuple[str, float, float | None, float | None]], str | None]:
+        """Each clip's (language, probability, P(English), the language model's no-speech probability)
+        from its first window, and the model that said so."""
+        if self.multilingual:  # its own scores: the first window's language and no-speech token
+            first: dict[int, tuple[dict[str, float], float]] = {}
+            for (i, *_), scores, window in zip(layout, window_languages, windows):
+                first.setdefault(i, (scores, window.no_speech_prob))
+            return [(*best_language(first[i][0]), first[i][1]) for i in range(len(clips))], self.name
         if self.language_id is None:
-            return [("en", 1.0, None)] * len(clips), None
+            return [("en", 1.0, None, None)] * len(clips), None
         if self.shared_features:
-            probs = self.language_id.probabilities_from_features([c.windows[0][2] for c in clips])
+            scores = self.language_id.scores_from_features([c.windows[0][2] for c in clips])
         else:
-            probs = self.language_id.probabilities([c.windows[0][1] for c in clips])
-        return [best_language(p) for p in probs], self.language_id.name
+            scores = self.language_id.scores([c.windows[0][1] for c in clips])
+        return [(*best_language(p), no_speech) for p, no_speech in scores], self.language_id.name
 
     def _options(self, tokenizer: Any) -> Any:
         """faster-whisper's ``BatchedInferencePipeline.transcribe`` options for our call: its defaults,
@@ -384,22 +399,27 @@ class OpenAIWhisperTranscriber:
         windows = [by_seek[s] for s in seeks]
         if not windows:
             raise RuntimeError("openai-whisper returned no segment")
-        return _combine(windows, duration_s, language, language_model)
+        transcript = _combine(windows, duration_s, language[:3], language_model, language[3], signal_dbfs(audio))
+        if self.multilingual:  # its own no-speech probability is the language model's
+            transcript.language_no_speech_prob = transcript.no_speech_prob
+        return transcript
 
-    def _language(self, audio: np.ndarray) -> tuple[tuple[str, float, float | None], str | None]:
-        """((language, probability, probability of English), the model that said so) from the first
-        30 s. A multilingual model detects it itself and is then told it, so it is not detected twice."""
+    def _language(self, audio: np.ndarray) -> tuple[tuple[str, float, float | None, float | None], str | None]:
+        """((language, probability, probability of English, the language model's no-speech probability
+        when a separate one ran), the model that said so) from the first 30 s. A multilingual model
+        detects it itself and is then told it, so it is not detected twice."""
         if not self.multilingual:
             if self.language_id is None:
-                return ("en", 1.0, None), None
-            return self.language_id.detect([audio])[0], self.language_id.name
+                return ("en", 1.0, None, None), None
+            ((probs, no_speech),) = self.language_id.scores([audio])
+            return (*best_language(probs), no_speech), self.language_id.name
         import whisper
 
         audio30 = whisper.pad_or_trim(audio.astype(np.float32))
         mel = whisper.log_mel_spectrogram(audio30, n_mels=self.model.dims.n_mels).to(self.model.device)
         _, probs = self.model.detect_language(mel)
         language = max(probs, key=probs.get)
-        return (language, float(probs[language]), float(probs.get("en", 0.0))), self.name
+        return (language, float(probs[language]), float(probs.get("en", 0.0)), None), self.name
 
 
 def load_faster_whisper(model: str = "bundled", device: str = "auto", compute_type: str = "auto",

@@ -47,7 +47,8 @@ SKIP_KINDS: dict[str, str] = {
     "no_face": "no face found in any sampled frame",
     "bad_openface_csv": "the OpenFace CSV is missing or malformed",
     "empty_transcript": "no word in the transcript",
-    "no_speech": "Whisper's no-speech rule",
+    "no_speech": "no model hears speech: the signal below -60 dBFS, or the language model's no-speech token "
+                 "and the ASR agree (without a language model, Whisper's no-speech rule; kebr/language.py)",
     "low_confidence": "ASR confidence too low for English (another language or heavy noise)",
     "not_english": "the language ID or the transcript says not English",
     "persistent_error": "a storage or GPU error that persisted through the retries of two job runs",

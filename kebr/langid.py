@@ -214,12 +214,39 @@ class LanguageIdentifier:
 
     def probabilities_from_features(self, features: list[np.ndarray]) -> list[dict[str, float]]:
         """Every language's probability per clip from the log-mel of its first 30 s (``log_mel``, unpadded)."""
+        return [probs for probs, _ in self.scores_from_features(features, no_speech=False)]
+
+    def scores(self, audios: list[np.ndarray]) -> list[tuple[dict[str, float], float]]:
+        """(every language's probability, the model's no-speech probability) per 16 kHz mono clip."""
+        extractor = self.model.feature_extractor
+        return self.scores_from_features([log_mel(extractor, a[:WINDOW_SAMPLES]) for a in audios])
+
+    def scores_from_features(self, features: list[np.ndarray], no_speech: bool = True
+                             ) -> list[tuple[dict[str, float], float]]:
+        """(every language's probability, no-speech probability) per clip from the log-mel of its first 30 s.
+
+        The no-speech probability is Whisper's: the probability of its no-speech token (``<|nocaptions|>``)
+        over the whole vocabulary at the step after ``<|startoftranscript|>``, the step whose language
+        tokens ``detect_language`` scores (CTranslate2 renormalises those over the language tokens alone,
+        so it cannot give it). One greedy decoder step from the same encoder output reads it. The English
+        filter needs it because an English-only ASR model's no-speech probability means nothing on foreign
+        speech (kebr/language.py). ``no_speech`` False: 0.0 instead, without that step (bench/langid.py's
+        language probabilities alone).
+        """
         from faster_whisper.audio import pad_or_trim
 
-        out: list[dict[str, float]] = []
+        out: list[tuple[dict[str, float], float]] = []
         for first in range(0, len(features), self.batch_size):
             batch = np.stack([pad_or_trim(f) for f in features[first : first + self.batch_size]])
-            out.extend(language_probabilities(self.model.model.detect_language(self.model.encode(batch))))
+            encoded = self.model.encode(batch)
+            probs = language_probabilities(self.model.model.detect_language(encoded))
+            silent = [0.0] * len(probs)
+            if no_speech:
+                # max_length 2: CTranslate2 decodes max_length / 2 steps, so one step after the prompt.
+                results = self.model.model.generate(encoded, [["<|startoftranscript|>"]] * len(probs), beam_size=1,
+                                                    max_length=2, return_no_speech_prob=True)
+                silent = [float(r.no_speech_prob) for r in results]
+            out.extend(zip(probs, silent))
         return out
 
 
@@ -238,6 +265,14 @@ def same_features(a: Any, b: Any) -> bool:
 def language_probabilities(scores: list[list[tuple[str, float]]]) -> list[dict[str, float]]:
     """CTranslate2's ``detect_language`` result (per item, (token, probability) pairs) as language -> p."""
     return [{token[2:-2]: float(prob) for token, prob in item} for item in scores]  # tokens look like "<|de|>"
+
+
+def signal_dbfs(samples: np.ndarray) -> float:
+    """The RMS level of float samples in [-1, 1], in dB full scale (-120 for digital silence)."""
+    if len(samples) == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return max(-120.0, 20 * float(np.log10(max(rms, 1e-6))))
 
 
 def best_language(probs: dict[str, float]) -> tuple[str, float, float]:

@@ -5,18 +5,32 @@ The paper's clips were picked by a language-ID service. Ours is Whisper's langua
 that the English-only ASR (tiny.en) transcribes, from its first 30 s, in the ASR stage
 (``language.id_model``); a multilingual ASR model identifies the language itself. Its probability of
 English vetoes the clip, and the transcript rules that tiny.en alone had before still judge what is
-left. The rules, in order:
+left. Each drop is a ``Drop``: a skip kind (kebr.clips.SKIP_KINDS) and a reason, carried as they are
+to clips.tsv. The rules, in order:
 
-1. no word at all in the transcript -> "language: empty transcript (no speech)";
-2. (gold transcripts, MOSI/MOSEI, are English by construction and kept from here on)
-   no_speech_prob > max_no_speech_prob and avg_logprob < min_avg_logprob (Whisper's own silence
-   rule) -> "language: no speech detected";
-3. the language was identified and English has p < min_english_prob (0.1) -> "language: detected
-   'de' (p=0.99, English p=0.01)";
-4. avg_logprob < min_avg_logprob (-0.8) -> "language: low ASR confidence ..." (speech the ASR model
-   cannot decode: another language, or English too garbled to give a usable training text);
-5. fewer than min_english_word_fraction of the alphabetic words are English words -> "language:
-   transcript not English (...)" (foreign words tiny.en spells out instead of translating).
+1. (gold transcripts, MOSI/MOSEI, are English by construction: kept unless they hold no word)
+   the clip's RMS level is below min_signal_dbfs (-60 dBFS) -> no_speech, "language: no speech
+   (signal -75.2 dBFS < -60)";
+2. with a language model: its own no-speech probability > 0.5 (``MAX_LANGUAGE_NO_SPEECH_PROB``), and
+   the ASR heard nothing either (no word, or Whisper's silence rule: no_speech_prob > max_no_speech_prob and
+   avg_logprob < min_avg_logprob) -> no_speech, "language: no speech detected by either model ...";
+3. with a language model: English has p < min_english_prob (0.1) -> not_english, "language:
+   detected 'de' (p=0.99, English p=0.01)";
+4. no word at all in the transcript -> empty_transcript, "language: empty transcript (no speech)";
+5. without a language model (English assumed), Whisper's silence rule on the ASR's scores ->
+   no_speech, "language: no speech detected (...)";
+6. avg_logprob < min_avg_logprob (-0.8) -> low_confidence, "language: low ASR confidence ..." (speech
+   the ASR model cannot decode: another language, or English too garbled for a usable training text);
+7. fewer than min_english_word_fraction of the alphabetic words are English words -> not_english,
+   "language: transcript not English (...)" (foreign words tiny.en spells out instead of translating).
+
+Why the language model goes first: tiny.en's no-speech probability is that of an English-only model,
+and on foreign speech it means nothing. With it checked first, 9 of 24 non-English eSpeak clips (7
+languages) were recorded as no_speech although the language ID had put English below 0.1 for every
+one (issue 14, hole 6). Silence is now what neither model hears: the signal level, or the language
+model's own no-speech token (kebr/langid.py ``scores_from_features``) with the ASR's agreeing. The
+order changes kinds only: a clip the old rule 2 dropped has avg_logprob < -0.8 and is still dropped
+(rule 6 at the latest), and rule 1 drops only clips below -60 dBFS.
 
 Why both signals (bench/langid.py: eSpeak NG, 4 sentences x 3 voices in 10 languages = 120 clips,
 56 clean English clips, 32 English clips in white noise at 10 and 5 dB SNR; all through AAC):
@@ -55,12 +69,19 @@ English. So the default stays tiny.en + base; the base alone would need its own 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from kebr.asr import Transcript
 
 _WORD = re.compile(r"[^\W_]+")  # runs of letters or digits, in any script
+# Below this RMS level no model can hear speech: quiet real speech is around -45 dBFS, eSpeak's -21.
+MIN_SIGNAL_DBFS = -60.0
+# The language model hears no speech when its no-speech token is more probable than every other next
+# token together. On eSpeak clips (tests/test_langid.py): white noise 0.52 to 0.56, silence 0.73,
+# speech in 15 languages at most 0.32 (Japanese; most below 0.15).
+MAX_LANGUAGE_NO_SPEECH_PROB = 0.5
 
 
 @lru_cache(maxsize=1)
@@ -96,25 +117,63 @@ def filter_settings(language: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in language.items() if k != "id_model"}
 
 
-def english_filter(
+# The skip kinds the filter gives (kebr.clips.SKIP_KINDS), carried with the reason from here to
+# clips.tsv: never recovered from the reason's wording.
+DropKind = Literal["no_speech", "not_english", "empty_transcript", "low_confidence"]
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Why the English filter drops a clip: a ``SKIP_KINDS`` name and the human reason."""
+
+    kind: DropKind
+    reason: str
+
+
+def english_decision(
     t: Transcript,
     min_english_prob: float = 0.1,
     min_english_word_fraction: float = 0.6,
     min_avg_logprob: float = -0.8,
     max_no_speech_prob: float = 0.6,
-) -> str | None:
-    """None to keep the clip, else the reason it is dropped (see the module docstring)."""
-    if not _WORD.search(t.text):
-        return "language: empty transcript (no speech)"
+    min_signal_dbfs: float = MIN_SIGNAL_DBFS,
+    max_language_no_speech_prob: float = MAX_LANGUAGE_NO_SPEECH_PROB,
+) -> Drop | None:
+    """None to keep the clip, else its ``Drop`` (the rules: the module docstring)."""
+    has_words = _WORD.search(t.text) is not None
     if t.source == "gold":
-        return None
-    if t.no_speech_prob > max_no_speech_prob and t.avg_logprob < min_avg_logprob:
-        return f"language: no speech detected (no_speech_prob={t.no_speech_prob:.2f}, avg_logprob={t.avg_logprob:.2f})"
-    if t.language_model is not None and (t.english_prob or 0.0) < min_english_prob:
-        return f"language: detected {t.language!r} (p={t.language_prob:.2f}, English p={t.english_prob or 0.0:.2f})"
+        return None if has_words else Drop("empty_transcript", "language: empty transcript (no speech)")
+    if t.signal_dbfs is not None and t.signal_dbfs < min_signal_dbfs:
+        return Drop("no_speech", f"language: no speech (signal {t.signal_dbfs:.1f} dBFS < {min_signal_dbfs:g})")
+    asr_silent = t.no_speech_prob > max_no_speech_prob and t.avg_logprob < min_avg_logprob
+    if t.language_model is not None:
+        # The language model decides first: tiny.en's no-speech token means nothing on foreign speech,
+        # so silence needs the language model's own no-speech token too (an older record without it:
+        # the language ID alone).
+        if t.language_no_speech_prob is not None and t.language_no_speech_prob > max_language_no_speech_prob and (
+                asr_silent or not has_words):
+            return Drop("no_speech", f"language: no speech detected by either model ({t.language_model} "
+                        f"no_speech_prob={t.language_no_speech_prob:.2f}; ASR no_speech_prob={t.no_speech_prob:.2f}, "
+                        f"avg_logprob={t.avg_logprob:.2f})")
+        if (t.english_prob or 0.0) < min_english_prob:
+            return Drop("not_english", f"language: detected {t.language!r} (p={t.language_prob:.2f}, "
+                        f"English p={t.english_prob or 0.0:.2f})")
+    if not has_words:
+        return Drop("empty_transcript", "language: empty transcript (no speech)")
+    if t.language_model is None and asr_silent:  # English assumed: the ASR model's own silence rule
+        return Drop("no_speech", f"language: no speech detected (no_speech_prob={t.no_speech_prob:.2f}, "
+                    f"avg_logprob={t.avg_logprob:.2f})")
     if t.avg_logprob < min_avg_logprob:
-        return f"language: low ASR confidence (avg_logprob={t.avg_logprob:.2f} < {min_avg_logprob})"
+        return Drop("low_confidence", f"language: low ASR confidence (avg_logprob={t.avg_logprob:.2f} < "
+                    f"{min_avg_logprob})")
     fraction = english_word_fraction(t.text)
     if fraction is not None and fraction < min_english_word_fraction:
-        return f"language: transcript not English ({fraction:.0%} English words < {min_english_word_fraction:.0%})"
+        return Drop("not_english", f"language: transcript not English ({fraction:.0%} English words < "
+                    f"{min_english_word_fraction:.0%})")
     return None
+
+
+def english_filter(t: Transcript, **settings: float) -> str | None:
+    """None to keep the clip, else the reason it is dropped (``english_decision``'s reason)."""
+    drop = english_decision(t, **settings)
+    return None if drop is None else drop.reason

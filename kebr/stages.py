@@ -54,7 +54,10 @@ from kebr.worker import Interrupted, StopSignals, Worker, inject_fault, job_memo
 
 log = logging.getLogger("kebr")
 
-STATUS_FIELDS = ["clip_id", "status", "kind", "reason", "missing", "duration_s", "shard"]
+# language, language_prob: the language the language model detected and its probability, for every
+# clip it heard (skipped or not); "" where no model identified it (gold text, language.id_model none,
+# the clip's audio unreadable): the English filter's evidence, next to the kind it gave.
+STATUS_FIELDS = ["clip_id", "status", "kind", "reason", "missing", "duration_s", "shard", "language", "language_prob"]
 SUMMARY_FIELDS = ["dataset", "status", "kind", "clips", "example_reason"]
 MEDIA_STAGES = ("asr", "audio", "visual")
 RULES = {"asr": "asr", "audio": "audio_features", "visual": "visual_features"}  # each stage's Snakemake rule
@@ -473,15 +476,6 @@ def _reason(stage: str, error: str) -> str:
     return error if error.split(":")[0] in (stage, "media") else f"{stage}: {error}"
 
 
-def language_kind(reason: str) -> str:
-    """The SKIP_KINDS name of an English-filter reason (kebr/language.py)."""
-    for fragment, kind in (("empty transcript", "empty_transcript"), ("no speech", "no_speech"),
-                           ("low ASR confidence", "low_confidence")):
-        if fragment in reason:
-            return kind
-    return "not_english"
-
-
 def _duration(*records: dict[str, Any]) -> str:
     """The clip's media duration from the first stage that probed it ("" when none could)."""
     for record in records:
@@ -502,7 +496,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
     from kebr.asr import Transcript
     from kebr.config import feature_stages, features_fingerprint, stage_fingerprint
     from kebr.ingest import readable  # reasons name files; a non-UTF-8 name is spelled \xNN in UTF-8 tables
-    from kebr.language import english_filter, filter_settings
+    from kebr.language import english_decision, filter_settings
     from kebr.masking import load_tokenizer
     from kebr.models import stage_model_revisions
     from kebr.shards import ShardRow, write_shard
@@ -529,13 +523,16 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
         failures: list[tuple[str, str]] = []  # (kind, reason) of the text
         record = transcripts[clip.clip_id]
         masked = None
+        detected = {"language": "", "language_prob": ""}
         if "error" in record:
             failures.append((record.get("kind", "unexpected"), _reason("asr", record["error"])))
         else:
             transcript = Transcript.from_json(record)
-            dropped = english_filter(transcript, **filter_settings(lang))
+            if transcript.language_model is not None:
+                detected = {"language": transcript.language, "language_prob": f"{transcript.language_prob:.3f}"}
+            dropped = english_decision(transcript, **filter_settings(lang))
             if dropped:
-                failures.append((language_kind(dropped), dropped))
+                failures.append((dropped.kind, dropped.reason))
             else:
                 try:
                     masked = masker(transcript.text, clip.clip_id)
@@ -552,7 +549,8 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
             failures += list(media.values())
             reasons = dict.fromkeys(reason for _, reason in failures)  # one unreadable file fails every stage alike
             status.append({"clip_id": clip.clip_id, "status": "skipped", "kind": failures[0][0],
-                           "reason": readable("; ".join(reasons)), "missing": "", "duration_s": duration, "shard": shard})
+                           "reason": readable("; ".join(reasons)), "missing": "", "duration_s": duration,
+                           "shard": shard, **detected})
             continue
         # A missing stream has no frame: zero length, so an all-false frame mask in training.
         features = {stage: np.zeros((0, len(meta["columns"])), np.float32) if stage in missing
@@ -561,7 +559,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
                              transcript=record, masked=masked, audio=features["audio"], visual=features["visual"]))
         status.append({"clip_id": clip.clip_id, "status": "ok", "kind": media[missing[0]][0] if missing else "",
                        "reason": readable("; ".join(media[m][1] for m in missing)), "missing": ",".join(missing),
-                       "duration_s": duration, "shard": shard})
+                       "duration_s": duration, "shard": shard, **detected})
     errors = [{"kind": "unexpected", "error": e} for e in own_errors]
     check_error_fraction(f"assemble {dataset}/{shard}", errors + [{}] * (len(clips) - len(errors)),
                          config["datasets"][dataset]["max_error_fraction"])

@@ -123,7 +123,7 @@ def test_non_english_speech_is_dropped_by_the_english_only_rule(results: dict[st
 
 def test_silence_noise_and_music_are_dropped(results: dict[str, dict]) -> None:
     silence = _transcript(results["silence"])
-    assert english_filter(silence) == "language: empty transcript (no speech)"
+    assert english_filter(silence) == "language: no speech (signal -120.0 dBFS < -60)"  # digital silence
     assert silence.no_speech_prob > 0.8
     # Through AAC, white noise came out as ". . ." (no_speech_prob 0.60) and the tone melody as
     # "beep" (no_speech_prob 0.45, avg_logprob -1.9): dropped as empty or as undecodable.
@@ -147,7 +147,8 @@ def test_gold_text_skips_audio_and_model(clips: dict[str, Clip]) -> None:
     (row,) = transcribe_clips([gold], transcriber=None)
     assert row == {"clip_id": "gold", "text": "What a great film!", "words": [], "avg_logprob": 0.0,
                    "no_speech_prob": 0.0, "language": "en", "language_prob": 1.0, "source": "gold",
-                   "language_model": None, "english_prob": None, "duration_s": None}  # its media is never opened
+                   "language_model": None, "english_prob": None, "language_no_speech_prob": None, "signal_dbfs": None,
+                   "duration_s": None}  # its media is never opened
     assert english_filter(_transcript(row)) is None
     with pytest.raises(ValueError, match="no transcriber"):
         list(transcribe_clips([gold], transcriber=None, use_gold_text=False))
@@ -177,9 +178,14 @@ def test_english_filter_rules() -> None:
     assert english_filter(_transcript_of(language="la", language_prob=0.4, english_prob=0.3, **identified)) is None
     assert english_filter(_transcript_of(english_prob=0.9, avg_logprob=-1.5, **identified)) == (
         "language: low ASR confidence (avg_logprob=-1.50 < -0.8)")
+    # tiny.en's no-speech rule alone says nothing once a language model heard the clip (issue 14, hole 6):
+    # no_speech needs the language model's own no-speech probability too (tests/test_langid.py).
     assert english_filter(_transcript_of(text="you", no_speech_prob=0.9, avg_logprob=-1.2, english_prob=0.0,
-                                         **identified)) == (
-        "language: no speech detected (no_speech_prob=0.90, avg_logprob=-1.20)")
+                                         **identified)) == "language: detected 'en' (p=0.98, English p=0.00)"
+    assert english_filter(_transcript_of(text="you", no_speech_prob=0.9, avg_logprob=-1.2, english_prob=0.0,
+                                         language_no_speech_prob=0.8, **identified)) == (
+        "language: no speech detected by either model (bundled-base no_speech_prob=0.80; ASR no_speech_prob=0.90, "
+        "avg_logprob=-1.20)")
     # English assumed (an English-only model with language.id_model none): the transcript rules, in order.
     assert english_filter(_transcript_of(text=" ... ")) == "language: empty transcript (no speech)"
     assert english_filter(_transcript_of(text="you", no_speech_prob=0.9, avg_logprob=-1.2)) == (

@@ -9,6 +9,7 @@ stage test loads it once more, as a shard job does.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from kebr.asr import SAMPLE_RATE, FasterWhisperTranscriber, Transcript, make_lan
 from kebr.clips import Clip
 from kebr.config import validate_config
 from kebr.journal import read_stage_output
-from kebr.language import english_filter, filter_settings
+from kebr.language import Drop, english_decision, english_filter, filter_settings
 from kebr.media import load_audio, write_clip
 from kebr.tts import synthesize
 
@@ -30,6 +31,17 @@ SPOKEN = {
     "spanish": ("Ayer vi una película muy bonita en el cine.", "es"),
 }
 BASE = langid.BUNDLED_MODELS["bundled-base"]
+# Seven languages that the bundled base names with P(English) < 0.06 in both eSpeak voices (the
+# plain voice and +f3), so each clip's kind is not_english by the language ID whatever tiny.en wrote.
+FOREIGN = {
+    "de": "Meine Mutter kocht jeden Sonntag für die ganze Familie.",
+    "es": "Mi hermano vive en una casa grande cerca del mar.",
+    "pl": "Moja siostra mieszka w małym mieszkaniu niedaleko rzeki.",
+    "fi": "Eilen illalla katsoimme elokuvateatterissa todella hyvän elokuvan.",
+    "ko": "어제 저녁에 우리는 영화관에서 아주 재미있는 영화를 봤어요.",
+    "cmn": "我的妹妹在城市中心的一家医院工作。",
+    "el": "Χθες το βράδυ είδαμε μια πολύ ωραία ταινία στο σινεμά.",
+}
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +182,69 @@ def test_multilingual_asr_identifies_the_language_itself(identifier, spoken: dic
 def test_english_only_model_cannot_identify_languages() -> None:
     with pytest.raises(ValueError, match="English-only model"):
         make_language_identifier("bundled", device="cpu")
+
+
+def test_skip_kinds_name_the_cause_per_clip(tmp_path: Path) -> None:
+    """Issue 14, hole 6: foreign speech is not_english, silence and noise are no_speech, each clip's kind
+    checked (not the drop count), through the ASR stage's defaults (tiny.en + the bundled base)."""
+    rate = 22050
+    rng = np.random.default_rng(0)
+    audio: dict[str, np.ndarray] = {}
+    for code, text in FOREIGN.items():
+        for variant in ("", "+f3"):
+            samples, rate = synthesize(text, code + variant)
+            audio[code + variant] = samples
+    audio["en"], rate = synthesize("This movie was really wonderful.", "en-us")
+    audio["en-gb"], rate = synthesize("I did not like the ending of that film at all.", "en-gb-x-rp")
+    audio["silence"] = np.zeros(3 * rate, np.float32)
+    audio["hum"] = (0.001 * np.sin(2 * np.pi * 50 * np.arange(3 * rate) / rate)).astype(np.float32)  # -63 dBFS
+    audio["noise"] = (0.05 * rng.standard_normal(3 * rate)).astype(np.float32)  # white noise at -26 dBFS
+    clips = [Clip(name, audio=str(write_clip(tmp_path / f"{name}.mp4", None, 25, samples, rate)))
+             for name, samples in audio.items()]
+    config = validate_config({"results": str(tmp_path),
+                              "datasets": {"spoken": {"layout": "manifest", "manifest": str(tmp_path / "m.csv")}}})
+    stages.run_media_stage("asr", config, "spoken", clips, tmp_path / "asr.h5")
+    _, records = read_stage_output(tmp_path / "asr.h5")
+    transcripts = {name: Transcript.from_json(r) for name, r in records.items()}
+    drops = {name: english_decision(t, **filter_settings(config["language"])) for name, t in transcripts.items()}
+    kinds = {name: None if d is None else d.kind for name, d in drops.items()}
+    foreign = [code + variant for code in FOREIGN for variant in ("", "+f3")]
+    assert kinds == {**dict.fromkeys(foreign, "not_english"), "en": None, "en-gb": None,
+                     "silence": "no_speech", "hum": "no_speech", "noise": "no_speech"}, {
+        name: (kinds[name], t.language, t.english_prob, t.language_no_speech_prob, t.no_speech_prob, t.avg_logprob)
+        for name, t in transcripts.items()}
+    for name in foreign:  # the language model's evidence, in the reason
+        t = transcripts[name]
+        assert t.language_model == "bundled-base" and t.english_prob < 0.1 and t.language_no_speech_prob < 0.35, t
+        assert drops[name].reason.startswith(f"language: detected {t.language!r}")
+    # Silence: below the signal floor; the noise: above it, but neither model hears speech in it.
+    assert transcripts["silence"].signal_dbfs == -120.0 and -64 < transcripts["hum"].signal_dbfs < -60
+    assert drops["hum"].reason.startswith("language: no speech (signal -6")
+    noise = transcripts["noise"]
+    assert -30 < noise.signal_dbfs < -20 and noise.language_no_speech_prob > 0.5, noise
+    assert drops["noise"].reason.startswith("language: no speech detected by either model (bundled-base")
+    # English keeps its language and probability, for clips.tsv.
+    assert all(transcripts[n].language == "en" and transcripts[n].english_prob > 0.5 for n in ("en", "en-gb"))
+
+
+def test_the_language_model_decides_before_tiny_en_no_speech() -> None:
+    """The case of the issue: tiny.en's no-speech rule fires on foreign speech (its no-speech token
+    means nothing there) while the multilingual model puts English below 0.1 and hears speech."""
+    foreign = Transcript(text="Thank you for watching.", words=[], avg_logprob=-1.2, no_speech_prob=0.8,
+                         language="de", language_prob=0.9, source="asr", language_model="bundled-base",
+                         english_prob=0.05, language_no_speech_prob=0.04, signal_dbfs=-21.0)
+    assert english_decision(foreign) == Drop("not_english", "language: detected 'de' (p=0.90, English p=0.05)")
+    # Only when the language model does not hear speech either is it no_speech.
+    silent = dataclasses.replace(foreign, language_no_speech_prob=0.7)
+    assert english_decision(silent).kind == "no_speech"
+    # ... and it needs the ASR to agree: a transcript the ASR decoded confidently is judged on language.
+    assert english_decision(dataclasses.replace(silent, avg_logprob=-0.3)).kind == "not_english"
+    # A record from before the language model's no-speech probability was kept: the language ID alone.
+    assert english_decision(dataclasses.replace(foreign, language_no_speech_prob=None)).kind == "not_english"
+    # No language model (language.id_model none): tiny.en's own silence rule, as before.
+    assumed = dataclasses.replace(foreign, language="en", language_prob=1.0, language_model=None, english_prob=None,
+                                  language_no_speech_prob=None)
+    assert english_decision(assumed).kind == "no_speech"
+    # Below the signal floor every clip is no_speech, whatever the models wrote.
+    assert english_decision(dataclasses.replace(foreign, signal_dbfs=-75.0)) == Drop(
+        "no_speech", "language: no speech (signal -75.0 dBFS < -60)")

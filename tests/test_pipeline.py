@@ -30,7 +30,7 @@ ENV.pop("KEBR_TEST_FAULTS", None)
 EXPECTED = {  # clip -> (status, kind, a fragment of its reason, missing modality)
     "c1": ("ok", "", "", ""),
     "c2": ("skipped", "no_face", "no face detected", ""),
-    "c3": ("skipped", "empty_transcript", "empty transcript", ""),
+    "c3": ("skipped", "no_speech", "no speech (signal", ""),  # digital silence: below the filter's -60 dBFS
     "c4": ("skipped", "no_audio_stream", "no audio stream", ""),
     "c5": ("skipped", "zero_byte", "zero-byte file", ""),
     "c6": ("skipped", "unreadable", "not a readable media file", ""),
@@ -85,6 +85,10 @@ def test_every_clip_is_in_clips_tsv_with_its_kind_and_reason(run):
         assert (row["status"], row["kind"], row["missing"]) == (status, kind, missing), row
         assert fragment in row["reason"] if fragment else row["reason"] == "", row
     assert {r["shard"] for r in rows.values()} == {"00000", "00001"}
+    # The language the language model detected, for every clip it heard (not the gold-text ones, c7 to c9).
+    assert rows["c1"]["language"] == "en" and 0.5 < float(rows["c1"]["language_prob"]) <= 1, rows["c1"]
+    assert rows["c3"]["language"] and 0 < float(rows["c3"]["language_prob"]) <= 1, rows["c3"]
+    assert all(rows[c]["language"] == rows[c]["language_prob"] == "" for c in ("c4", "c5", "c6", "c7", "c8", "c9"))
     assert float(rows["c1"]["duration_s"]) == pytest.approx(3.11, abs=0.05) and rows["c5"]["duration_s"] == ""
     with (run / "clips_summary.tsv").open() as f:
         summary = list(csv.DictReader(f, delimiter="\t"))
@@ -205,7 +209,7 @@ def test_status_of_a_partly_done_run(run, tmp_path):
     assert lines[4].endswith("0 ok, skipped: unreadable 1, no_face 1")
     assert lines[2].split()[1:4] == ["2", "0", "0"]  # asr: both shards done
     assert lines[5].split()[1:4] == ["1", "0", "1"]  # assemble
-    assert lines[6] == "  assembled shards: 1 clips ok, 4 skipped: no_face 1, empty_transcript 1, no_audio_stream 1, zero_byte 1"
+    assert lines[6] == "  assembled shards: 1 clips ok, 4 skipped: no_face 1, no_speech 1, no_audio_stream 1, zero_byte 1"
     status = json.loads(subprocess.run([sys.executable, "-m", "kebr", "status", str(results), "--json"], env=ENV,
                                        capture_output=True, text=True, check=True).stdout)
     assert status["tiny"]["stages"]["visual"]["running_clips"] == {"ok": 0, "skipped": {"unreadable": 1, "no_face": 1}}

@@ -46,7 +46,8 @@ def test_any_field_value_round_trips_through_plan_status_and_clips_tsv(rows, rea
         expected = []
         for shard in shards:
             status = [{"clip_id": c.clip_id, "status": "skipped", "kind": c.split, "reason": reason,
-                       "missing": c.text or "", "duration_s": c.speaker, "shard": c.shard}
+                       "missing": c.text or "", "duration_s": c.speaker, "shard": c.shard,
+                       "language": c.audio or "", "language_prob": c.video or ""}
                       for c in read_clip_table(root / "plan" / f"{shard}.tsv")]
             write_status(status, root / "status" / f"{shard}.tsv")
             assert read_status(root / "status" / f"{shard}.tsv") == status
