@@ -79,8 +79,10 @@ _WORD = re.compile(r"[^\W_]+")  # runs of letters or digits, in any script
 # Below this RMS level no model can hear speech: quiet real speech is around -45 dBFS, eSpeak's -21.
 MIN_SIGNAL_DBFS = -60.0
 # The language model hears no speech when its no-speech token is more probable than every other next
-# token together. On eSpeak clips (tests/test_langid.py): white noise 0.52 to 0.56, silence 0.73,
-# speech in 15 languages at most 0.32 (Japanese; most below 0.15).
+# token together. On eSpeak clips through AAC: white noise 0.52 to 0.56, silence 0.73; speech of
+# bench/langid.py's 208 clips at most 0.45 (one French clip; English, noisy too, at most 0.06), of 7
+# more languages at most 0.32 (Japanese). Speech near it is not dropped as silent unless the ASR also
+# wrote no word or met Whisper's silence rule.
 MAX_LANGUAGE_NO_SPEECH_PROB = 0.5
 
 
