@@ -9,8 +9,8 @@ dag.json; any may be missing), the config schema's defaults (kebr/schemas/config
 (profiles/local/config.yaml); prints a table, then one JSON line, also written to ``<results>/voxceleb2.json``.
 Reads no media and imports no torch: it runs in about a second.
 
-Stages, per clip (N = 1,128,246 clips, mean duration from the VoxCeleb2 hours of docs/DATA.md or
-../shared/spec/DATA.md, else 7.8 s):
+Stages, per clip (N = 1,128,246 clips, mean duration from the VoxCeleb2 hours of docs/DATA.md,
+else 7.8 s):
 - plan: `kebr plan` + Snakemake's DAG after the checkpoint, one process (bench/dag.py's seconds).
 - asr (ASR + language ID), audio, visual, assemble (English filter, masking, shard writing): CPU
   stages, costed in CPU-seconds per clip measured on this machine (process CPU time, all threads).
@@ -72,7 +72,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 # The data spec with VoxCeleb2's hours and clips: the repository's copy, else the shared spec's.
-DATA_SPECS = (REPO / "docs" / "DATA.md", REPO.parent / "shared" / "spec" / "DATA.md")
+DATA_SPECS = (REPO / "docs" / "DATA.md",)
 
 # VoxCeleb2 dev + test as distributed (issue 13; bench/dag.py plans the same count).
 VOXCELEB2_CLIPS = 1_128_246
