@@ -198,7 +198,7 @@ def test_resources_scale_with_attempt_under_the_cap():
     assert pretrain_chain(config, "tiny", "full") == [2]
     assert [pretrain_runtime(config)(vox, attempt) for attempt in (1, 2)] == [1440, 1440]
     assert [runtime(config, "visual_features")(vox, attempt) for attempt in (1, 2, 3, 4)] == [480, 960, 1440, 1440]
-    assert [mem_mb(config, "asr")(vox, attempt) for attempt in (1, 2)] == [6000, 12000]
+    assert [mem_mb(config, "asr")(vox, attempt) for attempt in (1, 2)] == [3000, 6000]
     assert gpus(config, "pretrain")(vox) == 1 and gpus(config, "asr")(vox) == 0  # asr.device auto asks for none
     assert placeholders({"slurm_partition": "<partition>", "slurm_account": "'<account>'", "mem_mb": 10,
                          "x": "gpu"}) == ["slurm_account", "slurm_partition"]
