@@ -3,6 +3,7 @@ over two seeds -> the demo table and g sweep, and every figure) is run once per 
 demo, report and SLURM tests all read its outputs, and running it again for each would cost minutes."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,16 @@ from kebr.democorpus import write_demo_corpora
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def planned_jobs(root: Path, args: list[str], env: dict[str, str] = ENV) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n <args>` plans in ``root`` ({} when nothing is to be done)."""
+    result = subprocess.run(SNAKEMAKE + ["-n", *args], cwd=root, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if "Nothing to be done" in result.stdout + result.stderr:
+        return {}
+    stats = result.stdout.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
 
 # A demo small enough for the test suite: 6 unlabelled clips, 15 labelled ones, a one-layer TCMF,
 # Fig. 4 at the full recipe's g only (each further g value would cost two more fine-tuning runs).

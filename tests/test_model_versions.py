@@ -6,15 +6,13 @@ refuses shards of two versions. Model files are hashed once per file version."""
 import hashlib
 import json
 import os
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import h5py
 import pytest
 
-from conftest import ENV, SNAKEMAKE
+from conftest import ENV, planned_jobs
 from kebr import models
 from kebr.config import features_fingerprint, load_config, stage_fingerprint, validate_config
 from kebr.experiments import training_fingerprint
@@ -186,14 +184,8 @@ def demo(demo_run, tmp_path_factory):
 
 
 def planned(root: Path, env: dict[str, str]) -> dict[str, int]:
-    """Jobs per rule that `snakemake -n out/tables/demo.md` plans in ``env`` (tests/test_reruns.py)."""
-    result = subprocess.run(SNAKEMAKE + ["-n", "out/tables/demo.md"], cwd=root, env=env, capture_output=True,
-                            text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    if "Nothing to be done" in result.stdout + result.stderr:
-        return {}
-    stats = result.stdout.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+    """Jobs per rule that `snakemake -n out/tables/demo.md` plans in ``env``."""
+    return planned_jobs(root, ["out/tables/demo.md"], env)
 
 
 def test_the_demo_records_its_model_versions(demo):

@@ -5,22 +5,18 @@ Snakemake records and outputs without being able to change them."""
 
 import json
 import os
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import planned_jobs
 from kebr.config import load_config
 from kebr.experiments import run_pretraining
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +31,7 @@ def planned(root: Path, edit: str, target: str = "out/tables/demo.md") -> dict[s
     default target is the demo's table: what training and the features rerun, without the figures."""
     edit_file = root.parent / "edit.yaml"
     edit_file.write_text(edit)
-    result = subprocess.run(SNAKEMAKE + ["-n", target, "--configfile", str(edit_file)], cwd=root, env=ENV,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    if "Nothing to be done" in result.stdout + result.stderr:
-        return {}
-    stats = result.stdout.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+    return planned_jobs(root, [target, "--configfile", str(edit_file)])
 
 
 def test_edits_that_change_no_result_rerun_nothing(demo):
