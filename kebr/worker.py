@@ -370,22 +370,23 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _be_the_oom_victim() -> None:
-    """The out-of-memory killer picks the highest oom_score_adj: this child, not the parent."""
+def _write_proc(name: str, value: str) -> None:
+    """Write ``value`` to /proc/self/``name`` where the kernel allows it (elsewhere: nothing)."""
     try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(value)
     except OSError:
         pass
+
+
+def _be_the_oom_victim() -> None:
+    """The out-of-memory killer picks the highest oom_score_adj: this child, not the parent."""
+    _write_proc("oom_score_adj", "1000")
 
 
 def _reset_peak_memory() -> None:
     """Start VmHWM afresh (Linux >= 4.0), so the peak the parent reports is this task's."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    _write_proc("clear_refs", "5")
 
 
 @contextlib.contextmanager

@@ -16,7 +16,6 @@ from conftest import planned_jobs
 from kebr.config import load_config
 from kebr.experiments import run_pretraining
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
