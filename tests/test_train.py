@@ -421,29 +421,45 @@ def test_mcc_text_positions_choose_what_the_cosines_flatten(shards):
     assert (want["real"][0] - want["all"][0]).abs().max() > 1e-3
 
 
-def test_select_by_the_references_valid_loss_and_fp32_evaluation(shards, tmp_path):
+@pytest.mark.parametrize("mcc", [{"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0},
+                                 {"enabled": True, "variant": "reference", "g": 0.4, "weight": 0.5},
+                                 {"enabled": False, "variant": "paper", "g": 0.2, "weight": 1.0}],
+                         ids=["paper", "reference", "mcc_off"])
+def test_select_by_valid_loss_ranks_by_the_runs_own_objective_in_fp32(shards, tmp_path, mcc):
+    """select_by: valid_loss ranks epochs by the loss the run trains with (spec 4): its MCC variant, g and
+    weight, and L1 alone when MCC is off; evaluation in fp32 (eval_amp false) follows to kebr predict."""
     frozen = KEBRConfig(**{**FT_CONFIG.to_dict(), "freeze_text": True})  # the LM frozen: a quick run
     run = tmp_path / "run"
     metrics = finetune(shards, run, model_config=frozen, pretrained=None, epochs=3, batch_size=8, lr_backbone=2e-3,
                        lr_head=2e-3, t_max=3, seed=2, device="cpu", select_by="valid_loss", eval_amp=False,
-                       log_every_steps=0)
-    losses = [r["valid_loss"] for r in read_log(run)]
+                       mcc=mcc, log_every_steps=0)
+    log = read_log(run)
+    losses = [r["valid_loss"] for r in log]
     assert metrics["select_by"] == "valid_loss" and metrics["best_epoch"] == 1 + int(np.argmin(losses))
     assert metrics["best_valid_loss"] == pytest.approx(min(losses))
-    # The logged value, by hand: L1 + the reference's pretraining-form MCC, g = 0.4, over the valid clips.
+    # The logged value is the training objective's loss on the valid clips (one batch: 4 clips).
     model = KEBR(frozen).eval()
     load_weights(run / state_name(metrics["best_epoch"]), model)
     batch = first_batch(shards, "finetune", split="valid")
     with torch.no_grad():
-        inputs, label = batch_inputs(batch, "finetune", CPU.device)
-        out = model(**inputs)
-        cos_a, cos_v = reference_modality_cosines(out["fused"] * inputs["attention_mask"][..., None],
-                                                  inputs["audio"], inputs["video"])
-    c = ((cos_a + cos_v) / 2).tolist()
-    f = [abs(math.cos(math.pi * (x + 0.4))) if x >= 0 else 1 - x for x in c]
-    expected = (out["prediction"] - label).abs().mean().item() + float(np.mean(f))
-    assert losses[metrics["best_epoch"] - 1] == pytest.approx(expected, rel=1e-5)
+        training_loss = Objective("finetune", mcc)(model, batch, CPU)["loss"].item()
+    assert losses[metrics["best_epoch"] - 1] == pytest.approx(training_loss, rel=1e-5)
+    if not mcc["enabled"]:  # no MCC term: the selection loss is the valid MAE
+        assert [r["valid_loss"] for r in log] == pytest.approx([r["valid_mae"] for r in log], rel=1e-6)
     assert evaluated_with_amp(run / state_name(metrics["best_epoch"])) is False  # kebr predict: fp32 too
+
+
+def test_the_selection_loss_of_an_mcc_run_by_hand():
+    """``score`` by hand for the reference's fine-tuning form: L1 + weight x |cos(pi((a + b)/2 + g) e^{|a-b|/2})|."""
+    from kebr.train.finetune import score
+
+    predicted = {"prediction": np.array([1.0, -0.5], np.float32), "target": np.array([0.5, 0.5], np.float32),
+                 "cos_a": np.array([0.2, 0.6], np.float32), "cos_v": np.array([0.4, 0.0], np.float32)}
+    objective = Objective("finetune", {"enabled": True, "variant": "reference", "g": 0.4, "weight": 0.5})
+    f = [abs(math.cos(math.pi * ((a + b) / 2 + 0.4) * math.exp(abs(a - b) / 2))) for a, b in ((0.2, 0.4), (0.6, 0.0))]
+    assert score(predicted, objective)["loss"] == pytest.approx(0.75 + 0.5 * np.mean(f), rel=1e-6)
+    objective.enabled = False
+    assert score(predicted, objective)["loss"] == pytest.approx(0.75)
 
 
 def test_evaluation_autocast_switch(shards):

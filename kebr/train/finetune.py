@@ -8,8 +8,9 @@ Adam with two learning rates (LM + TCMF ``lr_backbone``, head ``lr_head``) and C
 
 After every epoch the model is scored on the valid split; the best epoch is the one with the lowest
 valid MAE (``select_by="valid_mae"``) or the lowest valid loss (``"valid_loss"``: the reference's rule,
-L1 + MCC in its pretraining form with g = 0.4 and weight 1, whatever the fine-tuning MCC is; spec 10;
-both values are logged every epoch; ties keep the earlier epoch). At the end that epoch's weights are
+the run's own training objective on the valid split: L1 + weight x its MCC, the same variant, g, weight
+and scale, and L1 alone when MCC is off; spec 4; both values are logged every epoch; ties keep the
+earlier epoch). At the end that epoch's weights are
 scored on the test split. ``eval_amp=False`` evaluates in fp32 where training uses bf16 autocast (the
 paper's precision); ``kebr predict`` follows the run's setting.
 
@@ -33,7 +34,6 @@ import torch
 
 import numpy as np
 
-from kebr.mcc import MCCLoss
 from kebr.metrics import regression_metrics
 from kebr.model import KEBR, KEBRConfig
 from kebr.shards import ShardDataset
@@ -53,8 +53,6 @@ from kebr.train.loop import (
 # The paper's MCC (Eq. 11-12) with its reported g = 0.2 and lambda = 1 (the reference: g = 0.4).
 DEFAULT_MCC = {"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0}
 SELECT_BY = ("valid_mae", "valid_loss")
-# The reference's model-selection loss on valid: L1 + its pretraining-form MCC with g = 0.4 (spec 10).
-SELECTION_MCC = MCCLoss(g=0.4, variant="reference", stage="pretrain", weight=1.0)
 # Model config fields that may differ between pretraining and fine-tuning; all others must match.
 STAGE_SPECIFIC = {"freeze_text", "masked_mean", "dropout"}
 
@@ -80,12 +78,15 @@ def build_finetune_model(model_config: KEBRConfig, pretrained: str | Path | None
     return model
 
 
-def score(predicted: dict[str, np.ndarray]) -> dict[str, float]:
-    """kebr.metrics of ``predict``'s output, plus ``loss``: the reference's selection loss."""
-    mcc = SELECTION_MCC.per_sample(*(torch.from_numpy(predicted[k]).double() for k in ("cos_a", "cos_v")))
+def score(predicted: dict[str, np.ndarray], objective: Objective) -> dict[str, float]:
+    """kebr.metrics of ``predict``'s output, plus ``loss``: the run's training ``objective`` on those
+    predictions (L1 + weight x its MCC, or L1 alone with MCC off): what ``select_by="valid_loss"`` ranks."""
     l1 = np.abs(predicted["prediction"].astype(np.float64) - predicted["target"]).mean()
-    return {**regression_metrics(predicted["prediction"], predicted["target"]),
-            "loss": float(l1 + SELECTION_MCC.weight * mcc.mean())}
+    loss = float(l1)
+    if objective.enabled:
+        mcc = objective.mcc.per_sample(*(torch.from_numpy(predicted[k]).double() for k in ("cos_a", "cos_v")))
+        loss += objective.mcc.weight * float(mcc.mean())
+    return {**regression_metrics(predicted["prediction"], predicted["target"]), "loss": loss}
 
 
 def finetune(
@@ -148,7 +149,7 @@ def finetune(
                 objective=objective, runtime=runtime,
                 epochs=epochs, max_steps_per_epoch=max_steps_per_epoch, compile=compile,
                 save_epochs=tuple(save_epochs), model_config=model_config, train_config=train_config,
-                generator=generator, evaluate=lambda m: score(predict(m, valid_loader, objective, runtime, eval_amp)),
+                generator=generator, evaluate=lambda m: score(predict(m, valid_loader, objective, runtime, eval_amp), objective),
                 select_by=select_by.removeprefix("valid_"), log_every_steps=log_every_steps)
 
     best = state["extra"]["best_epoch"]
