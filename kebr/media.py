@@ -319,6 +319,8 @@ def _read_video(path: Path, fps: float, max_frames: int, threads: int, stats: De
             raise ClipError("media: no video stream", kind="no_video_stream")
         stream = container.streams.video[0]
         context = stream.codec_context
+        if context is None:  # a damaged header can leave FFmpeg no codec for the stream
+            raise ClipError("media: the video stream has no decoder (damaged header)", kind="unreadable")
         # FFmpeg's default (0) starts a thread per core in every job; one thread starts none.
         context.thread_count = max(1, threads)
         if threads > 1:

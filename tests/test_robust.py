@@ -9,6 +9,7 @@ hangs, exits, is SIGKILLed with its whole job, or raises.
 import errno
 import json
 import os
+import random
 import re
 import resource
 import signal
@@ -287,6 +288,27 @@ def test_ffmpeg_eio_on_a_file_that_reads_whole_is_its_content_not_the_storage(co
         assert is_transient(av.error.OSError(errno.EIO, "Input/output error", path)), path
     assert is_transient(OSError(errno.EIO, "Input/output error", str(cut)))
     assert is_transient(av.error.OSError(errno.EIO, "Input/output error"))  # no file named: no evidence
+
+
+def test_a_damaged_header_is_a_content_error_never_an_unexpected_one(corpus):
+    """Seeded damage to the first 600 bytes of a real Matroska file: every clip that fails, fails as its
+    content (a ClipError: unreadable or no video stream), never as a crash of the reader (some headers
+    leave FFmpeg a stream without a decoder, which used to raise AttributeError: "unexpected")."""
+    from kebr.media import read_frames
+
+    whole = corrupt_mkv(corpus / "media").with_name("whole.mkv").read_bytes()
+    rng, kinds = random.Random(0), set()
+    damaged = corpus / "media" / "damaged.mkv"
+    for _ in range(150):
+        data = bytearray(whole)
+        for _ in range(rng.randint(1, 20)):
+            data[rng.randrange(0, 600)] = rng.randrange(256)
+        damaged.write_bytes(bytes(data))
+        try:
+            read_frames(damaged, 6.0, 5)
+        except ClipError as exc:
+            kinds.add(exc.kind)
+    assert kinds <= {"unreadable", "no_video_stream"} and "unreadable" in kinds
 
 
 def test_a_corrupt_file_ffmpeg_calls_eio_is_skipped_at_once_naming_the_file(corpus):
