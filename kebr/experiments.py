@@ -361,7 +361,7 @@ def run_finetuning(config: dict[str, Any], dataset: str, pretrained: Path | None
     metrics = finetune(
         shards, out_dir, model_config=kebr_config, pretrained=state, epochs=settings["epochs"],
         batch_size=settings["batch_size"], lr_backbone=settings["lr_backbone"], lr_head=settings["lr_head"],
-        t_max=settings["t_max"], mcc=settings["mcc"], seed=seed, device=settings["device"],
+        lr_fusion=settings["lr_fusion"], t_max=settings["t_max"], mcc=settings["mcc"], seed=seed, device=settings["device"],
         num_workers=settings["num_workers"], amp=settings["amp"], bucket_by_length=settings["bucket_by_length"],
         select_by=settings["select_by"], eval_amp=settings["eval_amp"], log_every_steps=settings["log_every_steps"])
     # A finished run needs only its best state (for `kebr predict`); the rest were for resuming.

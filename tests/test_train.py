@@ -504,3 +504,36 @@ def test_progress_bar_only_on_a_terminal():
         progress.end_epoch()
         bar = stream.getvalue()
         assert ("epoch 1/2" in bar and "3/3" in bar and "loss=0.5" in bar) == shown, bar
+
+
+@pytest.mark.parametrize("lr_fusion", [None, 1e-4], ids=["with_the_lm", "own_rate"])
+def test_finetuning_gives_tcmf_its_own_learning_rate_when_lr_fusion_is_set(shards, tmp_path, lr_fusion):
+    """finetune.lr_fusion: TCMF in an Adam group of its own at that rate (the paper's "5e-6 for BERT and
+    1e-4 for other parameters", 4.2); None keeps it in the LM's group at lr_backbone (the reference,
+    main.py:85-86). The optimizer's groups hold each parameter once, and a run logs and steps every rate."""
+    from kebr.train.finetune import optimizer_groups
+    from kebr.train.loop import adam
+
+    model = KEBR(FT_CONFIG)
+    optimizer = adam(optimizer_groups(model, lr_backbone=5e-6, lr_head=1e-3, lr_fusion=lr_fusion))
+    ids = lambda params: {id(p) for p in params}  # noqa: E731
+    groups = {g["name"]: (g["lr"], ids(g["params"])) for g in optimizer.param_groups}
+    lm, tcmf = ids(model.text.parameters()), ids(model.tcmf.parameters())
+    heads = ids([*model.pretrain_head.parameters(), *model.finetune_head.parameters()])
+    assert groups["head"] == (1e-3, heads)
+    if lr_fusion is None:
+        assert groups.keys() == {"backbone", "head"} and groups["backbone"] == (5e-6, lm | tcmf)
+    else:
+        assert groups.keys() == {"backbone", "fusion", "head"}
+        assert groups["backbone"] == (5e-6, lm) and groups["fusion"] == (1e-4, tcmf)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+    run = tmp_path / "run"
+    finetune(shards, run, **{**FINETUNE, "epochs": 2, "t_max": 2}, pretrained=None, lr_fusion=lr_fusion,
+             max_steps_per_epoch=1, log_every_steps=0)
+    log = read_log(run)
+    assert log[0]["lr_backbone"] == pytest.approx(FINETUNE["lr_backbone"])
+    if lr_fusion is None:
+        assert "lr_fusion" not in log[0]
+    else:  # the cosine schedule steps TCMF's rate like the others: half of it after one of two epochs
+        assert [r["lr_fusion"] for r in log] == pytest.approx([lr_fusion, lr_fusion / 2])

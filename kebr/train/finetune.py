@@ -3,7 +3,9 @@
 The model starts from a pretraining state's LM + TCMF (``pretrained``; None = ablations C2/C5, the
 plain LM and a fresh TCMF) with a NEW fine-tuning head on the mean of X_K over tokens. The text is the
 clip's unmasked transcript (the shards' ``raw_input_ids``). L = L1(prediction, label) + lambda * L_mcc.
-Adam with two learning rates (LM + TCMF ``lr_backbone``, head ``lr_head``) and CosineAnnealingLR
+Adam with two learning rates (LM + TCMF ``lr_backbone``, head ``lr_head``), or three with
+``lr_fusion`` (TCMF in a group of its own: the paper's "5e-6 for BERT and 1e-4 for other parameters",
+4.2; the reference code trained TCMF at the LM's rate, main.py:85-86), and CosineAnnealingLR
 (``t_max``) stepped once per epoch. The LM trains unless the model config freezes it.
 
 After every epoch the model is scored on the valid split; the best epoch is the one with the lowest
@@ -40,6 +42,7 @@ from kebr.shards import ShardDataset
 from kebr.train.checkpoint import load_weights, read_configs, read_weights, state_name
 from kebr.train.data import make_loader
 from kebr.train.loop import (
+    GROUP_NAMES,
     Objective,
     adam,
     check_shards,
@@ -78,6 +81,21 @@ def build_finetune_model(model_config: KEBRConfig, pretrained: str | Path | None
     return model
 
 
+def optimizer_groups(model: KEBR, lr_backbone: float, lr_head: float,
+                     lr_fusion: float | None = None) -> list[dict[str, Any]]:
+    """Fine-tuning's named Adam groups: ``KEBR.param_groups`` (the LM and TCMF at ``lr_backbone``, the
+    heads at ``lr_head``), and with ``lr_fusion`` set, everything of the backbone that is not the LM
+    (TCMF) in a group "fusion" of its own at that rate. None keeps TCMF at the LM's rate."""
+    backbone, heads = ({**g, "name": name} for name, g in zip(GROUP_NAMES, model.param_groups(lr_backbone, lr_head),
+                                                               strict=True))
+    if lr_fusion is None:
+        return [backbone, heads]
+    lm = {id(p) for p in model.text.parameters()}
+    fusion = {"name": "fusion", "params": [p for p in backbone["params"] if id(p) not in lm], "lr": lr_fusion}
+    backbone["params"] = [p for p in backbone["params"] if id(p) in lm]
+    return [backbone, fusion, heads]
+
+
 def score(predicted: dict[str, np.ndarray], objective: Objective) -> dict[str, float]:
     """kebr.metrics of ``predict``'s output, plus ``loss``: the run's training ``objective`` on those
     predictions (L1 + weight x its MCC, or L1 alone with MCC off): what ``select_by="valid_loss"`` ranks."""
@@ -99,6 +117,7 @@ def finetune(
     batch_size: int = 32,
     lr_backbone: float = 5e-6,
     lr_head: float = 1e-4,
+    lr_fusion: float | None = None,
     t_max: int = 20,
     mcc: dict[str, Any] | None = None,
     seed: int = 0,
@@ -115,7 +134,8 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune on the labelled train split, select on valid, and return the test metrics of the
     best epoch (also written to ``metrics.json``). ``mcc`` keys as in ``pretrain`` (defaults
-    DEFAULT_MCC); ``batch_size`` is per process under DDP; ``amp``: bf16 autocast, CUDA only."""
+    DEFAULT_MCC); ``lr_fusion``: TCMF's own learning rate (None: ``lr_backbone``, with the LM);
+    ``batch_size`` is per process under DDP; ``amp``: bf16 autocast, CUDA only."""
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if select_by not in SELECT_BY:
@@ -124,7 +144,8 @@ def finetune(
     mcc = mcc_settings(mcc, DEFAULT_MCC)
     train_config = {"stage": "finetune", "shard_paths": [str(p) for p in shard_paths],
                     "pretrained": None if pretrained is None else str(pretrained), "epochs": epochs,
-                    "batch_size": batch_size, "lr_backbone": lr_backbone, "lr_head": lr_head, "t_max": t_max,
+                    "batch_size": batch_size, "lr_backbone": lr_backbone, "lr_head": lr_head, "lr_fusion": lr_fusion,
+                    "t_max": t_max,
                     "mcc": mcc, "save_epochs": list(save_epochs), "seed": seed, "device": device,
                     "num_workers": num_workers, "amp": amp, "compile": compile,
                     "max_steps_per_epoch": max_steps_per_epoch, "bucket_by_length": bucket_by_length,
@@ -137,7 +158,7 @@ def finetune(
 
     model = build_finetune_model(model_config, pretrained).to(runtime.device)
     model.pretrain_head.requires_grad_(False)
-    optimizer = adam(model.param_groups(lr_backbone, lr_head))
+    optimizer = adam(optimizer_groups(model, lr_backbone, lr_head, lr_fusion))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max)
     generator = torch.Generator().manual_seed(seed)
     train_loader = make_loader(splits["train"], batch_size, runtime, shuffle=True, num_workers=num_workers,

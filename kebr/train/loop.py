@@ -131,11 +131,17 @@ def check_shards(dataset: Any, model_config: KEBRConfig, what: str) -> None:
         raise ValueError(f"shards were tokenized with another vocabulary than {model_config.text_model!r}'s")
 
 
+# The names of ``KEBR.param_groups``' two groups, in its order (log columns lr_backbone, lr_head).
+GROUP_NAMES = ("backbone", "head")
+
+
 def trainable(groups: list[dict]) -> list[dict]:
-    """``KEBR.param_groups`` named "backbone" and "head" (log columns lr_backbone, lr_head), without
-    frozen parameters (the frozen LM, the other stage's head)."""
-    return [{**g, "name": name, "params": [p for p in g["params"] if p.requires_grad]}
-            for name, g in zip(("backbone", "head"), groups, strict=True)]
+    """Parameter groups, each with a ``name`` (its log column is lr_<name>), without frozen parameters
+    (the frozen LM, the other stage's head). Groups that name themselves keep their names (fine-tuning's
+    "fusion", kebr/train/finetune.py ``optimizer_groups``); ``KEBR.param_groups``' are GROUP_NAMES."""
+    if not all("name" in g for g in groups):
+        groups = [{**g, "name": name} for name, g in zip(GROUP_NAMES, groups, strict=True)]
+    return [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
 
 
 def adam(groups: list[dict]) -> torch.optim.Adam:
