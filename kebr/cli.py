@@ -163,9 +163,11 @@ def cmd_plots(args: argparse.Namespace) -> None:
             clips = args.clips or Path(config["results"]) / args.dataset / "clips.tsv"
             written = plots.dataset_figures(config, args.dataset, clips, args.out_dir, args.max_shards)
         elif args.kind == "table":
+            from kebr.recipe import table_of_file
+
             tables = args.tables or Path(config["results"]) / "tables"
-            written = plots.table_figures(args.name, config, tables / f"{args.name}.md", tables / f"{args.name}.csv",
-                                          args.out)
+            written = plots.table_figures(table_of_file(args.name, config), config, tables / f"{args.name}.md",
+                                          tables / f"{args.name}.csv", args.out)
         else:
             written = [plots.write_text(args.out, plots.config_html(config, args.config))]
     print(json.dumps({"written": [str(p) for p in written]}))
@@ -326,8 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--title", help="figure title (default: the runs' common folder)")
     q.add_argument("--out", required=True, type=Path, help="figure path without suffix: writes .png and .svg")
     q = command(kinds, "table", "a table's figure beside the paper's numbers (gsweep: Fig. 4), and the table as HTML",
-                "kebr plots table table2 --config config.yaml --out results/plots/tables/table2")
-    q.add_argument("name")
+                "kebr plots table table2-paper --config config.yaml --out results/plots/tables/table2-paper")
+    q.add_argument("name", help="the table's file name in --tables without .md: demo, or a paper table's with its "
+                   "recipe (table2-paper; table2-config for paper_recipe.name none)")
     q.add_argument("--config", default="config.yaml")
     q.add_argument("--tables", type=Path, help="folder of <name>.md and <name>.csv (default: results/tables)")
     q.add_argument("--out", required=True, type=Path, help="path without suffix: writes .png, .svg and .html")

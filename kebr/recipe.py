@@ -1,7 +1,9 @@
 """Named training recipes (kebr/recipes/<name>.yaml): what the paper targets run, and what differs.
 
-A recipe file names values for config keys, each with its source (paper section, spec section or the
-reference code): ``training`` values are set for the runs of the paper targets (table2, table3, table4,
+Two recipes: ``paper``, the paper as written (every value it states, the released code's where it is
+silent), and ``reference``, the released code as it runs (aoqzhu/KEBR at one commit). A recipe file
+names values for config keys, each with its exact source (a paper section, equation or table, or a
+file:line of the code; tests/test_recipe.py checks both exist): ``training`` values are set for the runs of the paper targets (table2, table3, table4,
 gsweep), ``features`` values are what the paper's features had (the shards come from the config, so
 these are only compared), ``extra_rows`` are labelled runs beside the paper's rows, ``fixed`` the
 differences no switch removes.
@@ -10,9 +12,12 @@ How a recipe reaches a run: a variant name ``<recipe>-<variant>`` (``paper-full`
 ``paper-mcc_reference``) trains ``<variant>`` with the recipe's training values over the config's
 (kebr/experiments.py ``recipe``), so its runs live beside the config's own (``full``), never over
 them, and both can be compared. The config's ``paper_recipe.name`` picks the recipe of the paper
-targets (``none``: the config's own settings, as before), ``paper_recipe.overrides`` changes some of
-its values; whatever differs from the paper in the end is a *deviation*, listed in every table header
-(``table_header``) and by ``kebr config-check --recipe paper`` (``describe``).
+targets (``none``: the config's own settings), ``paper_recipe.overrides`` changes some of its values;
+whatever differs from the paper in the end is a *deviation*, listed in every table header
+(``table_header``, with what set it: the recipe, an override, a dataset's own key) and by
+``kebr config-check --recipe NAME`` (``describe``). A paper table's files name the recipe its rows ran
+(``table_file``: results/tables/table2-paper.md, table2-reference.md, table2-config.md), so tables of
+two recipes sit side by side; the targets build the configured recipe's only (``table_of_file``).
 """
 
 from __future__ import annotations
@@ -71,6 +76,42 @@ def table_recipe(config: dict[str, Any]) -> str | None:
     """The recipe the paper targets run (None: the config's own settings)."""
     name = config["paper_recipe"]["name"]
     return None if name == "none" else name
+
+
+# The file-name label of a paper table run with the config's own settings (paper_recipe.name: none).
+CONFIG_LABEL = "config"
+
+
+def table_file(table: str, config: dict[str, Any]) -> str:
+    """The name of ``table``'s files under results/tables (without .md / .csv): a paper table's names
+    the recipe its rows run (``table2-paper``, ``table2-reference``, ``table2-config`` for
+    ``paper_recipe.name: none``); a demo table's is the table's (it always runs the config's settings)."""
+    if table not in PAPER_TABLES:
+        return table
+    return f"{table}-{table_recipe(config) or CONFIG_LABEL}"
+
+
+def table_of_file(stem: str, config: dict[str, Any]) -> str:
+    """The table that the file name ``stem`` (``table_file``) holds. A paper table of a recipe other than
+    the configured one is refused: no target trains a second recipe unasked, so its rows are built by
+    setting ``paper_recipe.name`` to it (its runs then live beside this recipe's, which stay)."""
+    table, sep, label = stem.partition("-")
+    if table not in PAPER_TABLES:
+        if sep:
+            raise ValueError(f"table {stem!r}: only the paper tables {list(PAPER_TABLES)} name a recipe")
+        return table
+    if not sep:
+        raise ValueError(f"table {stem!r}: a paper table's file names its recipe: {table_file(table, config)}")
+    if label not in [*recipe_names(), CONFIG_LABEL]:
+        raise ValueError(f"table {stem!r}: unknown recipe {label!r}: one of {recipe_names()} or {CONFIG_LABEL!r} "
+                         "(paper_recipe.name: none)")
+    if stem != table_file(table, config):
+        configured = table_recipe(config) or "none"
+        wanted = "none" if label == CONFIG_LABEL else label
+        raise ValueError(f"{stem}: this config runs paper_recipe.name: {configured}, so its paper targets build "
+                         f"{table_file(table, config)}; to build {stem} (and train its runs), set "
+                         f"paper_recipe.name: {wanted}")
+    return table
 
 
 def _set(config: dict[str, Any], dotted: str, value: Any) -> None:
@@ -185,8 +226,11 @@ def _why(config: dict[str, Any], key: str, finetune: str | None, pretrain: str |
     for dataset in (finetune, pretrain):
         if dataset and stage in ("pretrain", "finetune") and lookup(config["datasets"][dataset], key) is not None:
             return f"datasets.{dataset}.{key}"
-    if table_recipe(config) is None:
+    name = table_recipe(config)
+    if name is None:
         return "the config's own value (paper_recipe.name: none)"
+    if name != "paper" and key in load_recipe(name)["training"]:
+        return f"recipe {name} ({load_recipe(name)['training'][key]['source']})"
     return "the config"
 
 
@@ -251,7 +295,8 @@ def table_header(name: str, config: dict[str, Any], rows: list[dict[str, Any]]) 
     else:
         ran = "this config's own training settings (the demo's; not the paper recipe)"
         title = f"{name}: config recipe (not the paper's)"
-    lines = [f"Recipe: {ran}. `kebr config-check --recipe paper` lists every paper value with its source.", ""]
+    lines = [f"Recipe: {ran}. `kebr config-check --recipe {recipe_name or 'paper'}` lists each of its values with "
+             "its source.", ""]
     if found:
         lines.append("Deviations from the paper in these runs (this config's choices, or forced by what it lacks):")
         lines += [f"- {line}" for line in found]
@@ -287,28 +332,28 @@ def describe(config: dict[str, Any], name: str = "paper") -> str:
 
     targets, own = values_of(f"{used}-full" if used else "full"), values_of("full")
 
-    def cell(paper: str, got: list[tuple[str, str | None]]) -> str:
-        if all(value == paper for value, _ in got):
+    def cell(want: str, got: list[tuple[str, str | None]]) -> str:
+        if all(value == want for value, _ in got):
             return "="
         if len({value for value, _ in got}) == 1:
             return got[0][0]
         return ", ".join(f"{value} on {where}" for value, where in got)
 
-    table = [("key", "paper", "targets", "own", "source")]
+    table = [("key", name, "targets", "own", "source")]
     notes = {}
     for key, entry in recipe["training"].items():
-        paper = _show(entry["value"])
-        table.append((key, paper, cell(paper, targets[key]), cell(paper, own[key]), entry["source"]))
+        want = _show(entry["value"])
+        table.append((key, want, cell(want, targets[key]), cell(want, own[key]), entry["source"]))
     for key, entry in recipe["features"].items():
-        paper, value = _show(entry["value"]), _show(lookup(config, key))
-        table.append((key, paper, "=" if value == paper else value, "", entry["source"]))
-        if value != paper:
+        want, value = _show(entry["value"]), _show(lookup(config, key))
+        table.append((key, want, "=" if value == want else value, "", entry["source"]))
+        if value != want:
             notes[key] = entry["why"]
     lines = [f"recipe {name} (kebr/recipes/{name}.yaml): {recipe['description']}.",
-             f"paper: the recipe's value; targets: what the runs of {', '.join(PAPER_TABLES)} get under this config ("
+             f"{name}: the recipe's value; targets: what the runs of {', '.join(PAPER_TABLES)} get under this config ("
              + (f"paper_recipe.name: {used}" if used else "paper_recipe.name: none: the config's own settings")
              + "); own: the config's own settings (the demo, pretrain_<dataset>, finetune_<dataset>); "
-             "= where it is the paper's. Feature keys (from asr.use_gold_text on) are the config's for every "
+             "= where it is the recipe's. Feature keys (from asr.use_gold_text on) are the config's for every "
              "target: the shards are built with them.", ""]
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:

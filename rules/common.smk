@@ -8,7 +8,7 @@ from kebr.experiments import (
     training_fingerprint,
 )
 from kebr.ingest import check_sources
-from kebr.recipe import table_header
+from kebr.recipe import table_header, table_of_file
 
 RESULTS = config["results"]
 DATASETS = list(config["datasets"])
@@ -61,7 +61,8 @@ wildcard_constraints:
     variant=r"[A-Za-z0-9_.\-]+",
     pvariant=r"[A-Za-z0-9_.\-]+",
     seed=r"\d+",
-    table=r"[a-z0-9_]+",
+    # a table's file name: the table, and for a paper table the recipe (kebr/recipe.py table_file)
+    table=r"[a-z0-9_]+(-[a-z0-9_]+)?",
 
 
 def pretrained_input(wildcards):
@@ -81,17 +82,23 @@ def training_params(stage):
     )
 
 
+def table_name(wildcards):
+    """The table a results/tables file holds; a paper table of a recipe this config does not run is
+    refused with what to set (kebr/recipe.py table_of_file)."""
+    return table_of_file(wildcards.table, config)
+
+
 def table_fingerprint(wildcards):
     """The rows a table reads from the config (datasets, variants, paper numbers) and its header
     (the recipe, the deviations from the paper)."""
-    rows = table_rows(wildcards.table, config)
-    return fingerprint([rows, table_header(wildcards.table, config, rows)])
+    rows = table_rows(table_name(wildcards), config)
+    return fingerprint([rows, table_header(table_name(wildcards), config, rows)])
 
 
 def table_metrics(wildcards):
     return [
         str(p)
-        for row in table_runs(wildcards.table, config)
+        for row in table_runs(table_name(wildcards), config)
         for p in row["metrics_files"]
     ]
 

@@ -2,7 +2,7 @@
 import sys
 
 from kebr.experiments import pretraining_source
-from kebr.recipe import announce
+from kebr.recipe import announce, table_file
 
 PLOTS = f"{RESULTS}/plots"
 
@@ -19,9 +19,11 @@ def figure(path, caption, category, subcategory, **labels):
 
 
 def table_files(table):
-    """Everything a table target brings: the table, its figure, the training curves of each of
-    its runs, the plots of each dataset it reads, and the config page."""
-    files = [f"{RESULTS}/tables/{table}.md", f"{PLOTS}/tables/{table}.png"]
+    """Everything a table target brings: the table (its file names the recipe: kebr/recipe.py
+    table_file), its figure, the training curves of each of its runs, the plots of each dataset it
+    reads, and the config page."""
+    stem = table_file(table, config)
+    files = [f"{RESULTS}/tables/{stem}.md", f"{PLOTS}/tables/{stem}.png"]
     datasets = []
     for row in table_runs(table, config):
         source = pretraining_source(row["pretrain"], row["variant"])

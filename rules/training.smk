@@ -110,8 +110,9 @@ rule table:
         runtime=runtime(config, "table"),
     params:
         fingerprint=table_fingerprint,
+        name=table_name,
     shell:
-        'python -m kebr table {wildcards.table:q} --config "$KEBR_CONFIG"'
+        'python -m kebr table {params.name:q} --config "$KEBR_CONFIG"'
         " --out-md {output.md:q} --out-csv {output.csv:q} > {log:q} 2>&1"
 
 

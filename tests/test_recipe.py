@@ -46,7 +46,9 @@ def test_paper_targets_train_the_recipe_beside_the_configs_own_runs():
     assert list(rows) == [f"{f} / {p} / paper-{v}" for v in ("full", "mcc_reference")
                           for f in ("mosi", "mosei") for p in ("voxceleb1", "voxceleb2")]
     full = recipe(config, "paper-full", "mosi")
-    assert full["model"] == {**full["model"], "text_model": "bert-large-uncased", "residual": "identity",
+    # Eq. 7's LN residual and 4.2's 1e-4 for TCMF: the paper's values where it states them
+    assert full["finetune"]["lr_fusion"] == 1e-4 and full["finetune"]["lr_backbone"] == 5e-6
+    assert full["model"] == {**full["model"], "text_model": "bert-large-uncased", "residual": "layernorm",
                              "mask_padding": False, "masked_mean": False, "share_weights": True}
     tuned, pre = full["finetune"], recipe(config, "paper-full", "voxceleb1")["pretrain"]
     assert (tuned["eval_amp"], tuned["amp"], tuned["bucket_by_length"], tuned["select_by"]) == (False, False, False,
@@ -130,8 +132,9 @@ def test_config_check_lists_each_paper_value_its_source_and_what_differs(tmp_pat
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line[:1].isalpha() and "  " in line}
     assert lines["text.model"].split()[1:4] == ["bert-large-uncased", "bert-base-uncased", "bundled"]
     assert "[paper 4.2 (BERT), 4.4 Table 3" in lines["text.model"]
-    assert lines["model.residual"].split()[1:4] == ["identity", "=", "layernorm"]
-    assert "[spec 3 (reference: R is the identity" in lines["model.residual"]
+    assert lines["model.residual"].split()[1:4] == ["layernorm", "=", "="]
+    assert "[paper 3.3 Eq. 7 (M = M_a + LN(X_{k-1}) + M_v)" in lines["model.residual"]
+    assert lines["finetune.lr_fusion"].split()[1:4] == ["0.0001", "=", "null"]
     assert lines["finetune.mcc.g"].split()[1:4] == ["0.2", "=", "="] and "paper 4.2" in lines["finetune.mcc.g"]
     assert lines["pretrain.batch_size"].split()[1:6] == ["32", "32", "on", "voxceleb1,", "64"]
     assert lines["audio.resample_via"].split()[1:3] == ["16000", "="]
@@ -163,7 +166,8 @@ def test_table_header_names_the_recipe_the_forced_deviations_and_the_extra_rows(
     md = (tmp_path / "t.md").read_text()
     assert md.startswith("# table2: recipe paper, 4 deviations from the paper\n")
     assert "Recipe: recipe `paper` (kebr/recipes/paper.yaml" in md
-    assert ("- `finetune.eval_amp`: true on mosei, mosi (paper: false, spec 10 (fp32 evaluation); "
+    assert ("- `finetune.eval_amp`: true on mosei, mosi (paper: false, paper silent; aoqzhu/KEBR@171de2d "
+            "main.py:147-166 (fp32 evaluation); "
             "set by paper_recipe.overrides)") in md
     assert "- `visual.backend`: mediapipe (paper: openface_csv" in md and "no OpenFace CSVs given" in md
     assert "- `audio.resample_via`: null (paper: 16000" in md
@@ -227,7 +231,7 @@ def test_paper_recipe_trains_through_pretraining_and_finetuning(tmp_path):
     run_pretraining(config, "vox", "paper-full", pretrained)
     record = json.loads((pretrained / "trained_on.json").read_text())
     assert (record["model"]["residual"], record["model"]["mask_padding"], record["model"]["text_model"]) == (
-        "identity", False, "bundled")
+        "layernorm", False, "bundled")
     assert (record["settings"]["frozen_lm_dropout"], record["settings"]["lm_cache"], record["settings"]["amp"],
             record["settings"]["mcc"]["text_positions"], record["settings"]["mcc"]["variant"]) == (
         True, "none", False, "all", "paper")

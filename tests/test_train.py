@@ -537,3 +537,32 @@ def test_finetuning_gives_tcmf_its_own_learning_rate_when_lr_fusion_is_set(shard
         assert "lr_fusion" not in log[0]
     else:  # the cosine schedule steps TCMF's rate like the others: half of it after one of two epochs
         assert [r["lr_fusion"] for r in log] == pytest.approx([lr_fusion, lr_fusion / 2])
+
+
+def test_the_reference_codes_selection_loss_by_hand():
+    """``loss_reference``: valid L1 + the code's pretraining-form MCC at the run's g, weight 1, whatever the
+    run trains with (aoqzhu/KEBR main.py:158-165): c = (cos_a + cos_v) / 2, |cos(pi (c + g))| if c >= 0
+    else 1 - c; here with the paper's form and lambda 0.5 training, and with MCC off."""
+    from kebr.train.finetune import score
+
+    predicted = {"prediction": np.array([1.0, -0.5, 0.0], np.float32), "target": np.array([0.5, 0.5, 0.0], np.float32),
+                 "cos_a": np.array([0.2, 0.6, -0.5], np.float32), "cos_v": np.array([0.4, 0.0, 0.1], np.float32)}
+    by_hand = [abs(math.cos(math.pi * (0.3 + 0.2))), abs(math.cos(math.pi * (0.3 + 0.2))), 1 - (-0.2)]
+    for enabled in (True, False):
+        objective = Objective("finetune", {"enabled": enabled, "variant": "paper", "g": 0.2, "weight": 0.5})
+        scored = score(predicted, objective)
+        assert scored["loss_reference"] == pytest.approx(0.5 + np.mean(by_hand), rel=1e-6)
+        assert (scored["loss"] == pytest.approx(0.5)) is not enabled  # the run's own objective differs
+
+
+def test_select_by_valid_loss_reference_ranks_by_the_codes_rule(shards, tmp_path):
+    frozen = KEBRConfig(**{**FT_CONFIG.to_dict(), "freeze_text": True})  # the LM frozen: a quick run
+    run = tmp_path / "run"
+    metrics = finetune(shards, run, model_config=frozen, pretrained=None, epochs=3, batch_size=8, lr_backbone=2e-3,
+                       lr_head=2e-3, t_max=3, seed=2, device="cpu", select_by="valid_loss_reference",
+                       mcc={"enabled": True, "variant": "reference", "g": 0.4, "weight": 1.0}, log_every_steps=0)
+    log = read_log(run)
+    chosen = [r["valid_loss_reference"] for r in log]
+    assert metrics["select_by"] == "valid_loss_reference" and metrics["best_epoch"] == 1 + int(np.argmin(chosen))
+    # the code's rule is not the training objective's (the fine-tuning form trains, main.py:122-128)
+    assert all(r["valid_loss_reference"] != pytest.approx(r["valid_loss"]) for r in log)

@@ -69,13 +69,40 @@ def test_table2_dry_run_from_a_fresh_clone_plans_and_prints_the_paper_recipe(tmp
             in result.stdout)
     said = result.stderr
     assert "kebr: table2 runs recipe paper (kebr/recipes/paper.yaml" in said
-    for value in ("text.model=bert-large-uncased", "model.residual=identity", "model.mask_padding=false",
+    # the file names the recipe, and no other recipe's table is planned
+    assert "--out-md out/tables/table2-paper.md --out-csv out/tables/table2-paper.csv" in result.stdout
+    assert "table2-reference" not in result.stdout and "table2-config" not in result.stdout
+    # the paper's values where it states them (Eq. 7's LN residual, 4.2's 1e-4 for TCMF), the code's where silent
+    for value in ("text.model=bert-large-uncased", "model.residual=layernorm", "finetune.lr_fusion=0.0001",
+                  "model.mask_padding=false",
                   "model.masked_mean=false", "finetune.eval_amp=false", "pretrain.frozen_lm_dropout=true",
                   "pretrain.bucket_by_length=false", "finetune.mcc.text_positions=all", "finetune.mcc.g=0.2",
                   "pretrain.save_epochs=[1, 5, 10, 20, 50, 100, 150, 200]"):
         assert value in said, value
     assert "kebr: table2 deviates from the paper: `visual.backend`: mediapipe (paper: openface_csv" in said
     assert said.count("kebr: table2 runs recipe paper") == 1
+
+
+def test_a_table_of_another_recipe_is_refused_and_the_reference_recipe_plans_its_own(tmp_path):
+    """No target trains a second recipe unasked: asking for the reference recipe's table file under the
+    paper recipe fails before any job, saying what to set; set, the reference recipe plans its own
+    table file and runs (reference-<variant>, one seed: main.py's 666)."""
+    (tmp_path / "c.yaml").write_text(PAPER_CONFIG)
+    empty_corpora(tmp_path, PAPER_CORPORA)
+    result = subprocess.run(SNAKEMAKE + ["--configfile", "c.yaml", "-n", "out/tables/table2-reference.md"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0 and "Job stats" not in result.stdout
+    assert ("table2-reference: this config runs paper_recipe.name: paper, so its paper targets build table2-paper; "
+            "to build table2-reference (and train its runs), set paper_recipe.name: reference") in result.stdout + result.stderr
+    (tmp_path / "c.yaml").write_text(PAPER_CONFIG + "paper_recipe: {name: reference}\n")
+    result = subprocess.run(SNAKEMAKE + ["--configfile", "c.yaml", "-n", "-p", "table2"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--out-md out/tables/table2-reference.md" in result.stdout and "table2-paper" not in result.stdout
+    assert job_counts(result.stdout)["finetune"] == 4 and job_counts(result.stdout)["pretrain"] == 2
+    assert "--variant reference-full --seed 666" in result.stdout
+    assert "kebr: table2 runs recipe reference (kebr/recipes/reference.yaml" in result.stderr
+    assert "finetune.select_by=valid_loss_reference" in result.stderr and "model.residual=identity" in result.stderr
 
 
 def test_table_without_its_corpora_is_a_clear_error(tmp_path):

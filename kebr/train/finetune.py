@@ -9,11 +9,13 @@ Adam with two learning rates (LM + TCMF ``lr_backbone``, head ``lr_head``), or t
 (``t_max``) stepped once per epoch. The LM trains unless the model config freezes it.
 
 After every epoch the model is scored on the valid split; the best epoch is the one with the lowest
-valid MAE (``select_by="valid_mae"``) or the lowest valid loss (``"valid_loss"``: the reference's rule,
-the run's own training objective on the valid split: L1 + weight x its MCC, the same variant, g, weight
-and scale, and L1 alone when MCC is off; spec 4; both values are logged every epoch; ties keep the
-earlier epoch). At the end that epoch's weights are
-scored on the test split. ``eval_amp=False`` evaluates in fp32 where training uses bf16 autocast (the
+valid MAE (``select_by="valid_mae"``), the lowest valid loss (``"valid_loss"``: the run's own
+training objective on the valid split: L1 + weight x its MCC, the same variant, g, weight and scale,
+and L1 alone when MCC is off; spec 4) or the reference code's rule (``"valid_loss_reference"``: valid
+L1 + the code's pretraining-form MCC at the run's g, weight 1 and no s, whatever form the run trains
+with and whether or not it does: aoqzhu/KEBR@171de2d main.py:147-166 and 244 next to the fine-tuning
+form it trains with, main.py:122-128). All three values are logged every epoch; ties keep the earlier
+epoch. At the end that epoch's weights are scored on the test split. ``eval_amp=False`` evaluates in fp32 where training uses bf16 autocast (the
 paper's precision); ``kebr predict`` follows the run's setting.
 
 Outputs in ``out_dir``: ``epoch-NNNN/`` states (the newest, the best, ``save_epochs``), ``last`` and
@@ -36,6 +38,7 @@ import torch
 
 import numpy as np
 
+from kebr.mcc import MCCLoss
 from kebr.metrics import regression_metrics
 from kebr.model import KEBR, KEBRConfig
 from kebr.shards import ShardDataset
@@ -55,7 +58,7 @@ from kebr.train.loop import (
 
 # The paper's MCC (Eq. 11-12) with its reported g = 0.2 and lambda = 1 (the reference: g = 0.4).
 DEFAULT_MCC = {"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0}
-SELECT_BY = ("valid_mae", "valid_loss")
+SELECT_BY = ("valid_mae", "valid_loss", "valid_loss_reference")
 # Model config fields that may differ between pretraining and fine-tuning; all others must match.
 STAGE_SPECIFIC = {"freeze_text", "masked_mean", "dropout"}
 
@@ -98,13 +101,18 @@ def optimizer_groups(model: KEBR, lr_backbone: float, lr_head: float,
 
 def score(predicted: dict[str, np.ndarray], objective: Objective) -> dict[str, float]:
     """kebr.metrics of ``predict``'s output, plus ``loss``: the run's training ``objective`` on those
-    predictions (L1 + weight x its MCC, or L1 alone with MCC off): what ``select_by="valid_loss"`` ranks."""
-    l1 = np.abs(predicted["prediction"].astype(np.float64) - predicted["target"]).mean()
-    loss = float(l1)
+    predictions (L1 + weight x its MCC, or L1 alone with MCC off): what ``select_by="valid_loss"`` ranks;
+    and ``loss_reference``: L1 + the reference code's selection MCC (module docstring), what
+    ``"valid_loss_reference"`` ranks. Both are means over clips; the code summed per-batch means, which
+    weighs the clips of a smaller last batch more."""
+    l1 = float(np.abs(predicted["prediction"].astype(np.float64) - predicted["target"]).mean())
+    cosines = [torch.from_numpy(predicted[k]).double() for k in ("cos_a", "cos_v")]
+    loss = l1
     if objective.enabled:
-        mcc = objective.mcc.per_sample(*(torch.from_numpy(predicted[k]).double() for k in ("cos_a", "cos_v")))
-        loss += objective.mcc.weight * float(mcc.mean())
-    return {**regression_metrics(predicted["prediction"], predicted["target"]), "loss": loss}
+        loss += objective.mcc.weight * float(objective.mcc.per_sample(*cosines).mean())
+    selection = MCCLoss(g=objective.mcc.g, variant="reference", stage="pretrain")
+    return {**regression_metrics(predicted["prediction"], predicted["target"]), "loss": loss,
+            "loss_reference": l1 + float(selection.per_sample(*cosines).mean())}
 
 
 def finetune(
