@@ -15,7 +15,7 @@ What each figure reads:
   and per clip the share of sampled frames with a face (the ``face_present`` column);
 - training: a run's ``log.csv`` (one row per epoch, ``kebr.train.loop.fit``) and, when the run writes
   one, ``steps.csv`` (one row per logged step: ``epoch`` and any of the loss terms);
-- tables: a table's CSV (``kebr.tables.build_table``); the g sweeps also need the config's g values.
+- tables: a table's CSV (``kebr.tables.build_table``); a g sweep's rows carry their ``corpus`` and ``g``.
 
 Each ``plot_*`` function returns the numbers it drew, so tests compare them with the files they
 came from.
@@ -451,46 +451,67 @@ def plot_table(table_csv: Path, prefix: Path, title: str) -> dict[str, Any]:
     return drawn
 
 
-# Tables drawn as the paper's Fig. 4 (their g values are the config key of the same name).
-G_SWEEPS = ("gsweep", "demo_gsweep")
 # The paper's Fig. 4 statement (spec section 8): F1 is high and stable for g in this range.
 PAPER_STABLE_G = (-0.05, 0.25)
 GSWEEP_LINES = (("acc2_has0", "Acc-2 Has0"), ("acc2_non0", "Acc-2 Non0"), ("f1_has0", "F1 Has0"),
                 ("f1_non0", "F1 Non0"))
 
 
-def plot_gsweep(table_csv: Path, g_values: Sequence[float], prefix: Path, title: str) -> dict[str, Any]:
-    """The paper's Fig. 4: metrics against the fine-tuning MCC angle penalty g, mean ± std over seeds,
-    with the range the paper calls high and stable shaded. ``g_values`` are the config's, in the
-    table's row order."""
+def plot_gsweep(table_csv: Path, prefix: Path, title: str) -> dict[str, Any]:
+    """The paper's Fig. 4, one row of panels per corpus it draws (MOSI, MOSEI): Acc-2 and F1, and MAE,
+    against the fine-tuning MCC angle penalty g, mean ± std over seeds, with the range the paper calls
+    high and stable shaded. The g of each row and its corpus are the table's ``g`` and ``corpus``
+    columns. A corpus with no row in the table (the config has no dataset playing it; the demo has
+    MOSI only) is drawn as a panel saying "no runs". The paper prints no numbers for Fig. 4 (only the
+    ranges of section 4.6), so only ours are drawn. Returns, per corpus, the numbers drawn (None for
+    a corpus without runs)."""
+    from kebr.experiments import SWEEP_CORPORA
+
     rows = read_table(table_csv)
-    if len(rows) != len(g_values):
-        raise ValueError(f"{table_csv} has {len(rows)} rows for {len(g_values)} g values: rebuild the table")
-    order = np.argsort(g_values)
-    g = np.asarray(g_values, float)[order]
-    fig, (left, right) = _figure(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1.6, 1]})
-    drawn: dict[str, Any] = {"g": g.tolist()}
-    for ax in (left, right):
-        ax.axvspan(*PAPER_STABLE_G, color="0.9", zorder=0, label="paper: F1 high and stable")
-    for i, (key, label) in enumerate(GSWEEP_LINES):
-        mean = np.array([100 * float(rows[k][f"{key}_mean"]) for k in order])
-        std = np.array([100 * float(rows[k][f"{key}_std"]) for k in order])
-        left.errorbar(g, mean, yerr=std, capsize=2.5, label=label, **series_style(i))
-        drawn[key] = {"mean": mean.tolist(), "std": std.tolist()}
-    left.set_xlabel("g, fine-tuning MCC angle penalty (unitless)")
-    left.set_ylabel("score (%)")
-    mae = np.array([float(rows[k]["mae_mean"]) for k in order])
-    mae_std = np.array([float(rows[k]["mae_std"]) for k in order])
-    right.errorbar(g, mae, yerr=mae_std, capsize=2.5, label="MAE", **series_style(0))
-    drawn["mae"] = {"mean": mae.tolist(), "std": mae_std.tolist()}
-    right.set_xlabel("g, fine-tuning MCC angle penalty (unitless)")
-    right.set_ylabel("MAE (label units)")
-    handles, labels = left.get_legend_handles_labels()
-    more, more_labels = right.get_legend_handles_labels()
-    fig.legend(handles + more[1:], labels + more_labels[1:], loc="lower center", ncol=6, bbox_to_anchor=(0.5, -0.02))
-    seeds = sorted({r["seeds"] for r in rows})
-    fig.suptitle(f"{title}: mean ± std over {'/'.join(seeds)} seeds (the paper's Fig. 4)")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    if rows and not {"g", "corpus"} <= set(rows[0]):
+        raise ValueError(f"{table_csv} has no g and corpus columns: rebuild the table (`kebr table`)")
+    corpora = [c.upper() for c in SWEEP_CORPORA]
+    fig, axes = _figure(len(corpora), 2, figsize=(11, 3.6 * len(corpora)), gridspec_kw={"width_ratios": [1.6, 1]},
+                        squeeze=False)
+    drawn: dict[str, Any] = {}
+    legend: tuple[list[Any], list[str]] = ([], [])
+    for (left, right), corpus in zip(axes, corpora):
+        own = sorted((r for r in rows if r["corpus"] == corpus), key=lambda r: float(r["g"]))
+        if not own:
+            for ax, what in ((left, "Acc-2 and F1"), (right, "MAE")):
+                ax.set_title(f"{corpus}: {what} against g")
+                _note(ax, f"{corpus}: no runs (this table has no {corpus} rows: the config names no dataset "
+                          f"that plays {corpus})")
+            drawn[corpus] = None
+            continue
+        g = np.array([float(r["g"]) for r in own])
+        for ax in (left, right):
+            ax.axvspan(*PAPER_STABLE_G, color="0.9", zorder=0, label="paper: F1 high and stable")
+        lines: dict[str, Any] = {"g": g.tolist(), "seeds": sorted({r["seeds"] for r in own})}
+        for i, (key, label) in enumerate(GSWEEP_LINES):
+            mean = np.array([100 * float(r[f"{key}_mean"]) for r in own])
+            std = np.array([100 * float(r[f"{key}_std"]) for r in own])
+            left.errorbar(g, mean, yerr=std, capsize=2.5, label=label, **series_style(i))
+            lines[key] = {"mean": mean.tolist(), "std": std.tolist()}
+        mae = np.array([float(r["mae_mean"]) for r in own])
+        mae_std = np.array([float(r["mae_std"]) for r in own])
+        right.errorbar(g, mae, yerr=mae_std, capsize=2.5, label="MAE", **series_style(len(GSWEEP_LINES)))
+        lines["mae"] = {"mean": mae.tolist(), "std": mae_std.tolist()}
+        left.set_title(f"{corpus}: Acc-2 and F1 against g ({'/'.join(lines['seeds'])} seeds)")
+        left.set_ylabel("score (%)")
+        right.set_title(f"{corpus}: MAE against g")
+        right.set_ylabel("MAE (label units)")
+        for ax in (left, right):
+            ax.set_xlabel("g, fine-tuning MCC angle penalty (unitless)")
+        if not legend[0]:
+            handles, labels = left.get_legend_handles_labels()
+            more, more_labels = right.get_legend_handles_labels()
+            legend = (handles + more[1:], labels + more_labels[1:])
+        drawn[corpus] = lines
+    if legend[0]:
+        fig.legend(*legend, loc="lower center", ncol=6, bbox_to_anchor=(0.5, -0.01))
+    fig.suptitle(f"{title}: mean ± std over seeds (the paper's Fig. 4 draws F1 on MOSI and MOSEI)")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     save(fig, prefix)
     return drawn
 
@@ -589,8 +610,10 @@ def table_figures(name: str, config: dict[str, Any], table_md: Path, table_csv: 
     """``prefix``.png/.svg (a table beside the paper's numbers, or for a g sweep the paper's Fig. 4)
     and ``prefix``.html (the table itself)."""
     title = next((line[2:] for line in table_md.read_text().splitlines() if line.startswith("# ")), name)
+    from kebr.experiments import G_SWEEPS
+
     if name in G_SWEEPS:
-        plot_gsweep(table_csv, config[name], prefix, title)
+        plot_gsweep(table_csv, prefix, title)
     else:
         plot_table(table_csv, prefix, title)
     html_path = write_text(prefix.with_name(prefix.name + ".html"), markdown_html(table_md.read_text()))

@@ -136,11 +136,13 @@ def test_training_and_gsweep_figures_draw_the_runs(demo_run, tmp_path):
         assert min(drawn[seed.name]["valid_mae"]) == pytest.approx(metrics["best_valid_mae"])
     config = load_config(demo_run / "config.yaml")
     config["results"] = str(demo_run / "out")
-    sweep = plots.plot_gsweep(demo_run / "out/tables/demo_gsweep.csv", config["demo_gsweep"], tmp_path / "g", "t")
+    sweep = plots.plot_gsweep(demo_run / "out/tables/demo_gsweep.csv", tmp_path / "g", "t")
+    assert sweep["MOSEI"] is None  # the demo plays MOSI only: its MOSEI panel says "no runs"
+    assert "MOSEI: no runs" in (tmp_path / "g.svg").read_text()
     for g, row in sorted(zip(config["demo_gsweep"], table_runs("demo_gsweep", config))):
         f1 = [100 * json.loads(Path(p).read_text())["f1_has0"] for p in row["metrics_files"]]
-        i = sweep["g"].index(g)
-        assert sweep["f1_has0"]["mean"][i] == pytest.approx(np.mean(f1))
-        assert sweep["f1_has0"]["std"][i] == pytest.approx(np.std(f1))
+        i = sweep["MOSI"]["g"].index(g)
+        assert sweep["MOSI"]["f1_has0"]["mean"][i] == pytest.approx(np.mean(f1))
+        assert sweep["MOSI"]["f1_has0"]["std"][i] == pytest.approx(np.std(f1))
     table = plots.plot_table(demo_run / "out/tables/demo.csv", tmp_path / "t", "t")
     assert table["mae"]["paper"] == [0.702, 0.705] and table["acc2_has0"]["paper"] == [84.4, 84.11]
