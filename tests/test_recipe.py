@@ -3,6 +3,7 @@ runs beside the config's own, deviations in the table headers, and `kebr config-
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,15 @@ from kebr.experiments import (
 )
 from kebr.models import required_models
 from kebr.plots import table_figures
-from kebr.recipe import SPEED_KEYS, load_recipe, table_header
+from kebr.recipe import (
+    SPEED_KEYS,
+    describe,
+    load_recipe,
+    recipe_names,
+    table_file,
+    table_header,
+    table_of_file,
+)
 from kebr.tables import build_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,3 +252,143 @@ def test_paper_recipe_trains_through_pretraining_and_finetuning(tmp_path):
     assert settings["mcc"] == {"enabled": True, "variant": "reference", "g": 0.4, "weight": 1.0, "scale": 1.0,
                                "text_positions": "all"}
     assert metrics["n_test"] == 4 and math.isfinite(metrics["mae"])
+
+
+# A citation of the released code: the file and its lines (``main.py:85``, ``models.py:116-121``,
+# ``pretrain.py:20 and 64``).
+CODE_CITATION = re.compile(r"([\w./-]+\.(?:py|txt)):(\d+)(?:-(\d+))?(?: and (\d+)(?:-(\d+))?)?")
+# A citation of the paper: a numbered section (3.3), an equation or a range (Eq. 7, Eq. 9-13), a table or figure.
+PAPER_CITATION = re.compile(r"(?<![\w.+-])([1-5](?:\.[1-6])?)(?= Eq\.| Table| Fig\.| \(|,|;| and|\)| |$)"
+                            r"|Eq\. (\d+)(?:-(\d+))?|Table (\d)|Fig\. (\d)")
+
+
+def cited_code_lines(source: str) -> list[tuple[str, int, int]]:
+    """(file, first line, last line) of every file:line in ``source``."""
+    out = []
+    for match in CODE_CITATION.finditer(source):
+        path, first, last, more, more_last = match.groups()
+        out.append((path, int(first), int(last or first)))
+        if more:
+            out.append((path, int(more), int(more_last or more)))
+    return out
+
+
+def cited_paper_parts(text: str) -> list[tuple[str, str]]:
+    """("section" | "eq" | "table" | "fig", number) of every paper citation in ``text``, and for a
+    section right before an equation, table or figure ("3.3 Eq. 7") the pair ("in", "3.3 eq 7")."""
+    out = []
+    for match in PAPER_CITATION.finditer(text):
+        section, eq, eq_last, table, figure = match.groups()
+        if section:
+            out.append(("section", section))
+            follows = PAPER_CITATION.match(text, match.end() + 1)
+            if follows and follows.group(2):
+                out += [("in", f"{section} eq {n}") for n in range(int(follows.group(2)),
+                                                                    int(follows.group(3) or follows.group(2)) + 1)]
+            elif follows and (follows.group(4) or follows.group(5)):
+                kind = "table" if follows.group(4) else "fig"
+                out.append(("in", f"{section} {kind} {follows.group(4) or follows.group(5)}"))
+        elif eq:
+            out += [("eq", str(n)) for n in range(int(eq), int(eq_last or eq) + 1)]
+        else:
+            out.append(("table", table) if table else ("fig", figure))
+    return out
+
+
+def test_every_source_cites_a_paper_part_or_a_code_line_that_exists():
+    """paper.yaml: a value the paper states cites the section, equation, table or figure (each must be in
+    docs/paper-index.yaml, an equation in the section named before it); a "paper silent" value cites the
+    code's line. reference.yaml: every value cites file:line of the released code at the commit
+    docs/reference-code.yaml records, inside the file's length there."""
+    index = yaml.safe_load((REPO / "docs" / "paper-index.yaml").read_text())
+    code = yaml.safe_load((REPO / "docs" / "reference-code.yaml").read_text())
+    commit = f"{code['repository']}@{code['commit'][:7]}"
+    where = {("eq", str(n)): s for n, (s, _) in index["equations"].items()}
+    where |= {("table", str(n)): s for n, (s, _) in index["tables"].items()}
+    where |= {("fig", str(n)): s for n, (s, _) in index["figures"].items()}
+    problems, counted = [], {"paper": 0, "code": 0}
+    for name in ("paper", "reference"):
+        recipe = load_recipe(name)
+        entries = {**recipe["training"], **recipe["features"]}
+        entries |= {f"extra_rows.{k}": row for k, row in recipe.get("extra_rows", {}).items()}
+        for key, entry in entries.items():
+            source = entry["source"]
+            lines = cited_code_lines(source)
+            if lines and commit not in source.split(lines[0][0])[0]:
+                problems.append(f"{name} {key}: cites {lines[0][0]} without {commit} before it")
+            for path, first, last in lines:
+                length = code["files"].get(path, {}).get("lines")
+                if length is None or not 1 <= first <= last <= length:
+                    problems.append(f"{name} {key}: {path}:{first}-{last} is not in {commit} ({length} lines)")
+            counted["code"] += len(lines)
+            if name == "reference" or source.startswith("paper silent"):
+                if not source.startswith(commit if name == "reference" else "paper silent") or not lines:
+                    problems.append(f"{name} {key}: no {commit} file:line: {source}")
+                continue
+            if not source.startswith(("paper ", "aoqzhu/")):
+                problems.append(f"{name} {key}: neither the paper nor the code: {source}")
+            parts = cited_paper_parts(re.sub(r"spec \d+", "", source.split(commit)[0]))  # not the spec's sections
+            if not source.startswith("aoqzhu/") and not any(kind != "in" for kind, _ in parts):
+                problems.append(f"{name} {key}: cites no section, equation, table or figure: {source}")
+            for kind, number in parts:
+                if kind == "section" and number not in index["sections"]:
+                    problems.append(f"{name} {key}: no section {number} in the paper")
+                elif kind in ("eq", "table", "fig") and (kind, number) not in where:
+                    problems.append(f"{name} {key}: no {kind} {number} in the paper")
+                elif kind == "in":
+                    section, kind_, n = number.split()
+                    if where.get((kind_, n)) not in (section, None):
+                        problems.append(f"{name} {key}: {kind_} {n} is in section {where[(kind_, n)]}, not {section}")
+                counted["paper"] += kind != "in"
+    assert not problems, "\n".join(problems)
+    assert counted["paper"] > 40 and counted["code"] > 80  # the parsers found the citations
+
+
+def test_the_citation_check_catches_a_missing_section_equation_and_line():
+    assert cited_paper_parts("paper 3.3 Eq. 7 (LN); 4.4 Table 3 and Fig. 4") == [
+        ("section", "3.3"), ("in", "3.3 eq 7"), ("eq", "7"), ("section", "4.4"), ("in", "4.4 table 3"),
+        ("table", "3"), ("fig", "4")]
+    assert ("eq", "18") in cited_paper_parts("paper 3.5 Eq. 17-18") and ("section", "4.7") not in cited_paper_parts(
+        "paper 4.7")  # 4.7 is no section number the grammar takes: the source then cites nothing and fails
+    assert cited_code_lines("aoqzhu/KEBR@171de2d main.py:85-86, models.py:104 and 105-106") == [
+        ("main.py", 85, 86), ("models.py", 104, 104), ("models.py", 105, 106)]
+
+
+def test_recipe_names_are_the_schemas():
+    """paper_recipe.name takes exactly the recipes of kebr/recipes/ and none."""
+    assert set(_schema()["properties"]["paper_recipe"]["properties"]["name"]["enum"]) == {*recipe_names(), "none"}
+    assert recipe_names() == ["paper", "reference"]
+
+
+def test_a_paper_tables_file_names_its_recipe_and_other_recipes_are_refused():
+    paper, reference = paper_config(), paper_config(paper_recipe={"name": "reference"})
+    own = paper_config(paper_recipe={"name": "none"})
+    assert [table_file("table2", c) for c in (paper, reference, own)] == ["table2-paper", "table2-reference",
+                                                                           "table2-config"]
+    assert table_file("demo", reference) == "demo" and table_of_file("demo", paper) == "demo"
+    assert table_of_file("gsweep-reference", reference) == "gsweep"
+    for stem, message in [("table2-reference", "set paper_recipe.name: reference"),
+                          ("table2-config", "set paper_recipe.name: none"),
+                          ("table2", "a paper table's file names its recipe: table2-paper"),
+                          ("table2-nope", "unknown recipe 'nope'"), ("demo-paper", "only the paper tables")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            table_of_file(stem, paper)
+
+
+def test_reference_recipe_runs_the_code_and_its_header_says_what_set_each_difference():
+    config = paper_config(paper_recipe={"name": "reference"})
+    rows = table_rows("table2", config)
+    assert [r["variant"] for r in rows] == ["reference-full"] * 4  # no extra rows: every row is the code's
+    full = recipe(config, "reference-full", "mosi")
+    assert (full["model"]["residual"], full["finetune"]["lr_fusion"], full["finetune"]["select_by"],
+            full["finetune"]["seeds"]) == ("identity", 5e-6, "valid_loss_reference", [666])
+    pre = recipe(config, "reference-full", "voxceleb1")["pretrain"]["mcc"]
+    assert (pre["variant"], pre["g"], pre["weight"]) == ("reference", 0.25, 0.5)
+    title, header = table_header("table2", config, rows)
+    assert title.startswith("table2: recipe reference, ")
+    assert "`kebr config-check --recipe reference` lists each of its values with its source." in header[0]
+    residual = next(line for line in header if line.startswith("- `model.residual`"))
+    assert residual.startswith("- `model.residual`: identity (paper: layernorm, paper 3.3 Eq. 7")
+    assert residual.endswith("set by recipe reference (aoqzhu/KEBR@171de2d models.py:105 (+ text; the LN form is "
+                             "commented out, models.py:104)))")
+    assert describe(config, "reference").splitlines()[3].split()[:2] == ["key", "reference"]
