@@ -480,8 +480,7 @@ def plot_gsweep(table_csv: Path, prefix: Path, title: str) -> dict[str, Any]:
         if not own:
             for ax, what in ((left, "Acc-2 and F1"), (right, "MAE")):
                 ax.set_title(f"{corpus}: {what} against g")
-                _note(ax, f"{corpus}: no runs (this table has no {corpus} rows: the config names no dataset "
-                          f"that plays {corpus})")
+                _note(ax, f"{corpus}: no runs\n(this table has no {corpus} rows:\nno dataset of the config plays {corpus})")
             drawn[corpus] = None
             continue
         g = np.array([float(r["g"]) for r in own])
