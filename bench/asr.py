@@ -52,15 +52,6 @@ SETUPS = {  # name -> (asr.model, language.id_model)
 }
 
 
-def _with_worker_env() -> None:
-    """Re-execute this script with the ASR worker's environment (glibc reads it at process start)."""
-    from kebr.asr import WORKER_ENV
-
-    missing = {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
-    if missing:
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **missing})
-
-
 def make_clips(folder: Path, n: int, video: bool = False) -> list[tuple[Any, str]]:
     """``n`` spoken English clips as MP4 files: (kebr Clip, the text read)."""
     from kebr.clips import Clip
@@ -138,6 +129,8 @@ def run_bare(transcriber: Any, audios: list[np.ndarray], batch_size: int) -> flo
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import get_suppressed_tokens
 
+    from kebr.langid import language_id_frames
+
     model = transcriber.model
     mels = [transcriber.prepare(a).windows[0][2] for a in audios]  # every bench clip is one window
     tokenizer = Tokenizer(model.hf_tokenizer, transcriber.multilingual, task="transcribe", language="en")
@@ -149,7 +142,9 @@ def run_bare(transcriber: Any, audios: list[np.ndarray], batch_size: int) -> flo
         batch = mels[first : first + batch_size]
         if identifier is not None:  # its own encoder, in its own batches (1 on CPU)
             for k in range(0, len(batch), identifier.batch_size):
-                lid = np.stack([pad_or_trim(m) for m in batch[k : k + identifier.batch_size]])
+                group = batch[k : k + identifier.batch_size]
+                frames = max(language_id_frames(m.shape[-1]) for m in group)  # its window, as the stage's
+                lid = np.stack([pad_or_trim(m, frames) for m in group])
                 identifier.model.model.detect_language(identifier.model.encode(lid))
         encoded = model.encode(np.stack([pad_or_trim(m[..., :-1]) for m in batch]))
         if transcriber.multilingual:
@@ -422,7 +417,9 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4, help="--end-to-end: shards of the clips")
     parser.add_argument("--cores", type=int, default=2, help="--end-to-end: snakemake --cores")
     args = parser.parse_args()
-    _with_worker_env()
+    from kebr.asr import exec_with_worker_env
+
+    exec_with_worker_env()  # the ASR worker's environment: glibc reads it at process start
     if args.device == "cuda" or args.dry_run:
         args.clips = args.clips or (4 if args.dry_run else 1024)
         args.jobs = args.jobs or (1 if args.dry_run else 4)

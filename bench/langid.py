@@ -7,21 +7,27 @@ eSpeak NG (kebr.tts) speaks 4 sentences in each of 10 languages with 3 voices ea
 8 English sentences of the demo corpus with the 7 English voices (56 clips), and the same English
 with white noise at 10 and 5 dB SNR (2 voices, 32 clips). Every clip goes through the pipeline's
 media path (AAC in MP4, decoded and resampled to 16 kHz) and is transcribed once by the ASR default
-(tiny.en), and the language ID (``id_model``) reads its first 30 s. The English filter then judges
-each clip three ways: the transcript rules alone (``language.id_model: none``), the default
-(language-ID veto, then the transcript rules), and the language ID alone (English most probable at
-p >= 0.5, as a language-ID service would pick). Prints one JSON object: language-ID accuracy, non-English
-clips kept and English clips dropped by each rule, and the cost per clip (wall and process CPU
-seconds, model loading apart). ``--rows`` keeps each clip's transcript and language probabilities;
-``--from-rows`` judges such a file again without the models (the rules only, no timing).
+(tiny.en), and the language ID (``id_model``) reads it as the stage does (its window, one clip at a
+time on CPU) and once more padded to 30 s. The English filter then judges each clip four ways: the
+transcript rules alone (``language.id_model: none``), the default (language model first, then the
+transcript rules: ``english_decision``, with the language model's no-speech probability and the
+clip's level), the same with the 30 s window, and the language ID alone (English most probable at
+p >= 0.5, as a language-ID service would pick). Prints one JSON object, also written to
+bench/results/langid.json: language-ID accuracy, non-English clips kept and English clips dropped
+by each rule, the clips whose decision the stage's window changes against 30 s (``window_vs_30s``),
+and the cost per clip (wall and process CPU seconds, model loading apart). ``--rows`` keeps each
+clip's transcript and language scores; ``--from-rows`` judges such a file again without the models
+(the rules only, no timing).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import os
+import platform
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -29,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kebr.asr import SAMPLE_RATE, Transcript, make_language_identifier, make_transcriber
+from kebr.asr import SAMPLE_RATE, Transcript, exec_with_worker_env, make_language_identifier, make_transcriber
 from kebr.democorpus import SENTENCES
-from kebr.language import english_filter
+from kebr.langid import MAX_LANGUAGE_ID_FRAMES, WINDOW_SAMPLES, log_mel
+from kebr.language import english_decision, english_filter
 from kebr.media import load_audio, write_clip
 from kebr.tts import ENGLISH_VOICES, synthesize
 
@@ -81,6 +88,7 @@ SPOKEN: dict[str, tuple[str, ...]] = {
 VARIANTS = (("", 160), ("+f3", 150), ("+m3", 175))  # (eSpeak voice variant, words per minute)
 ENGLISH = tuple(SENTENCES[i][0] for i in (0, 5, 10, 15, 20, 25, 30, 35))
 NOISY_VOICES, SNRS_DB = ("en-us", "en-gb-x-rp"), (10, 5)
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @dataclasses.dataclass
@@ -131,14 +139,16 @@ def main() -> None:
     parser.add_argument("--rows", type=Path, help="also write one JSON line per clip here")
     parser.add_argument("--from-rows", type=Path, help="no models: judge the clips of a --rows file again")
     args = parser.parse_args()
+    exec_with_worker_env()  # the ASR worker's environment (kebr.asr.WORKER_ENV), as the stage runs
 
     seconds: dict[str, object] = {}
     if args.from_rows:  # the rules again on a previous run's transcripts and language probabilities
         rows = [json.loads(line) for line in args.from_rows.read_text(encoding="utf-8").splitlines()]
         groups = [(r["group"], r["language"]) for r in rows]
-        transcripts = [Transcript(r["transcript"], [], r["avg_logprob"], r["no_speech_prob"], "en", 1.0, "asr")
-                       for r in rows]
-        probabilities = [{**r["top"], "en": r["p_en"]} for r in rows]
+        transcripts = [Transcript(r["transcript"], [], r["avg_logprob"], r["no_speech_prob"], "en", 1.0, "asr",
+                                  signal_dbfs=r["signal_dbfs"]) for r in rows]
+        scores = [({**r["top"], "en": r["p_en"]}, r["language_no_speech_prob"]) for r in rows]
+        scores_30s = [({**r["top_30s"], "en": r["p_en_30s"]}, r["language_no_speech_prob_30s"]) for r in rows]
     else:
         with tempfile.TemporaryDirectory(prefix="kebr-langid-") as work:
             clips = make_test_set(Path(work))
@@ -149,38 +159,42 @@ def main() -> None:
         transcripts, asr_wall, asr_cpu = timed(batched, asr.transcribe_batch, audios, args.batch_size)
         identifier, id_load_s, _ = timed(make_language_identifier, args.id_model, args.device, args.compute_type,
                                          args.batch_size, args.cpu_threads)
-        default_batch, identifier.batch_size = identifier.batch_size, args.batch_size  # 1 on CPU by default
-        probabilities, id_wall, id_cpu = timed(identifier.probabilities, audios)
-        identifier.batch_size = default_batch
-        single = audios[:: max(1, len(audios) // 32)][:32]  # 32 clips across the languages, one at a time
-        _, one_wall, one_cpu = timed(lambda: [identifier.detect([a]) for a in single])
+        # As the stage runs it: the identifier's own batches (one clip at a time on CPU) and window.
+        mels = [log_mel(identifier.model.feature_extractor, a[:WINDOW_SAMPLES]) for a in audios]
+        scores, id_wall, id_cpu = timed(identifier.scores_from_features, mels)
+        # The same with every clip padded to Whisper's 30 s (faster-whisper's detect_language), which the
+        # stage did before it read a short clip in a 20 s window: what the shorter window changes.
+        scores_30s, _, id_cpu_30s = timed(identifier.scores_from_features, mels, True, MAX_LANGUAGE_ID_FRAMES)
         n = len(audios)
         seconds = {
             "device": asr.model.model.device, "cpus": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 1),
             "asr_load": round(asr_load_s, 2), "language_id_load": round(id_load_s, 2),
             "asr_per_clip": {"wall": round(asr_wall / n, 3), "cpu": round(asr_cpu / n, 3)},
-            "language_id_per_clip_batched": {"wall": round(id_wall / n, 3), "cpu": round(id_cpu / n, 3)},
-            "language_id_per_clip_one_at_a_time": {"wall": round(one_wall / len(single), 3),
-                                               "cpu": round(one_cpu / len(single), 3)},
+            "language_id_per_clip": {"wall": round(id_wall / n, 3), "cpu": round(id_cpu / n, 3),
+                                     "batch_size": identifier.batch_size},
+            "language_id_per_clip_30s_window": {"cpu": round(id_cpu_30s / n, 3)},
         }
         if args.rows:
             with args.rows.open("w", encoding="utf-8") as f:
-                for c, t, p in zip(clips, transcripts, probabilities):
-                    top = dict(sorted(p.items(), key=lambda item: -item[1])[:5])
+                for c, t, (p, ns), (p30, ns30) in zip(clips, transcripts, scores, scores_30s):
                     f.write(json.dumps({"group": c.group, "language": c.language, "voice": c.voice, "text": c.text,
                                         "transcript": t.text, "avg_logprob": t.avg_logprob,
-                                        "no_speech_prob": t.no_speech_prob, "top": top,
-                                        "p_en": p.get("en", 0.0)}, ensure_ascii=False) + "\n")
+                                        "no_speech_prob": t.no_speech_prob, "signal_dbfs": t.signal_dbfs,
+                                        "top": top_languages(p), "p_en": p.get("en", 0.0),
+                                        "language_no_speech_prob": ns, "top_30s": top_languages(p30),
+                                        "p_en_30s": p30.get("en", 0.0), "language_no_speech_prob_30s": ns30},
+                                       ensure_ascii=False) + "\n")
 
+    probabilities = [p for p, _ in scores]
     detected = [max(p, key=p.__getitem__) for p in probabilities]
-    with_id = [dataclasses.replace(t, language=lang, language_prob=p[lang], english_prob=p.get("en", 0.0),
-                                   language_model=args.id_model)
-               for t, lang, p in zip(transcripts, detected, probabilities)]
+    with_id, with_id_30s = (with_language(transcripts, s, args.id_model) for s in (scores, scores_30s))
     reasons = {
         # language.id_model: none -- tiny.en's confidence and the English-word share
         "old_rule": [english_filter(t) for t in transcripts],
         # the default: the language ID vetoes unlikely English, then the same transcript rules
         "language_id_and_transcript": [english_filter(t) for t in with_id],
+        # the same, the language ID reading every clip padded to 30 s (as the stage did before)
+        "language_id_30s_and_transcript": [english_filter(t) for t in with_id_30s],
         # what a language-ID service alone would keep: English the most probable, p >= 0.5
         "language_id_alone": [None if lang == "en" and p[lang] >= 0.5 else f"language: detected {lang!r}"
                               for lang, p in zip(detected, probabilities)],
@@ -216,8 +230,41 @@ def main() -> None:
         "english_prob_quantiles_0_10_50_90_100": {
             g: [round(float(np.quantile(v, q)), 3) for q in (0, 0.1, 0.5, 0.9, 1)] for g, v in p_en.items()},
     }
+    kinds, kinds_30s = ([None if d is None else d.kind for d in map(english_decision, ts)] for ts in (with_id, with_id_30s))
+    changed = [i for i, (k, k30) in enumerate(zip(kinds, kinds_30s)) if k != k30]
+    results["window_vs_30s"] = {  # the stage's language-ID window (kebr.langid.language_id_frames) against 30 s
+        "decisions_changed": len(changed),
+        "changed": [f"{groups[i][0]}#{i}: {kinds_30s[i]} -> {kinds[i]}" for i in changed],
+        "top_language_changed": sum(max(p, key=p.__getitem__) != max(q, key=q.__getitem__)
+                                    for (p, _), (q, _) in zip(scores, scores_30s)),
+        "max_abs_english_prob_change": round(max(abs(p.get("en", 0.0) - q.get("en", 0.0))
+                                                 for (p, _), (q, _) in zip(scores, scores_30s)), 3),
+        "max_abs_no_speech_change": round(max(abs(a - b) for (_, a), (_, b) in zip(scores, scores_30s)), 3),
+        "max_no_speech_on_speech": round(max(ns for _, ns in scores), 3),
+    }
     results["seconds"] = seconds
     print(json.dumps(results, indent=2, ensure_ascii=False))
+    if not args.from_rows:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "langid.json").write_text(json.dumps({
+            "bench": "langid", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", **results}, ensure_ascii=False) + "\n")
+
+
+def top_languages(probabilities: dict[str, float], n: int = 5) -> dict[str, float]:
+    return dict(sorted(probabilities.items(), key=lambda item: -item[1])[:n])
+
+
+def with_language(transcripts: list[Transcript], scores: list[tuple[dict[str, float], float]],
+                  id_model: str) -> list[Transcript]:
+    """The transcripts as the stage records them with the language ID's scores (language, its
+    probability, P(English), the language model's no-speech probability)."""
+    out = []
+    for t, (p, no_speech) in zip(transcripts, scores):
+        language = max(p, key=p.__getitem__)
+        out.append(dataclasses.replace(t, language=language, language_prob=p[language], english_prob=p.get("en", 0.0),
+                                       language_model=id_model, language_no_speech_prob=no_speech))
+    return out
 
 
 if __name__ == "__main__":
