@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--dataset", required=True)
     p.add_argument("--pretrained", help="pretraining run directory, or none")
-    p.add_argument("--variant", default="full", help="full, no_pretrain, no_tcmf, no_mcc, none, bert_base, bert_large, g<value>")
+    p.add_argument("--variant", default="full", help="full, no_pretrain, no_tcmf, no_mcc, none, text_only, bert_base, bert_large, g<value>")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_finetune)

@@ -12,6 +12,9 @@ Ablations (paper Table 4):
   (``KEBRConfig.text_query = False``; the reading is documented in kebr/model/tcmf.py), in both stages.
 - C4 ``no_mcc``: MCC off in pretraining and fine-tuning.
 - C5 ``none``: no pretraining, no TCMF, no MCC.
+Reference row, not the paper's: ``text_only``, the LM and the same head on its pooled states, no
+TCMF, no audio or video, no MCC, no pretraining (``KEBRConfig.text_only``), trained with the same
+recipe otherwise. Table 4 and the demo table show it, marked as not the paper's.
 The Fig. 4 sweep ``g<value>`` changes the MCC angle penalty of fine-tuning only; pretraining keeps
 its own g (the paper does not say it swept both).
 
@@ -52,7 +55,11 @@ ABLATIONS = {
     "no_tcmf": {"model": {"text_query": False}},
     "no_mcc": {"pretrain_mcc": False, "finetune_mcc": False},
     "none": {"pretrain": False, "model": {"text_query": False}, "pretrain_mcc": False, "finetune_mcc": False},
+    "text_only": {"pretrain": False, "model": {"text_only": True}, "pretrain_mcc": False, "finetune_mcc": False},
 }
+# Rows the tables show beside the paper's, with the label that says what they are (no paper numbers).
+REFERENCE_ROWS = {"text_only": "text-only baseline (the LM and the head on its pooled states; no TCMF, audio, "
+                                "video, MCC or pretraining): not the paper's"}
 TEXT_MODELS = {"bert_base": "bert-base-uncased", "bert_large": "bert-large-uncased"}
 G_VARIANT = re.compile(r"^g(-?\d+(?:\.\d+)?)$")
 
@@ -156,9 +163,9 @@ TABLES = {
     # Table 2: pretraining corpus; Table 3: LM size; Table 4: ablations C1-C5; Fig. 4: g sweep.
     "table2": [(f, p, "full") for f in ("mosi", "mosei") for p in ("voxceleb1", "voxceleb2")],
     "table3": [(f, "voxceleb1", v) for f in ("mosi", "mosei") for v in ("bert_base", "bert_large")],
-    "table4": [("mosi", "voxceleb1", v) for v in ("full", "no_pretrain", "no_tcmf", "no_mcc", "none")],
+    "table4": [("mosi", "voxceleb1", v) for v in ("full", "no_pretrain", "no_tcmf", "no_mcc", "none", "text_only")],
     # The embedded demo, with the MOSI / VoxCeleb1 numbers beside it for scale (not a reproduction).
-    "demo": [("mosi", "voxceleb1", v) for v in ("full", "no_pretrain")],
+    "demo": [("mosi", "voxceleb1", v) for v in ("full", "no_pretrain", "text_only")],
 }
 
 
@@ -190,7 +197,8 @@ def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     variant) and the paper's numbers. The paper's corpora map to config datasets through
     ``paper_datasets``. The paper tables run the config's ``paper_recipe`` (variants
     ``<recipe>-<variant>``, and the recipe's extra rows after the paper's, each with ``extra``, its
-    label); the demo tables the config's own settings, whose LM is ``text.model``. Each row names its paper
+    label; a REFERENCE_ROWS variant carries its label the same way and no paper numbers); the demo
+    tables the config's own settings, whose LM is ``text.model``. Each row names its paper
     ``corpus`` (MOSI, MOSEI), ``avg_against``, the label of the row its Avg is measured against
     (None: it has no Avg), ``paper_notes`` (PAPER_NOTES of its paper row) and in a g sweep its ``g``."""
     names = config["demo_datasets"] if name.startswith("demo") else config["paper_datasets"]
@@ -222,7 +230,7 @@ def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
                 "paper_notes": {} if extra else {col: note for (key, col), note in PAPER_NOTES.items() if key == (f, p, v)},
                 **({"g": float(match.group(1))} if match else {})}
 
-    out = [row(f, p, v) for f, p, v in rows]
+    out = [row(f, p, v, REFERENCE_ROWS.get(v)) for f, p, v in rows]
     for extra_name, extra in extras.items():
         if name in extra["tables"]:
             out += [row(f, p, extra_name, extra["label"]) for f, p, v in rows if v == "full"]

@@ -23,11 +23,15 @@ def test_demo_table_is_the_mean_over_seeds(demo):
     assert "| demo_labelled / demo_unlabelled / full | 2 | 6 of 686 |" in table  # test clips scored / MOSI's
     assert "| demo_labelled / none / no_pretrain | 2 | 6 of 686 |" in table
     assert "| MOSI / voxceleb1 / full | 84.4/87.2 |" in table  # the paper's MOSI numbers beside ours
+    # The text-only baseline: a row of its own, marked as not the paper's, with no paper numbers.
+    baseline = next(line for line in table.splitlines() if line.startswith("| demo_labelled / none / text_only | 2 | 6 |"))
+    assert "| extra: text-only baseline" in baseline and "not the paper's | - | - |" in baseline
     with (demo / "out" / "tables" / "demo.csv").open() as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
     runs = demo / "out" / "finetune" / "demo_labelled"
     for label, run_dir in (("demo_labelled / demo_unlabelled / full", runs / "demo_unlabelled" / "full"),
-                           ("demo_labelled / none / no_pretrain", runs / "none" / "no_pretrain")):
+                           ("demo_labelled / none / no_pretrain", runs / "none" / "no_pretrain"),
+                           ("demo_labelled / none / text_only", runs / "none" / "text_only")):
         metrics = [json.loads((run_dir / f"seed{s}" / "metrics.json").read_text()) for s in (0, 1)]
         assert float(rows[label]["mae_mean"]) == pytest.approx(np.mean([m["mae"] for m in metrics]))
         assert float(rows[label]["acc2_has0_std"]) == pytest.approx(np.std([m["acc2_has0"] for m in metrics]))

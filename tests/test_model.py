@@ -274,3 +274,25 @@ def test_finetuning_model_loads_pretrained_weights_with_a_new_head(frozen_model:
     assert sum(p.numel() for p in backbone["params"]) == n_params(model.text) + LAYER
     with pytest.raises(ValueError, match="unknown KEBR config keys"):
         KEBRConfig.from_dict(config.to_dict() | {"heads": 2})
+
+
+def test_text_only_reads_no_audio_or_video_and_heads_the_lms_pooled_states(batch: dict) -> None:
+    torch.manual_seed(0)
+    model = KEBR(KEBRConfig(d_audio=D_A, d_video=D_V, text_only=True)).eval()
+    assert model.tcmf is None
+    gen = torch.Generator().manual_seed(11)
+    other = {"audio": torch.randn(2, T_A + 3, D_A, generator=gen), "audio_mask": torch.ones(2, T_A + 3, dtype=torch.bool),
+             "video": torch.randn(2, T_V, D_V, generator=gen) * 100, "video_mask": torch.zeros(2, T_V, dtype=torch.bool)}
+    with torch.no_grad():
+        out = run(model, batch, pretrain=False)
+        changed = model(batch["input_ids"], batch["attention_mask"], **other)
+        states = model.text(batch["input_ids"], batch["attention_mask"])
+    assert torch.equal(out["prediction"], changed["prediction"])
+    # The head on the mean of the LM's states over real tokens: no fusion in between.
+    n0 = int(batch["attention_mask"][0].sum())
+    torch.testing.assert_close(out["pooled"][0], states[0, :n0].mean(0))
+    torch.testing.assert_close(out["prediction"], model.finetune_head(masked_mean(states, batch["attention_mask"])))
+    # The LM and the head are all it trains: the LM at the backbone rate.
+    backbone, heads = model.param_groups(5e-6, 1e-4)
+    assert sum(p.numel() for p in backbone["params"]) == n_params(model.text)
+    assert sum(p.numel() for p in heads["params"]) == n_params(model.pretrain_head) + n_params(model.finetune_head)

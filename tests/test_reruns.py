@@ -46,18 +46,18 @@ def test_edits_that_change_no_result_rerun_nothing(demo):
 
 
 def test_a_visual_edit_reruns_visual_assemble_and_what_follows(demo):
-    # One shard per demo corpus; fine-tuning: 2 seeds x (full, no_pretrain).
+    # One shard per demo corpus; fine-tuning: 2 seeds x (full, no_pretrain, text_only).
     assert planned(demo, "visual: {fps: 5.0}\n") == {
-        "visual_features": 2, "assemble_shard": 2, "clips_report": 2, "pretrain": 1, "finetune": 4, "table": 1}
+        "visual_features": 2, "assemble_shard": 2, "clips_report": 2, "pretrain": 1, "finetune": 6, "table": 1}
 
 
 def test_new_seeds_run_alone(demo):
     assert planned(demo, "datasets: {demo_labelled: {finetune: {seeds: [0, 1, 2]}}}\n") == {
-        "finetune": 2, "table": 1}
+        "finetune": 3, "table": 1}
 
 
 def test_a_training_edit_reruns_no_feature_job(demo):
-    # Pretraining and the fine-tuning runs that start from it; no_pretrain's runs stay.
+    # Pretraining and the fine-tuning runs that start from it; no_pretrain's and text_only's runs stay.
     assert planned(demo, "datasets: {demo_unlabelled: {pretrain: {epochs: 3}}}\n") == {
         "pretrain": 1, "finetune": 2, "table": 1}
 

@@ -29,6 +29,9 @@ class KEBRConfig:
     text_query: False is ablation C3 "no TCMF" (see kebr/model/tcmf.py for the reading).
     masked_mean: fine-tuning pools over real tokens only; False averages over padding (reference).
     freeze_text: the LM gets no gradients (reference pretraining).
+    text_only: no TCMF at all: the head reads the LM's own states and the audio and video inputs are
+        ignored (variant ``text_only``, the text-only baseline every multimodal sentiment paper compares
+        against; not one of the paper's ablations).
     """
 
     d_audio: int
@@ -44,6 +47,7 @@ class KEBRConfig:
     masked_mean: bool = True
     freeze_text: bool = False
     head_hidden: int = 256
+    text_only: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,7 +66,7 @@ class KEBR(nn.Module):
         self.config = config
         self.text = TextEncoder(config.text_model, freeze=config.freeze_text)
         d_text = self.text.hidden_size
-        self.tcmf = TCMF(
+        self.tcmf = None if config.text_only else TCMF(
             d_text,
             config.d_audio,
             config.d_video,
@@ -98,11 +102,12 @@ class KEBR(nn.Module):
         ``text_hidden`` (B, L, d_t): the frozen LM's states of ``input_ids`` computed beforehand
         (kebr/train/lm_cache.py), in which case the LM is not run.
 
-        Returns fused = X_K (B, L, d_t), pooled (B, d_t), prediction (B,).
+        Returns fused = X_K (B, L, d_t), pooled (B, d_t), prediction (B,). With ``text_only`` there is
+        no fusion: ``fused`` is the LM's states themselves, and audio and video are not read.
         """
         if text_hidden is None:
             text_hidden = self.text(input_ids, attention_mask)
-        fused = self.tcmf(text_hidden, audio, video, audio_mask, video_mask)
+        fused = text_hidden if self.tcmf is None else self.tcmf(text_hidden, audio, video, audio_mask, video_mask)
         if mask_index is not None:
             pooled = gather_at(fused, mask_index)
             prediction = self.pretrain_head(pooled)
@@ -114,7 +119,8 @@ class KEBR(nn.Module):
     def param_groups(self, lr_backbone: float, lr_head: float) -> list[dict]:
         """Adam parameter groups: LM (when trainable) + TCMF at ``lr_backbone``, heads at ``lr_head``
         (spec 6: 5e-6 and 1e-4 in fine-tuning; pretraining uses 1e-4 for both)."""
-        backbone = [p for p in [*self.text.parameters(), *self.tcmf.parameters()] if p.requires_grad]
+        fusion = [] if self.tcmf is None else [*self.tcmf.parameters()]
+        backbone = [p for p in [*self.text.parameters(), *fusion] if p.requires_grad]
         heads = [*self.pretrain_head.parameters(), *self.finetune_head.parameters()]
         return [{"params": backbone, "lr": lr_backbone}, {"params": heads, "lr": lr_head}]
 

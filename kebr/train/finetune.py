@@ -69,7 +69,8 @@ def build_finetune_model(model_config: KEBRConfig, pretrained: str | Path | None
     model = KEBR(model_config)
     if pretrained is not None:
         stored, _ = read_configs(Path(pretrained))
-        ours = model_config.to_dict()
+        # Through KEBRConfig: a key added since that state was saved compares at its default.
+        stored, ours = KEBRConfig.from_dict(stored).to_dict(), model_config.to_dict()
         widths, pretrained_widths = (ours["d_audio"], ours["d_video"]), (stored["d_audio"], stored["d_video"])
         if widths != pretrained_widths:  # e.g. an MMSA pickle's features after VoxCeleb's librosa/OpenFace ones
             raise ValueError(
