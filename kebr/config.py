@@ -60,6 +60,14 @@ def _dicts_within(value: Any) -> list[int]:
     return [id(value)] + [i for v in value.values() for i in _dicts_within(v)]
 
 
+def untrusted_pickle_message(path: str | Path) -> str:
+    """Why an ``mmsa_pickle`` dataset needs ``trust_pickle: true``: said by the config's validation and
+    by kebr/mmsa.py before it unpickles (here so that config imports nothing from kebr.mmsa)."""
+    return (f"layout mmsa_pickle reads {path}, a Python pickle, and unpickling a file can run any code "
+            "it contains: set `trust_pickle: true` on this dataset only if you trust where the file came "
+            "from (MMSA's releases can be checked against the SHA-256 sums in MMSA's README)")
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate in place, fill defaults, and return the config; raises ``ValueError`` with the path."""
     if not isinstance(config, dict):
@@ -79,8 +87,6 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         if key not in dataset:
             problems.append(f"datasets/{name}: layout {dataset['layout']} needs `{key}`")
         elif dataset["layout"] == "mmsa_pickle" and not dataset["trust_pickle"]:
-            from kebr.mmsa import untrusted_pickle_message
-
             problems.append(f"datasets/{name}: {untrusted_pickle_message(dataset['pickle'])}")
         source = dataset.get("pretrained_on")
         if source is not None and source not in config["datasets"]:

@@ -77,6 +77,7 @@ import h5py
 import numpy as np
 
 from kebr.clips import Clip
+from kebr.config import stage_fingerprint, untrusted_pickle_message
 
 log = logging.getLogger("kebr")
 
@@ -103,12 +104,6 @@ MMSA_RELEASES = {
     "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f": "MOSEI/Processed/unaligned_50.pkl",
     "45eccfb748a87c80ecab9bfac29582e7b1466bf6605ff29d3b338a75120bf791": "MOSEI/Processed/aligned_50.pkl",
 }
-
-
-def untrusted_pickle_message(path: str | Path) -> str:
-    return (f"layout mmsa_pickle reads {path}, a Python pickle, and unpickling a file can run any code "
-            "it contains: set `trust_pickle: true` on this dataset only if you trust where the file came "
-            "from (MMSA's releases can be checked against the SHA-256 sums in MMSA's README)")
 
 
 # What a pickle's arrays may take together, per byte of the file (module docstring: why 2).
@@ -485,7 +480,6 @@ def import_shard(clips: Sequence[Clip], arrays: Path, out_asr: Path, out_audio: 
     """One shard's transcripts (the gold raw_text) and features (the pickle's arrays) as the stage
     outputs ``kebr assemble`` reads, in plan order."""
     from kebr.asr import gold_transcript
-    from kebr.config import stage_fingerprint
     from kebr.journal import write_stage_output
 
     # The stage reads no config key (STAGE_KEYS["mmsa_import"] is empty): its fingerprint is constant.
