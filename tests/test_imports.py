@@ -1,0 +1,70 @@
+"""Imports run one way: pyproject.toml's [tool.importlinter] contracts hold (`lint-imports`), and a
+contract of the same kinds catches a cycle and an import of a protected module in a package built
+for the test."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def lint_imports(cwd: Path, extra_path: Path | None = None, config: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(extra_path or REPO)}
+    command = [str(LINT_IMPORTS), "--no-cache"] + (["--config", str(config)] if config else [])
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_kebr_keeps_its_import_contracts():
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    result = lint_imports(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Each contract is checked and kept (a stale ignore_imports line fails the run: import-linter's
+    # unmatched_ignore_imports_alerting is "error" by default).
+    for contract in contracts:
+        assert f"{contract['name']} KEPT" in result.stdout
+    assert f"Contracts: {len(contracts)} kept, 0 broken." in result.stdout
+
+
+def test_contracts_catch_a_cycle_and_an_import_of_the_demo(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "demo.py").write_text("")
+    (package / "cli.py").write_text("from pkg import demo\n")
+    (package / "config.py").write_text("def load():\n    from pkg import stages  # inside a function: counts too\n")
+    (package / "stages.py").write_text("from pkg import config, demo\n")
+    config = tmp_path / "contracts.toml"
+    config.write_text(textwrap.dedent("""\
+        [tool.importlinter]
+        root_package = "pkg"
+
+        [[tool.importlinter.contracts]]
+        name = "Only the CLI imports the demo"
+        type = "protected"
+        protected_modules = ["pkg.demo"]
+        allowed_importers = ["pkg.cli"]
+
+        [[tool.importlinter.contracts]]
+        name = "No import cycle"
+        type = "acyclic_siblings"
+        ancestors = ["pkg"]
+        """))
+    result = lint_imports(tmp_path, extra_path=tmp_path, config=config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Only the demo's corpus writer" not in result.stdout  # kebr's own contracts are not read
+    assert "Only the CLI imports the demo BROKEN" in result.stdout
+    assert "No import cycle BROKEN" in result.stdout
+    assert "pkg.stages -> pkg.demo" in result.stdout
+    assert "Contracts: 0 kept, 2 broken." in result.stdout
+
+    # Without the offending imports both contracts hold.
+    (package / "stages.py").write_text("from pkg import config\n")
+    (package / "config.py").write_text("")
+    result = lint_imports(tmp_path, extra_path=tmp_path, config=config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 2 kept, 0 broken." in result.stdout
