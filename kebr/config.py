@@ -26,6 +26,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from kebr.recipe_files import check_overrides
+
 SCHEMA_PATH = Path(str(resources.files("kebr") / "schemas" / "config.schema.yaml"))
 # Per-dataset sections that override a top-level section for runs on that dataset.
 OVERRIDE_SECTIONS = ("pretrain", "finetune")
@@ -92,8 +94,6 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         if source is not None and source not in config["datasets"]:
             problems.append(f"datasets/{name}/pretrained_on: {source!r} is not one of the datasets "
                             f"{sorted(config['datasets'])}")
-    from kebr.recipe import check_overrides
-
     problems += check_overrides(config, schema)
     if problems:
         raise ValueError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))

@@ -28,12 +28,11 @@ from kebr.plots import table_figures
 from kebr.recipe import (
     SPEED_KEYS,
     describe,
-    load_recipe,
-    recipe_names,
     table_file,
     table_header,
     table_of_file,
 )
+from kebr.recipe_files import load_recipe, recipe_names
 from kebr.tables import build_table
 
 REPO = Path(__file__).resolve().parents[1]
