@@ -134,10 +134,13 @@ def test_asr_stage_keeps_english_and_drops_german_and_spanish_by_language_id(
     assert (english.language, english.language_model) == ("en", "bundled-base")
     assert english.english_prob == english.language_prob > 0.8
     assert "wonderful" in english.text.lower() and reasons["english"] is None
-    for name, code in (("german", "de"), ("spanish", "es")):
+    for name in ("german", "spanish"):
         t = transcripts[name]
-        assert t.text and t.language == code and t.english_prob < 0.1, t  # tiny.en still wrote English words
-        assert reasons[name] == f"language: detected '{code}' (p={t.language_prob:.2f}, English p={t.english_prob:.2f})"
+        assert t.text and t.english_prob < 0.1, t  # tiny.en still wrote English words
+        assert reasons[name] == f"language: detected {t.language!r} (p={t.language_prob:.2f}, English p={t.english_prob:.2f})"
+    # German is named (p > 0.9); eSpeak's Spanish is not English but not always Spanish either: its
+    # samples depend on eSpeak's earlier calls (kebr/tts.py), and the base has taken it for Thai.
+    assert transcripts["german"].language == "de"
 
 
 def test_batched_detection_matches_one_clip_at_a_time(identifier, spoken: dict[str, Clip]) -> None:
@@ -185,12 +188,17 @@ def test_language_id_encodes_the_clips_window_and_decides_as_at_30_s(identifier,
     assert calls == [(1, 80, 2000), (1, 80, 2500), (1, 80, 3000), (2, 80, 2500)]
     # The short window decides what 30 s did: the same language, English as unlikely or likely, and
     # the no-speech token as far from the filter's 0.5 (bench/langid.py: no decision of 208 changed).
-    for name, code in {"english": "en", "german": "de", "spanish": "es"}.items():
+    # (eSpeak's Spanish may be named Thai in one window and Spanish in the other: P(English) is what decides.)
+    for name in SPOKEN:
         features = [langid.log_mel(identifier.model.feature_extractor, load_audio(spoken[name].media, SAMPLE_RATE))]
         ((short, short_silent),) = identifier.scores_from_features(features)
         ((padded, padded_silent),) = identifier.scores_from_features(features, frames=langid.MAX_LANGUAGE_ID_FRAMES)
-        assert max(short, key=short.get) == max(padded, key=padded.get) == code, (name, short, padded)
-        assert abs(short["en"] - padded["en"]) < 0.15 and short_silent < 0.2 and padded_silent < 0.2, (name, short, padded)
+        if name == "english":
+            assert max(short, key=short.get) == max(padded, key=padded.get) == "en" and min(short["en"], padded["en"]) > 0.5
+        else:
+            assert max(short["en"], padded["en"]) < 0.1, (name, short, padded)  # not_english in both
+        assert abs(short["en"] - padded["en"]) < 0.15, (name, short, padded)
+        assert max(short_silent, padded_silent) < MAX_LANGUAGE_NO_SPEECH_PROB, (name, short_silent, padded_silent)
 
 
 def test_multilingual_asr_identifies_the_language_itself(identifier, spoken: dict[str, Clip]) -> None:
