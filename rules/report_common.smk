@@ -56,7 +56,16 @@ def finetune_seed_metrics(wildcards):
     """metrics.json of every seed of one fine-tuning recipe (the seeds its recipe runs)."""
     seeds = recipe(config, wildcards.variant, wildcards.dataset)["finetune"]["seeds"]
     return [
-        f"{RESULTS}/finetune/{wildcards.dataset}/{wildcards.pretrained}/{wildcards.variant}/seed{seed}/metrics.json"
+        str(
+            finetune_run_dir(
+                RESULTS,
+                wildcards.dataset,
+                wildcards.pretrained,
+                wildcards.variant,
+                seed,
+            )
+            / "metrics.json"
+        )
         for seed in seeds
     ]
 
