@@ -45,7 +45,7 @@ GREYS = ("0.0", "0.45", "0.2", "0.6", "0.3", "0.75")
 LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
 MARKERS = ("o", "s", "^", "D", "v", "x")
 OURS = {"color": "0.35", "edgecolor": "black", "linewidth": 0.6}
-PAPER = {"color": "white", "edgecolor": "black", "hatch": "////", "linewidth": 0.6}
+PAPER_BAR_STYLE = {"color": "white", "edgecolor": "black", "hatch": "////", "linewidth": 0.6}
 SKIPPED = {"color": "white", "edgecolor": "black", "hatch": "\\\\\\\\", "linewidth": 0.6}
 STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
@@ -432,7 +432,7 @@ def plot_table(table_csv: Path, prefix: Path, title: str) -> dict[str, Any]:
         paper = [paper_value(r.get(paper_key, ""), part) for r in rows]
         ax.barh(y - 0.2, ours, height=0.38, xerr=spread, capsize=2, label="ours: mean ± std over seeds", **OURS)
         have = [i for i, p in enumerate(paper) if p is not None]
-        ax.barh(y[have] + 0.2, [paper[i] for i in have], height=0.38, label="paper", **PAPER)
+        ax.barh(y[have] + 0.2, [paper[i] for i in have], height=0.38, label="paper", **PAPER_BAR_STYLE)
         for i in set(range(len(rows))) - set(have):
             ax.annotate("no paper value", (0, y[i] + 0.2), xytext=(2, 0), textcoords="offset points", va="center",
                         fontsize=6)

@@ -218,9 +218,9 @@ WORK = {"asr": "kebr.stages:AsrWork", "audio": "kebr.stages:AudioWork", "visual"
 # ---------------------------------------------------------------------------------------------
 # The parent: journal, worker supervision, retries, progress
 
-class Progress:
-    """Done / skipped / clips per second / ETA, logged every N clips or M seconds; a tqdm bar
-    instead when stderr is a terminal."""
+class ClipProgress:
+    """A stage's clips done / skipped / clips per second / ETA, logged every N clips or M seconds; a
+    tqdm bar instead when stderr is a terminal. (A training run's steps and losses: kebr/train/progress.py.)"""
 
     def __init__(self, label: str, total: int, done: int, every_clips: int, every_s: float) -> None:
         self.label, self.total, self.done = label, total, done
@@ -301,7 +301,7 @@ class _ShardRun:
         log.info("%s: %d clips, %d already journaled%s%s", self.label, len(clips), done,
                  f" ({sum(self.journal.strikes.values())} whole-job deaths on record)" if self.journal.strikes else "",
                  f"; {stale} journaled from an input that has changed since (plan row or media): redone" if stale else "")
-        self.progress = Progress(self.label, len(clips), done, settings["progress_every_clips"],
+        self.progress = ClipProgress(self.label, len(clips), done, settings["progress_every_clips"],
                                  settings["progress_every_s"])
         self.in_flight: list[str] = []
 
@@ -595,7 +595,7 @@ def read_status(path: Path) -> list[dict[str, str]]:
     return read_table(path, STATUS_FIELDS)
 
 
-def summarize_clips(rows: list[dict[str, str]], dataset: str) -> list[dict[str, Any]]:
+def clips_summary_rows(rows: list[dict[str, str]], dataset: str) -> list[dict[str, Any]]:
     """clips_summary.tsv rows: clips per (status, kind), most first, each with one example reason."""
     counts = Counter((r["status"], r["kind"]) for r in rows)
     example: dict[tuple[str, str], str] = {}
@@ -628,6 +628,6 @@ def write_report(plan_tables: list[Path], status_tables: list[Path], out: Path, 
     if sum(map(len, tables)) != len(rows):  # a status row of no planned clip (or twice): a stale or damaged table
         raise RuntimeError(f"the status tables hold {sum(map(len, tables))} rows for the plan's {len(rows)} clips: "
                            "rerun the assemble of the shards whose plan changed")
-    write_table(summary or out.with_name("clips_summary.tsv"), SUMMARY_FIELDS, summarize_clips(rows, dataset))
+    write_table(summary or out.with_name("clips_summary.tsv"), SUMMARY_FIELDS, clips_summary_rows(rows, dataset))
     write_status(rows, out)
     return counts
