@@ -141,7 +141,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 def cmd_table(args: argparse.Namespace) -> None:
     from kebr.experiments import table_runs
-    from kebr.recipe import table_header
+    from kebr.deviations import table_header
     from kebr.tables import build_table
 
     config = load_config(args.config)
@@ -201,7 +201,7 @@ def cmd_fetch_models(args: argparse.Namespace) -> None:
 def cmd_config_check(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     if args.recipe:
-        from kebr.recipe import describe
+        from kebr.deviations import describe
 
         print(describe(config, args.recipe))
     else:

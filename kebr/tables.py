@@ -97,7 +97,7 @@ def build_table(title: str, rows: list[dict[str, Any]], out_md: Path, out_csv: P
     """``rows``: each ``{"label", "metrics_files": [...], "paper_row", "paper": {...} | None}`` and
     optionally ``avg_against`` (the label of the row its Avg is measured against), ``paper_notes``
     ({paper column: footnote}), ``corpus`` and ``g`` (kebr/experiments.py ``table_rows``);
-    ``header``: Markdown lines under the title (kebr/recipe.py ``table_header``: the recipe, deviations)."""
+    ``header``: Markdown lines under the title (kebr/deviations.py ``table_header``: the recipe, deviations)."""
     md = [f"# {title}", "", *header, *([""] if header else []),
           "Mean±std over seeds; Acc-2 and F1 as Has0/Non0 (negative/non-negative, negative/positive), "
           "in percent like the paper. Runs are fine-tuning dataset / pretraining dataset / variant; `paper` "

@@ -8,7 +8,8 @@ from kebr.experiments import (
     training_fingerprint,
 )
 from kebr.ingest import check_sources
-from kebr.recipe import table_header, table_of_file
+from kebr.deviations import table_header
+from kebr.recipe import table_of_file
 
 RESULTS = config["results"]
 DATASETS = list(config["datasets"])

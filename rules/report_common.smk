@@ -1,8 +1,9 @@
 # Functions of rules/report.smk (Snakemake's lint keeps functions and rules in separate files).
 import sys
 
+from kebr.deviations import announce
 from kebr.experiments import pretraining_source
-from kebr.recipe import announce, table_file
+from kebr.recipe import table_file
 
 PLOTS = f"{RESULTS}/plots"
 
@@ -42,7 +43,7 @@ def table_files(table):
 
 def targets_of(*tables):
     def files(wildcards):
-        # A paper table says which recipe it runs and how it deviates (kebr/recipe.py), here while
+        # A paper table says which recipe it runs and how it deviates (kebr/deviations.py), here while
         # the DAG is built, so a dry run shows it.
         note = announce(config, tables)
         if note:

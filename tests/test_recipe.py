@@ -25,13 +25,8 @@ from kebr.experiments import (
 )
 from kebr.models import required_models
 from kebr.plots import table_figures
-from kebr.recipe import (
-    SPEED_KEYS,
-    describe,
-    table_file,
-    table_header,
-    table_of_file,
-)
+from kebr.deviations import describe, table_header
+from kebr.recipe import SPEED_KEYS, table_file, table_of_file
 from kebr.recipe_files import load_recipe, recipe_names
 from kebr.tables import build_table
 
