@@ -1,18 +1,18 @@
 """The English filter on a spoken test set of 11 languages: tiny.en's confidence vs language ID.
 
     python bench/langid.py [--id-model bundled-base] [--compute-type auto] [--cpu-threads 0]
-                           [--rows clips.jsonl] [--from-rows clips.jsonl]
+                           [--compare-30s] [--rows clips.jsonl] [--from-rows clips.jsonl]
 
 eSpeak NG (kebr.tts) speaks 4 sentences in each of 10 languages with 3 voices each (120 clips),
 8 English sentences of the demo corpus with the 7 English voices (56 clips), and the same English
 with white noise at 10 and 5 dB SNR (2 voices, 32 clips). Every clip goes through the pipeline's
 media path (AAC in MP4, decoded and resampled to 16 kHz) and is transcribed once by the ASR default
 (tiny.en), and the language ID (``id_model``) reads it as the stage does (its window, one clip at a
-time on CPU) and once more padded to 30 s. The English filter then judges each clip four ways: the
-transcript rules alone (``language.id_model: none``), the default (language model first, then the
-transcript rules: ``english_decision``, with the language model's no-speech probability and the
-clip's level), the same with the 30 s window, and the language ID alone (English most probable at
-p >= 0.5, as a language-ID service would pick). Prints one JSON object, also written to
+time on CPU) and, with ``--compare-30s``, once more padded to 30 s. The English filter then judges
+each clip three ways: the transcript rules alone (``language.id_model: none``), the default
+(language model first, then the transcript rules: ``english_decision``, with the language model's
+no-speech probability and the clip's level; with ``--compare-30s`` also in the 30 s window), and the
+language ID alone (English most probable at p >= 0.5, as a language-ID service would pick). Prints one JSON object, also written to
 bench/results/langid.json: language-ID accuracy, non-English clips kept and English clips dropped
 by each rule, the clips whose decision the stage's window changes against 30 s (``window_vs_30s``),
 and the cost per clip (wall and process CPU seconds, model loading apart). ``--rows`` keeps each
@@ -136,6 +136,8 @@ def main() -> None:
     parser.add_argument("--compute-type", default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--cpu-threads", type=int, default=0, help="0: CTranslate2's default")
+    parser.add_argument("--compare-30s", action="store_true",
+                        help="also run the language ID with every clip padded to 30 s and compare (2x its cost)")
     parser.add_argument("--rows", type=Path, help="also write one JSON line per clip here")
     parser.add_argument("--from-rows", type=Path, help="no models: judge the clips of a --rows file again")
     args = parser.parse_args()
@@ -148,7 +150,8 @@ def main() -> None:
         transcripts = [Transcript(r["transcript"], [], r["avg_logprob"], r["no_speech_prob"], "en", 1.0, "asr",
                                   signal_dbfs=r["signal_dbfs"]) for r in rows]
         scores = [({**r["top"], "en": r["p_en"]}, r["language_no_speech_prob"]) for r in rows]
-        scores_30s = [({**r["top_30s"], "en": r["p_en_30s"]}, r["language_no_speech_prob_30s"]) for r in rows]
+        scores_30s = ([({**r["top_30s"], "en": r["p_en_30s"]}, r["language_no_speech_prob_30s"]) for r in rows]
+                      if "p_en_30s" in rows[0] else None)
     else:
         with tempfile.TemporaryDirectory(prefix="kebr-langid-") as work:
             clips = make_test_set(Path(work))
@@ -164,7 +167,9 @@ def main() -> None:
         scores, id_wall, id_cpu = timed(identifier.scores_from_features, mels)
         # The same with every clip padded to Whisper's 30 s (faster-whisper's detect_language), which the
         # stage did before it read a short clip in a 20 s window: what the shorter window changes.
-        scores_30s, _, id_cpu_30s = timed(identifier.scores_from_features, mels, True, MAX_LANGUAGE_ID_FRAMES)
+        scores_30s = None
+        if args.compare_30s:
+            scores_30s, _, id_cpu_30s = timed(identifier.scores_from_features, mels, True, MAX_LANGUAGE_ID_FRAMES)
         n = len(audios)
         seconds = {
             "device": asr.model.model.device, "cpus": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 1),
@@ -172,33 +177,37 @@ def main() -> None:
             "asr_per_clip": {"wall": round(asr_wall / n, 3), "cpu": round(asr_cpu / n, 3)},
             "language_id_per_clip": {"wall": round(id_wall / n, 3), "cpu": round(id_cpu / n, 3),
                                      "batch_size": identifier.batch_size},
-            "language_id_per_clip_30s_window": {"cpu": round(id_cpu_30s / n, 3)},
         }
+        if scores_30s is not None:
+            seconds["language_id_per_clip_30s_window"] = {"cpu": round(id_cpu_30s / n, 3)}
         if args.rows:
             with args.rows.open("w", encoding="utf-8") as f:
-                for c, t, (p, ns), (p30, ns30) in zip(clips, transcripts, scores, scores_30s):
-                    f.write(json.dumps({"group": c.group, "language": c.language, "voice": c.voice, "text": c.text,
-                                        "transcript": t.text, "avg_logprob": t.avg_logprob,
-                                        "no_speech_prob": t.no_speech_prob, "signal_dbfs": t.signal_dbfs,
-                                        "top": top_languages(p), "p_en": p.get("en", 0.0),
-                                        "language_no_speech_prob": ns, "top_30s": top_languages(p30),
-                                        "p_en_30s": p30.get("en", 0.0), "language_no_speech_prob_30s": ns30},
-                                       ensure_ascii=False) + "\n")
+                for i, (c, t, (p, ns)) in enumerate(zip(clips, transcripts, scores)):
+                    row = {"group": c.group, "language": c.language, "voice": c.voice, "text": c.text,
+                           "transcript": t.text, "avg_logprob": t.avg_logprob, "no_speech_prob": t.no_speech_prob,
+                           "signal_dbfs": t.signal_dbfs, "top": top_languages(p), "p_en": p.get("en", 0.0),
+                           "language_no_speech_prob": ns}
+                    if scores_30s is not None:
+                        p30, ns30 = scores_30s[i]
+                        row.update(top_30s=top_languages(p30), p_en_30s=p30.get("en", 0.0),
+                                   language_no_speech_prob_30s=ns30)
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     probabilities = [p for p, _ in scores]
     detected = [max(p, key=p.__getitem__) for p in probabilities]
-    with_id, with_id_30s = (with_language(transcripts, s, args.id_model) for s in (scores, scores_30s))
+    with_id = with_language(transcripts, scores, args.id_model)
     reasons = {
         # language.id_model: none -- tiny.en's confidence and the English-word share
         "old_rule": [english_filter(t) for t in transcripts],
         # the default: the language ID vetoes unlikely English, then the same transcript rules
         "language_id_and_transcript": [english_filter(t) for t in with_id],
-        # the same, the language ID reading every clip padded to 30 s (as the stage did before)
-        "language_id_30s_and_transcript": [english_filter(t) for t in with_id_30s],
         # what a language-ID service alone would keep: English the most probable, p >= 0.5
         "language_id_alone": [None if lang == "en" and p[lang] >= 0.5 else f"language: detected {lang!r}"
                               for lang, p in zip(detected, probabilities)],
     }
+    if scores_30s is not None:  # the default with every clip padded to 30 s (as the stage did before)
+        with_id_30s = with_language(transcripts, scores_30s, args.id_model)
+        reasons["language_id_30s_and_transcript"] = [english_filter(t) for t in with_id_30s]
     totals = Counter(g for g, _ in groups)
     non_english = [g for g in totals if g not in ("en", "en_noisy")]
     results: dict[str, object] = {"clips": dict(totals), "id_model": args.id_model,
@@ -230,18 +239,20 @@ def main() -> None:
         "english_prob_quantiles_0_10_50_90_100": {
             g: [round(float(np.quantile(v, q)), 3) for q in (0, 0.1, 0.5, 0.9, 1)] for g, v in p_en.items()},
     }
-    kinds, kinds_30s = ([None if d is None else d.kind for d in map(english_decision, ts)] for ts in (with_id, with_id_30s))
-    changed = [i for i, (k, k30) in enumerate(zip(kinds, kinds_30s)) if k != k30]
-    results["window_vs_30s"] = {  # the stage's language-ID window (kebr.langid.language_id_frames) against 30 s
-        "decisions_changed": len(changed),
-        "changed": [f"{groups[i][0]}#{i}: {kinds_30s[i]} -> {kinds[i]}" for i in changed],
-        "top_language_changed": sum(max(p, key=p.__getitem__) != max(q, key=q.__getitem__)
-                                    for (p, _), (q, _) in zip(scores, scores_30s)),
-        "max_abs_english_prob_change": round(max(abs(p.get("en", 0.0) - q.get("en", 0.0))
-                                                 for (p, _), (q, _) in zip(scores, scores_30s)), 3),
-        "max_abs_no_speech_change": round(max(abs(a - b) for (_, a), (_, b) in zip(scores, scores_30s)), 3),
-        "max_no_speech_on_speech": round(max(ns for _, ns in scores), 3),
-    }
+    results["max_no_speech_on_speech"] = round(max(ns for _, ns in scores), 3)
+    if scores_30s is not None:
+        kinds, kinds_30s = ([None if d is None else d.kind for d in map(english_decision, ts)]
+                            for ts in (with_id, with_id_30s))
+        changed = [i for i, (k, k30) in enumerate(zip(kinds, kinds_30s)) if k != k30]
+        results["window_vs_30s"] = {  # the stage's language-ID window (kebr.langid.language_id_frames) against 30 s
+            "keep_or_drop_changed": sum((kinds[i] is None) != (kinds_30s[i] is None) for i in changed),
+            "kinds_changed": [f"{groups[i][0]}#{i}: {kinds_30s[i]} -> {kinds[i]}" for i in changed],
+            "top_language_changed": sum(max(p, key=p.__getitem__) != max(q, key=q.__getitem__)
+                                        for (p, _), (q, _) in zip(scores, scores_30s)),
+            "max_abs_english_prob_change": round(max(abs(p.get("en", 0.0) - q.get("en", 0.0))
+                                                     for (p, _), (q, _) in zip(scores, scores_30s)), 3),
+            "max_abs_no_speech_change": round(max(abs(a - b) for (_, a), (_, b) in zip(scores, scores_30s)), 3),
+        }
     results["seconds"] = seconds
     print(json.dumps(results, indent=2, ensure_ascii=False))
     if not args.from_rows:
