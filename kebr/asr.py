@@ -20,7 +20,7 @@ At the models' pace (issue 13; ``python bench/asr.py``): each clip is decoded on
 30 s windows turned into log-mel once (``prepare``), in a thread one batch ahead of the model
 (``Prefetcher``); both models read that log-mel. CTranslate2 runs one replica with the job's
 threads (``default_cpu_threads``), and the ASR worker starts with ``WORKER_ENV`` (no page faults
-per encoder call, no spinning OpenMP threads). On CPU the stage costs within 5 % of its bare model
+per encoder call, no spinning OpenMP threads). On CPU the stage costs 1.03 to 1.07x its bare model
 calls; kebr/language.py says why tiny.en + base, not the base alone, is the default.
 """
 
