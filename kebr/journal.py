@@ -49,7 +49,7 @@ and records the clip as ``crashed_worker`` with the signal or exit code (kebr/wo
   STALE and dropped, so the clip is redone: after a job dies mid-shard, a corrected transcript or
   label, a repointed path or a file replaced in place (replanned or not) never pairs with work done
   on the old input. Clips added to the shard have no record; records of removed clips are unused.
-- A journal written under another fingerprint (``kebr.config.stage_fingerprint``: the config keys
+- A journal written under another fingerprint (``kebr.fingerprints.stage_fingerprint``: the config keys
   the stage reads), by another stage, or in another format is discarded: records made under another
   config never mix with new ones.
 

@@ -77,7 +77,8 @@ import h5py
 import numpy as np
 
 from kebr.clips import Clip
-from kebr.config import stage_fingerprint, untrusted_pickle_message
+from kebr.config import untrusted_pickle_message
+from kebr.fingerprints import stage_fingerprint
 
 log = logging.getLogger("kebr")
 

@@ -23,7 +23,7 @@ whose model is missing with a message saying to run ``snakemake models`` on a ma
 Model versions (``stage_models``, ``model_revision``): each stage that loads a model (asr: the ASR
 and language-ID models; visual: MediaPipe's or py-feat's weights; assemble: the text model's
 tokenizer; training: its recipe's LM) carries the model's resolved revision in its fingerprint
-(kebr/config.py ``stage_fingerprint``, kebr/experiments.py ``training_fingerprint``) and in its
+(kebr/fingerprints.py ``stage_fingerprint``, kebr/experiments.py ``training_fingerprint``) and in its
 output's meta, so a model that moves (``snakemake models`` refetching an unpinned ``main``, a new
 lock upgrading a PyPI model package, a local model directory edited in place) reruns exactly the
 stages that load it, and shards of two model versions are never mixed (kebr/shards.py). A hub

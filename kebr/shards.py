@@ -4,7 +4,7 @@ Layout of schema version 2 (N clips; every string is UTF-8):
 
     /                 attrs: schema_version, dataset, shard, kebr_version, library_versions (JSON),
                              feature_config (JSON), text_model, vocab_sha1, pad_token_id,
-                             fingerprint (kebr.config.features_fingerprint of the config that made it),
+                             fingerprint (kebr.fingerprints.features_fingerprint of the config that made it),
                              models (JSON: the version of each model that made it, kebr/models.py)
     id, split, speaker        (N,) str
     label                     (N,) float32, NaN for unlabelled clips

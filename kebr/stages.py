@@ -279,7 +279,7 @@ class _ShardRun:
     """One media stage on one shard (see the module docstring)."""
 
     def __init__(self, stage: str, config: dict[str, Any], dataset: str, clips: list[Clip], out: Path) -> None:
-        from kebr.config import stage_fingerprint
+        from kebr.fingerprints import stage_fingerprint
         from kebr.models import stage_model_revisions
 
         settings = config["stages"]
@@ -494,7 +494,8 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
     frame mask in training) and the clip is ``ok`` with the modality named in ``missing``.
     """
     from kebr.asr import Transcript
-    from kebr.config import feature_stages, features_fingerprint, stage_fingerprint
+    from kebr.config import feature_stages
+    from kebr.fingerprints import features_fingerprint, stage_fingerprint
     from kebr.ingest import readable  # reasons name files; a non-UTF-8 name is spelled \xNN in UTF-8 tables
     from kebr.language import english_decision, filter_settings
     from kebr.masking import load_tokenizer

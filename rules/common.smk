@@ -1,4 +1,5 @@
-from kebr.config import fingerprint, stage_fingerprint
+from kebr.config import fingerprint
+from kebr.deviations import table_header
 from kebr.experiments import (
     finetune_run_dir,
     pretrain_variant,
@@ -7,8 +8,8 @@ from kebr.experiments import (
     table_runs,
     training_fingerprint,
 )
+from kebr.fingerprints import stage_fingerprint
 from kebr.ingest import check_sources
-from kebr.deviations import table_header
 from kebr.recipe import table_of_file
 
 RESULTS = config["results"]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kebr.config import features_fingerprint, load_config, stage_fingerprint, validate_config, write_resolved_config
+from kebr.config import load_config, validate_config, write_resolved_config
+from kebr.fingerprints import features_fingerprint, stage_fingerprint
 from kebr.experiments import recipe, training_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ import resampy
 import soundfile
 
 from kebr.clips import Clip
-from kebr.config import features_fingerprint, stage_fingerprint, validate_config
+from kebr.config import validate_config
+from kebr.fingerprints import features_fingerprint, stage_fingerprint
 from kebr.features.audio import REFERENCE_KAISER_BEST, _reference_kaiser_best, librosa33, resample_kaiser_best
 from kebr.masking import _package_path, load_tokenizer, load_vader_lexicon
 from kebr.media import load_audio, write_clip

@@ -1,6 +1,6 @@
 """Imports run one way: pyproject.toml's [tool.importlinter] contracts hold (`lint-imports`), and a
-contract of the same kinds catches a cycle and an import of a protected module in a package built
-for the test."""
+contract of each kind catches its violation (a cycle, an import of a protected module, an import
+from the bottom module) in a package built for the test."""
 
 import os
 import subprocess
@@ -14,7 +14,8 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
 def lint_imports(cwd: Path, extra_path: Path | None = None, config: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(extra_path or REPO)}
+    # COLUMNS: rich would wrap a long contract name at the terminal's width
+    env = {**os.environ, "PYTHONPATH": str(extra_path or REPO), "COLUMNS": "200"}
     command = [str(LINT_IMPORTS), "--no-cache"] + (["--config", str(config)] if config else [])
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
@@ -26,11 +27,11 @@ def test_kebr_keeps_its_import_contracts():
     # Each contract is checked and kept (a stale ignore_imports line fails the run: import-linter's
     # unmatched_ignore_imports_alerting is "error" by default).
     for contract in contracts:
-        assert f"{contract['name']} KEPT" in result.stdout
+        assert f"{contract['name']} KEPT" in result.stdout, contract["name"]
     assert f"Contracts: {len(contracts)} kept, 0 broken." in result.stdout
 
 
-def test_contracts_catch_a_cycle_and_an_import_of_the_demo(tmp_path):
+def test_contracts_catch_a_cycle_an_import_of_the_demo_and_one_from_config(tmp_path):
     package = tmp_path / "pkg"
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -53,18 +54,25 @@ def test_contracts_catch_a_cycle_and_an_import_of_the_demo(tmp_path):
         name = "No import cycle"
         type = "acyclic_siblings"
         ancestors = ["pkg"]
+
+        [[tool.importlinter.contracts]]
+        name = "config is at the bottom"
+        type = "forbidden"
+        source_modules = ["pkg.config"]
+        forbidden_modules = ["pkg.*"]
         """))
     result = lint_imports(tmp_path, extra_path=tmp_path, config=config)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Only the demo's corpus writer" not in result.stdout  # kebr's own contracts are not read
     assert "Only the CLI imports the demo BROKEN" in result.stdout
     assert "No import cycle BROKEN" in result.stdout
-    assert "pkg.stages -> pkg.demo" in result.stdout
-    assert "Contracts: 0 kept, 2 broken." in result.stdout
+    assert "config is at the bottom BROKEN" in result.stdout
+    assert "pkg.stages -> pkg.demo" in result.stdout and "pkg.config -> pkg.stages" in result.stdout
+    assert "Contracts: 0 kept, 3 broken." in result.stdout
 
     # Without the offending imports both contracts hold.
     (package / "stages.py").write_text("from pkg import config\n")
     (package / "config.py").write_text("")
     result = lint_imports(tmp_path, extra_path=tmp_path, config=config)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 2 kept, 0 broken." in result.stdout
+    assert "Contracts: 3 kept, 0 broken." in result.stdout

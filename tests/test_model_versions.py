@@ -14,7 +14,8 @@ import pytest
 
 from conftest import ENV, planned_jobs
 from kebr import models
-from kebr.config import features_fingerprint, load_config, stage_fingerprint, validate_config
+from kebr.config import load_config, validate_config
+from kebr.fingerprints import features_fingerprint, stage_fingerprint
 from kebr.experiments import training_fingerprint
 from kebr.journal import read_stage_output
 from kebr.masking import bundled_text_model_path, load_tokenizer

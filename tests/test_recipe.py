@@ -211,7 +211,7 @@ def test_paper_recipe_trains_through_pretraining_and_finetuning(tmp_path):
     override, and 2 epochs): both runs finish, record the recipe, and read the config's own shards."""
     from test_train import D_A, D_V, L, SENTENCES, SPLITS, T_A, T_V
 
-    from kebr.config import features_fingerprint
+    from kebr.fingerprints import features_fingerprint
     from kebr.experiments import run_finetuning, run_pretraining
     from kebr.masking import SentimentMasker, load_tokenizer
     from kebr.shards import ShardRow, write_shard

@@ -26,7 +26,8 @@ import pytest
 from skimage import data
 
 from kebr.clips import Clip, ClipError, input_digest
-from kebr.config import load_config, stage_fingerprint
+from kebr.config import load_config
+from kebr.fingerprints import stage_fingerprint
 from kebr.democorpus import write_dirty_clips
 from kebr.ingest import read_clip_table, write_clip_table
 from kebr.journal import read_stage_output
