@@ -296,3 +296,30 @@ def test_text_only_reads_no_audio_or_video_and_heads_the_lms_pooled_states(batch
     backbone, heads = model.param_groups(5e-6, 1e-4)
     assert sum(p.numel() for p in backbone["params"]) == n_params(model.text)
     assert sum(p.numel() for p in heads["params"]) == n_params(model.pretrain_head) + n_params(model.finetune_head)
+
+
+def test_a_zero_fusion_gate_starts_as_the_lm_alone_and_learns_to_open(batch: dict) -> None:
+    """model.fusion_gate: fused = X_0 + gate * (X_K - X_0), gate 0 at initialisation. An untrained gated
+    KEBR predicts what the text-only model with the same LM and head predicts; one step of the loss
+    moves the gate (its gradient is TCMF's change projected on the loss's), and then audio matters."""
+    torch.manual_seed(0)
+    gated = KEBR(KEBRConfig(d_audio=D_A, d_video=D_V, fusion_gate=True)).eval()
+    text_only = KEBR(KEBRConfig(d_audio=D_A, d_video=D_V, text_only=True)).eval()
+    text_only.text.load_state_dict(gated.text.state_dict())
+    text_only.finetune_head.load_state_dict(gated.finetune_head.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(run(gated, batch, pretrain=False)["prediction"],
+                                   run(text_only, batch, pretrain=False)["prediction"])
+    assert float(gated.fusion_gate) == 0.0
+    backbone, _ = gated.param_groups(5e-6, 1e-4)
+    assert any(p is gated.fusion_gate for p in backbone["params"])  # trained with TCMF
+    gated.train()
+    loss = run(gated, batch, pretrain=False)["prediction"].sub(torch.tensor([2.0, -2.0])).abs().mean()
+    loss.backward()
+    assert gated.fusion_gate.grad is not None and float(gated.fusion_gate.grad.abs()) > 0
+    with torch.no_grad():
+        gated.fusion_gate.fill_(0.5)
+        gated.eval()
+        louder = {**batch, "audio": batch["audio"] * 10}
+        assert not torch.equal(run(gated, batch, pretrain=False)["prediction"],
+                               run(gated, louder, pretrain=False)["prediction"])

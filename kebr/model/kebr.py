@@ -32,6 +32,9 @@ class KEBRConfig:
     text_only: no TCMF at all: the head reads the LM's own states and the audio and video inputs are
         ignored (variant ``text_only``, the text-only baseline every multimodal sentiment paper compares
         against; not one of the paper's ablations).
+    fusion_gate: X_K = X_0 + gate * (TCMF(X_0) - X_0) with a learned scalar gate, zero at initialisation
+        (neither the paper nor the reference has it; off by default). An untrained gated model is its LM
+        alone; see README "KEBR against text only" for what it changes there.
     """
 
     d_audio: int
@@ -48,6 +51,7 @@ class KEBRConfig:
     freeze_text: bool = False
     head_hidden: int = 256
     text_only: bool = False
+    fusion_gate: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +82,9 @@ class KEBR(nn.Module):
             mask_padding=config.mask_padding,
             text_query=config.text_query,
         )
+        # A learned scalar, zero at initialisation: fused = X_0 + gate * (X_K - X_0), so the model starts
+        # as its LM alone and takes in TCMF's change only as far as training finds it helps.
+        self.fusion_gate = nn.Parameter(torch.zeros(())) if config.fusion_gate and self.tcmf is not None else None
         self.pretrain_head = RegressionHead(d_text, config.head_hidden, config.dropout)
         self.finetune_head = RegressionHead(d_text, config.head_hidden, config.dropout)
 
@@ -108,6 +115,8 @@ class KEBR(nn.Module):
         if text_hidden is None:
             text_hidden = self.text(input_ids, attention_mask)
         fused = text_hidden if self.tcmf is None else self.tcmf(text_hidden, audio, video, audio_mask, video_mask)
+        if self.fusion_gate is not None:
+            fused = text_hidden + self.fusion_gate * (fused - text_hidden)
         if mask_index is not None:
             pooled = gather_at(fused, mask_index)
             prediction = self.pretrain_head(pooled)
@@ -120,6 +129,7 @@ class KEBR(nn.Module):
         """Adam parameter groups: LM (when trainable) + TCMF at ``lr_backbone``, heads at ``lr_head``
         (spec 6: 5e-6 and 1e-4 in fine-tuning; pretraining uses 1e-4 for both)."""
         fusion = [] if self.tcmf is None else [*self.tcmf.parameters()]
+        fusion += [] if self.fusion_gate is None else [self.fusion_gate]
         backbone = [p for p in [*self.text.parameters(), *fusion] if p.requires_grad]
         heads = [*self.pretrain_head.parameters(), *self.finetune_head.parameters()]
         return [{"params": backbone, "lr": lr_backbone}, {"params": heads, "lr": lr_head}]
