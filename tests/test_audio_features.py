@@ -116,6 +116,32 @@ def test_truncation_at_max_frames(speech):
     assert AudioFeatureExtractor(max_frames=7).from_waveform(long).shape == (7, 33)
 
 
+def test_memoised_cqt_filter_banks_give_bit_identical_features(speech, monkeypatch):
+    """chroma_cqt's filter banks come from an in-memory memo keyed by the clip's tuning; every value
+    equals librosa's own build, on the first clip of a tuning and on the later ones served from the memo."""
+    import librosa.core.constantq as constantq
+
+    assert audio.memoise_cqt_filters()
+    memo = constantq.__dict__["__vqt_filter_fft"]
+    assert memo.kebr_memoised
+    # Speech and tones tuned apart (A at 440 Hz and a quarter of a semitone sharp): distinct tunings.
+    waveforms = [speech, 0.5 * speech, tone(440.0, 2.0), tone(440.0 * 2 ** (0.25 / 12), 2.0)]
+    tunings = {round(float(librosa.estimate_tuning(y=y, sr=SR, bins_per_octave=36)), 2) for y in waveforms}
+    assert len(tunings) >= 2
+    memo.banks.clear()
+    first = [librosa33(y) for y in waveforms]
+    built = len(memo.banks)
+    assert 7 <= built <= 7 * len(waveforms)  # one bank per octave and tuning, shared where tunings agree
+    again = [librosa33(y) for y in waveforms]
+    assert len(memo.banks) == built  # the second pass built nothing
+    monkeypatch.setattr(constantq, "__vqt_filter_fft", memo.__wrapped__)
+    plain = [librosa33(y) for y in waveforms]
+    for a, b, c in zip(first, again, plain):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+    assert np.ptp(plain[2][:, 24:]) > 0.1  # the tone's chroma is not flat: the banks did real work
+
+
 def test_egemaps_equals_direct_opensmile(speech):
     extractor = AudioFeatureExtractor(["egemaps"], max_frames=10_000)
     features = extractor.from_waveform(speech)

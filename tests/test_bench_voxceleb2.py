@@ -21,6 +21,7 @@ _spec.loader.exec_module(vox)
 
 N = vox.VOXCELEB2_CLIPS
 SHARDS = math.ceil(N / 1000)
+ENGLISH = 947_000  # what pretraining runs over: the spec's "the paper keeps 947K English clips"
 
 
 def write(folder: Path, **files: dict | list[dict]) -> Path:
@@ -102,8 +103,8 @@ def test_gpu_rates_from_gpu_check_mark_stages_measured_and_set_the_hours(tmp_pat
     result = run(tmp_path, gpu_check=checks)
     pre, lm, asr = (result["stages"][k] for k in ("pretrain", "lm_cache", "asr"))
     assert {"pretrain", "lm_cache", "asr"} <= set(result["measured_stages"])
-    assert pre["kind"] == "gpu" and pre["hours"] == pytest.approx(N * 200 / 2000 / 3600, rel=1e-4)
-    assert lm["hours"] == pytest.approx(N * 25.6 / 25_600 / 3600, rel=1e-4)
+    assert pre["kind"] == "gpu" and pre["hours"] == pytest.approx(ENGLISH * 200 / 2000 / 3600, rel=1e-4)
+    assert lm["hours"] == pytest.approx(ENGLISH * 25.6 / 25_600 / 3600, rel=1e-4)
     assert asr["kind"] == "gpu" and asr["hours"] == pytest.approx(N / 200 / 3600, rel=1e-4)
     assert result["features_cores_free"] == 32 - 4 * 2  # the GPU ASR jobs hold their cores
     assert result["phases_hours"]["features_gpu"] == pytest.approx(N / 200 / 3600, abs=1e-3)
@@ -116,19 +117,43 @@ def test_gpu_rates_from_gpu_check_mark_stages_measured_and_set_the_hours(tmp_pat
     # A later epoch of the same pretrain() (the compile check's eager run) is the steady state: it wins.
     steady = run(tmp_path, "steady", gpu_check=[checks[1], {"check": "compile", "eager_samples_per_s": 2500.0,
                                                           "compiled_samples_per_s": 5000.0}])
-    assert steady["stages"]["pretrain"]["hours"] == pytest.approx(N * 200 / 2500 / 3600, rel=1e-4)
-    # The config's step (compile auto: CUDA graphs on one GPU, eager under DDP; bf16) where measured.
-    variants = {"check": "compile_run2", "eager_bf16": {"samples_per_s": 1500.0},
+    assert steady["stages"]["pretrain"]["hours"] == pytest.approx(ENGLISH * 200 / 2500 / 3600, rel=1e-4)
+    # The config's step (compile auto: CUDA graphs on one GPU, eager under DDP; amp off: fp32) where measured.
+    variants = {"check": "compile_run2", "eager_bf16": {"samples_per_s": 1500.0}, "eager_fp32": {"samples_per_s": 1600.0},
                 "cudagraphs_bf16": {"samples_per_s": 3000.0}, "cudagraphs_fp32": {"samples_per_s": 3500.0}}
     graphs = run(tmp_path, "graphs", gpu_check=[checks[1], variants])
-    assert graphs["stages"]["pretrain"]["rate"] == pytest.approx(3000.0)
+    assert graphs["stages"]["pretrain"]["rate"] == pytest.approx(3500.0)
     ddp = vox.projection(write(tmp_path / "ddp", **BASE, gpu_check=[checks[1], variants]), 32, 2, spec=spec(tmp_path))
-    assert ddp["stages"]["pretrain"]["rate"] == pytest.approx(2 * 1500.0)
+    assert ddp["stages"]["pretrain"]["rate"] == pytest.approx(2 * 1600.0)
     faster = run(tmp_path, "faster", gpu_check=[{**checks[1], "pretrain_samples_per_s": 4000.0}])
     assert faster["stages"]["pretrain"]["hours"] == pytest.approx(pre["hours"] / 2, rel=1e-4)
     # The loader's supply with the config's 4 workers caps a GPU rate measured with more of them.
     capped = run(tmp_path, "capped", gpu_check=[{**checks[1], "pretrain_samples_per_s": 10_000.0}])
     assert capped["stages"]["pretrain"]["rate"] == pytest.approx(1000.0 * 4)
+
+
+def test_pretraining_runs_over_the_english_clips_and_every_clip_is_the_upper_bound(tmp_path):
+    """Every clip is transcribed and featurised; the LM cache and the epochs run over the English clips the
+    data spec counts (the paper's 947K), and the JSON gives the every-clip total beside it."""
+    gpu = [{"check": "loader", "pretrain_samples_per_s": 2000.0, "clips": 1000, "sidecar_build_and_setup_s": 1.0}]
+    folder = write(tmp_path / "r", **BASE, gpu_check=gpu)
+    english = vox.projection(folder, 32, 1, spec=spec(tmp_path))
+    every = vox.projection(folder, 32, 1, spec=spec(tmp_path), every_clip=True)
+    assert (english["pretrain_clips"], every["pretrain_clips"]) == (ENGLISH, N)
+    assert english["stages"]["asr"]["clips"] == every["stages"]["asr"]["clips"] == N
+    assert english["stages"]["pretrain"]["hours"] == pytest.approx(ENGLISH * 200 / 2000 / 3600, rel=1e-4)
+    assert every["stages"]["pretrain"]["hours"] == pytest.approx(N * 200 / 2000 / 3600, rel=1e-4)
+    assert english["total_hours_pretraining_every_clip"] == every["total_hours"]
+    # The other clips' epochs and their LM-cache build (1,000 clips a second here), nothing else.
+    assert every["total_hours"] - english["total_hours"] == pytest.approx((N - ENGLISH) * (200 / 2000 + 1 / 1000) / 3600,
+                                                                          abs=0.01)
+    assert vox.english_clips(tmp_path / "no-spec.md")[0] == vox.FALLBACK_ENGLISH_CLIPS
+    # ASR on the CPU (no GPU rate): the total if a GPU ASR kept pace, the CPU pool without ASR.
+    p = english["phases_hours"]
+    assert english["total_hours_if_gpu_asr_keeps_pace"] == pytest.approx(
+        p["plan"] + english["features_hours_without_asr_on_cpu"] + p["features_fill"] + p["lm_cache"] + p["pretrain"],
+        abs=0.01)
+    assert english["total_hours_if_gpu_asr_keeps_pace"] < english["total_hours"]
 
 
 def test_total_is_plan_plus_features_plus_the_pretrain_job_and_names_the_critical_path(tmp_path):

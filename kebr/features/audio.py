@@ -49,6 +49,7 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import librosa
 import numpy as np
@@ -134,9 +135,70 @@ def numba_compile_lock() -> Iterator[None]:
         yield
 
 
+# chroma_cqt builds its constant-Q filter bank (a wavelet per bin, its FFT, sparsified) for every
+# clip: two thirds of the audio stage's CPU time on speech clips (cProfile, bench/voxceleb2.py
+# --measure). The bank depends on the clip only through its estimated tuning, which librosa rounds to
+# 0.01 of a bin, so a corpus needs at most ~100 banks per octave. librosa caches the builder
+# (``@cache(level=10)``) only to disk through joblib and only when LIBROSA_CACHE_DIR is set: 92 MB of
+# pickles for 48 clips, slower than building cold. So the builder is memoised in memory, per process,
+# here: same inputs, same arrays (copies: ``vqt`` scales its basis in place), so the features are
+# bit-identical (tests/test_features.py). Where librosa changes the private builder's name or
+# signature the memo is not installed and librosa runs as released.
+_CQT_FILTER_BUILDER = "__vqt_filter_fft"
+_CQT_FILTERS_MAX = 4096  # entries (about 30 kB each), a bound that a corpus never reaches
+
+
+def _memoised(build: Any) -> Any:
+    banks: dict[tuple, tuple] = {}
+
+    def memoised_build(sr: float, freqs: np.ndarray, filter_scale: float, norm: Any, sparsity: float,
+                       hop_length: int | None = None, window: Any = "hann", gamma: float = 0.0,
+                       dtype: Any = np.complex64, alpha: np.ndarray | None = None) -> tuple:
+        args = (sr, freqs, filter_scale, norm, sparsity, hop_length, window, gamma, dtype, alpha)
+        try:
+            key = (float(sr), np.asarray(freqs).tobytes(), filter_scale, norm, sparsity, hop_length, window,
+                   float(gamma), np.dtype(dtype).str, None if alpha is None else np.asarray(alpha).tobytes())
+            hash(key)
+        except TypeError:  # an unhashable window: build as librosa would
+            return build(*args)
+        if key not in banks:
+            if len(banks) >= _CQT_FILTERS_MAX:
+                banks.clear()
+            banks[key] = build(*args)
+        basis, n_fft, lengths = banks[key]
+        return basis.copy(), n_fft, lengths.copy()
+
+    memoised_build.kebr_memoised = True  # type: ignore[attr-defined]
+    memoised_build.banks = banks  # type: ignore[attr-defined]
+    memoised_build.__wrapped__ = build  # type: ignore[attr-defined]
+    return memoised_build
+
+
+@functools.cache
+def memoise_cqt_filters() -> bool:
+    """Install the in-memory memo of librosa's constant-Q filter builder (once per process); False
+    where this librosa has no such builder (then nothing changes)."""
+    import inspect
+
+    import librosa.core.constantq as constantq
+
+    build = constantq.__dict__.get(_CQT_FILTER_BUILDER)
+    if build is None or getattr(build, "kebr_memoised", False):
+        return build is not None
+    expected = ["sr", "freqs", "filter_scale", "norm", "sparsity", "hop_length", "window", "gamma", "dtype",
+                "alpha"]
+    if list(inspect.signature(build).parameters) != expected:
+        log.warning("librosa %s: %s has another signature; chroma_cqt runs unmemoised", librosa.__version__,
+                    _CQT_FILTER_BUILDER)
+        return False
+    setattr(constantq, _CQT_FILTER_BUILDER, _memoised(build))
+    return True
+
+
 def librosa33(waveform: np.ndarray, sample_rate: int = 22050, hop_length: int = 512) -> np.ndarray:
     """The reference's 33 features per frame, (T, 33) float32: zcr, 20 MFCC, 12 chroma."""
     y = np.asarray(waveform, dtype=np.float32)
+    memoise_cqt_filters()
     with warnings.catch_warnings():
         # Short clips (and chroma_cqt's downsampled octaves of every clip) are shorter than the
         # FFT; librosa zero-pads them as intended and warns each time, which would flood the logs.
