@@ -94,10 +94,16 @@ PEAK_BF16 = 989e12
 # 45 s, `snakemake -n pretrain_voxceleb2` after it 14 s. <results>/dag.json (bench/dag.py's JSON:
 # plan_s, dry_run_s, clips) replaces them.
 PLAN_S, DAG_S, PLAN_CLIPS = 45.0, 14.0, 1_128_246
-# `python bench/voxceleb2.py --measure` on 2026-12-04, this machine (2 shared cores, load ~5): the audio
+# `python bench/voxceleb2.py --measure` on 2026-12-05, this machine (2 cores, load 1 to 3): the audio
 # stage's work (kebr.stages.AudioWork, librosa33, probe + decode + features) over the 63 demo clips
-# (188.1 media s) after a warm-up: 5.35, 6.75 and 6.50 CPU-s in three runs; the highest is kept.
-AUDIO_CPU_S_PER_MEDIA_S = 6.754 / 188.1
+# (188.1 media s) after a warm-up: 3.038 CPU-s while it built the chroma filter banks of the clips'
+# 44 tunings (308 banks), 1.585 CPU-s once they existed, the steady state of a job (kebr/features/audio.py
+# memoises them). The same clips without the memo: 3.48 CPU-s, twice (a job paid that on every clip).
+# On 2026-12-04 at a load of ~5: 5.35 to 6.75 CPU-s without the memo.
+AUDIO_CPU_S_PER_MEDIA_S = 1.585 / 188.1
+AUDIO_BANK_BUILD_S = (3.038 - 1.585) / 308
+# A job builds at most one bank per tuning (librosa estimates it to 0.01 of a bin: 100 values) and octave (7).
+AUDIO_BANKS_PER_JOB = 100 * 7
 # `python bench/voxceleb2.py --measure` (same day and machine): the visual stage's work (VisualWork, MediaPipe
 # at 6 fps) over the same clips: 7.14 and 6.97 CPU-s. Used only while visual.json (bench/visual.py) is missing.
 VISUAL_CPU_S_PER_MEDIA_S = 7.144 / 188.1
@@ -348,10 +354,13 @@ def feature_stage(name: str, results: dict[str, dict | None], clips: int, clip_s
                      threads=threads, job_overhead_s=WORKER_START_S["visual"])
     if name == "audio":
         rate = AUDIO_CPU_S_PER_MEDIA_S
+        banks_s = AUDIO_BANKS_PER_JOB * AUDIO_BANK_BUILD_S
         return Stage("audio", "cpu", clips, rate * clip_s, "CPU-s/media s", rate,
-                     "constant AUDIO_CPU_S_PER_MEDIA_S (bench/voxceleb2.py --measure)", True,
-                     "librosa33 stage work on the demo clips, CPU time on this machine", threads=threads,
-                     job_overhead_s=WORKER_START_S["audio"])
+                     "constants AUDIO_CPU_S_PER_MEDIA_S, AUDIO_BANK_BUILD_S (bench/voxceleb2.py --measure)", True,
+                     "librosa33 stage work on the demo clips once their filter banks exist, CPU time on this machine",
+                     threads=threads, job_overhead_s=WORKER_START_S["audio"] + banks_s,
+                     notes=[f"per job: worker start {WORKER_START_S['audio']} s + at most {AUDIO_BANKS_PER_JOB} "
+                            f"chroma filter banks x {AUDIO_BANK_BUILD_S * 1000:.1f} ms = {banks_s:.1f} s"])
     return Stage("assemble", "cpu", clips, ASSEMBLE_CPU_S_PER_CLIP, "CPU-s/clip", ASSEMBLE_CPU_S_PER_CLIP,
                  "constants ASSEMBLE_CPU_S_PER_CLIP, ASSEMBLE_JOB_S (bench/voxceleb2.py --measure)", True,
                  "English filter + masking + shard write of the demo shard, CPU time on this machine",
