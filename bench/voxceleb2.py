@@ -90,7 +90,7 @@ TARGET_HOURS = 12.0
 PEAK_BF16 = 989e12
 
 # ---- documented constants: measured on this machine where no bench writes the rate to JSON ----------
-# README "Planning at scale" (python bench/dag.py, 2 cores): `kebr plan` of a 1,128,246-clip manifest
+# docs/scale.md "Planning at scale" (python bench/dag.py, 2 cores): `kebr plan` of a 1,128,246-clip manifest
 # 45 s, `snakemake -n pretrain_voxceleb2` after it 14 s. <results>/dag.json (bench/dag.py's JSON:
 # plan_s, dry_run_s, clips) replaces them.
 PLAN_S, DAG_S, PLAN_CLIPS = 45.0, 14.0, 1_128_246
@@ -112,11 +112,12 @@ VISUAL_CPU_S_PER_MEDIA_S = 7.144 / 188.1
 # (--measure runs it after the other stages have imported what it needs, so there both runs are warm.)
 ASSEMBLE_CPU_S_PER_CLIP = 0.142 / 63
 ASSEMBLE_JOB_S = 2.469 - 0.142
-# README "What the robustness costs" (python bench/stage_outputs.py): a spawned worker's start with its
+# docs/scale.md "What the robustness costs" (python bench/stage_outputs.py): a spawned worker's start with its
 # models loaded, per shard job, wall seconds at a load of ~11 (so an upper bound on its CPU-seconds).
 WORKER_START_S = {"asr": 3.7, "audio": 12.3, "visual": 6.3}
-# README "What each stage does" (python bench/langid.py, eSpeak NG clips): CPU-s per clip of tiny.en
-# (1.1) and of the language ID (1.3). Used only while asr.json is missing.
+# The README's "What each stage does" before commit e4b3212 (python bench/langid.py, eSpeak NG clips): CPU-s
+# per clip of tiny.en (1.1) and of the language ID (1.3); the section, now docs/corpora.md, quotes later
+# runs. Used only while asr.json is missing.
 ASR_README_CPU_S_PER_CLIP = 1.1 + 1.3
 # `python bench/voxceleb2.py --measure`: one cached pretraining step (kebr.train.loop.train_epoch, batch
 # 32, 39-token MiniLM states from a sidecar, bf16 autocast, fused Adam) dispatches 618 aten ops that
@@ -299,14 +300,14 @@ def plan_stage(results: dict[str, dict | None], clips: int) -> Stage:
         source = "dag.json: (plan_s + dry_run_s) / clips"
     else:
         seconds = (PLAN_S + DAG_S) / PLAN_CLIPS * clips
-        source = "README 'Planning at scale' (bench/dag.py): 45 s plan + 14 s DAG per 1,128,246 clips"
+        source = "docs/scale.md 'Planning at scale' (bench/dag.py): 45 s plan + 14 s DAG per 1,128,246 clips"
     return Stage("plan", "serial", clips, seconds / clips, "s for the corpus", round(seconds, 1), source, True,
                  "one process, measured on this machine at VoxCeleb2's clip count")
 
 
 def asr_stage(results: dict[str, dict | None], checks: dict[str, dict], clips: int, clip_s: float,
               threads: int, gpus: int = 1) -> Stage:
-    """ASR + language ID: on the GPU at a measured GPU rate, else on the CPU (asr.json, else README)."""
+    """ASR + language ID: on the GPU at a measured GPU rate, else on the CPU (asr.json, else an old README figure)."""
     gpu = checks.get("asr") or results.get("asr_gpu")
     if gpu and gpu.get("dry_run") is not True and float(gpu.get("clips_per_s", 0)) > 0:
         # Per clip or per media second, whichever is slower for VoxCeleb2's clips (as on the CPU).
@@ -333,7 +334,8 @@ def asr_stage(results: dict[str, dict | None], checks: dict[str, dict], clips: i
                      "stage CPU time on this machine (language ID on); GPU not credited: no GPU ASR rate measured",
                      threads=threads, job_overhead_s=WORKER_START_S["asr"], notes=[note])
     return Stage("asr", "cpu", clips, ASR_README_CPU_S_PER_CLIP, "CPU-s/clip", ASR_README_CPU_S_PER_CLIP,
-                 "README 'What each stage does' (bench/langid.py): tiny.en 1.1 + language ID 1.3 CPU-s/clip", False,
+                 "README 'What each stage does' before e4b3212 (bench/langid.py): tiny.en 1.1 + language ID 1.3 "
+                 "CPU-s/clip", False,
                  "asr.json missing: an older measurement on short eSpeak clips, before item 4; GPU not credited",
                  threads=threads, job_overhead_s=WORKER_START_S["asr"])
 

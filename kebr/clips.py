@@ -1,6 +1,6 @@
 """The clip record every stage passes around, and how a failure on one clip is classified.
 
-Three kinds of failure, three outcomes (README "What each stage does with bad input"):
+Three kinds of failure, three outcomes (docs/corpora.md "Bad input, crashes and kills"):
 
 - ``ClipError``: something about the clip's CONTENT (an empty or unreadable file, no audio or video
   stream, silence, no face, no speech, not English, too long). The clip is skipped for good with a
@@ -140,7 +140,7 @@ class Clip:
     speaker: str = ""
     shard: str = ""
     # "<bytes> <mtime_ns>" of the media when planned ("" = none, or not there): a file replaced in
-    # place changes its plan row, so a replan reruns its shard (README "Your corpora").
+    # place changes its plan row, so a replan reruns its shard (docs/configuration.md).
     video_stat: str = ""
     audio_stat: str = ""
 

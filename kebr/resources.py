@@ -84,7 +84,7 @@ def device(config: dict[str, Any], stage: str, dataset: str | None) -> str:
 
 def gpus(config: dict[str, Any], stage: str, workflow: Any = None) -> Callable[..., int]:
     """1 when the stage's device is ``cuda``, else 0. ``auto`` asks for no GPU: a scheduler hands
-    out GPUs only on request, so a job that must have one says ``cuda`` (README "Clusters").
+    out GPUs only on request, so a job that must have one says ``cuda`` (docs/scale.md "Scale and clusters").
 
     ASR jobs share GPUs through ``asr_gpu_slots`` instead when the run declares that resource and
     runs its jobs itself (``--resources asr_gpu_slots=N``, as profiles/local does): they then ask

@@ -4,33 +4,10 @@ asr, audio and visual are independent (they run in parallel, ASR on a GPU node w
 assemble joins them with the English filter and the masking into the HDF5 shard and the shard's
 status table; report gathers every shard's status into clips.tsv and clips_summary.tsv.
 
-How a media stage (asr, audio, visual) runs on one shard (``run_media_stage``):
-
-- The job's process (the parent) keeps the shard's journal (kebr/journal.py) and never touches
-  media. One supervised worker process (kebr/worker.py) loads the models once and processes the
-  clips: one at a time, or for ASR in batches of ``asr.batch_size``, cut at fixed places of the
-  plan so that a rerun batches exactly as the first run did. Gold transcripts need no worker.
-- Before the worker touches a clip, the journal marks it started; its record is journaled the
-  moment it comes back. A clip that crashes the worker (segfault, abort, out-of-memory kill) or
-  runs past ``stages.clip_timeout_s`` is skipped with that reason, and a fresh worker takes the
-  rest; a crashed or timed-out ASR batch is rerun one clip at a time, so the crash lands on the
-  clip that caused it while healthy shards keep their batching.
-- A clip whose worker needs more memory than the job has (the rule's ``resources.mem_mb``, or the
-  job's cgroup limit where lower; kebr/worker.py) is skipped as ``too_large`` with the peak it
-  reached, before the out-of-memory killer can take the job; an ASR batch over it goes clip by clip.
-- What a skip is and what is retried (kebr/clips.py): content problems are skips with a reason and
-  a kind; transient I/O and GPU errors are retried ``stages.transient_retries`` times with
-  exponential backoff from ``stages.retry_backoff_s``, then fail the job (non-zero exit, so
-  Snakemake retries it) with nothing journaled as skipped, and a clip whose transient error
-  persists in two job runs is skipped as ``persistent_error`` (the journal counts the runs), so no
-  file blocks its shard; anything else is an unexpected error,
-  recorded and counted, and a shard where more than the dataset's ``max_error_fraction`` of the
-  clips hit one fails loudly naming the most common errors (its journal stays, and a rerun retries
-  exactly those clips).
-- SIGTERM/SIGINT: the in-flight clips are journaled as interrupted (retried on restart, not
-  skipped) and the job exits with 128 + the signal number.
-- Progress is logged every ``stages.progress_every_clips`` clips or ``stages.progress_every_s``
-  seconds (a tqdm bar instead when stderr is a terminal).
+How a media stage (asr, audio, visual) runs on one shard (``run_media_stage``): what is skipped as
+what, retried or fatal is docs/corpora.md "Bad input, crashes and kills"; how the parent, its
+supervised worker (kebr/worker.py) and the journal (kebr/journal.py) do it is docs/ARCHITECTURE.md
+"How a media stage runs".
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def build_table(title: str, rows: list[dict[str, Any]], out_md: Path, out_csv: P
           "of the corpus's official test set (MOSI 686, MOSEI 4,659); the published numbers are comparable "
           "only when they are equal. `Avg`: the paper's average improvement, the mean relative change of "
           "Acc-2, F1 (Has0 and Non0), Acc-7, MAE (lower is better) and Corr against the run in `Avg against`, "
-          "from our means over seeds; `paper Avg` is the paper's, signed (README, \"The tables' Avg\").", "",
+          "from our means over seeds; `paper Avg` is the paper's, signed (docs/training.md, \"The tables' Avg\").", "",
           "| run | seeds | test clips | " + " | ".join(COLUMNS) + " | Avg | Avg against"
           + " | paper row | paper Acc-2 | paper F1 | paper Acc-7 | paper MAE | paper Corr | paper Avg |",
           "|---" * (6 + len(COLUMNS) + len(PAPER_COLUMNS)) + "|"]

@@ -38,7 +38,7 @@ what it touches within one poll; measured, 18 MB past a 1181 MB share for a work
 
 The next task after a death gets a fresh child. Children are started with ``spawn``, never forked
 from the parent: CTranslate2, MediaPipe and torch start threads that do not survive a fork, and a
-spawned child costs one interpreter start plus the model load (measured in README "Scale").
+spawned child costs one interpreter start plus the model load (measured in docs/scale.md "What the robustness costs").
 
 Each child asks the kernel to kill it when the parent dies (``PR_SET_PDEATHSIG``), raises its own
 ``oom_score_adj`` so that an out-of-memory killer picks the child, not the parent that keeps the

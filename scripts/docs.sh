@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate the pictures under docs/: two figures of the demo (shown in README.md) and the rule graph.
+# Regenerate the pictures under docs/: two figures of the demo (shown in docs/figures.md,
+# the first also in README.md) and the rule graph.
 #   bash scripts/docs.sh        # after scripts/setup.sh; runs the demo first where it has not run
 # Needs Graphviz's `dot` for the rule graph (installed here from Debian when run as root). With
 # Debian's `chromium` installed (apt-get install chromium) it also screenshots the report to

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv in the repository root and install kebr with everything it needs, from PyPI only;
-# then .venv-slurm, the Snakemake that submits to SLURM (README "Clusters"). Idempotent: a second
+# then .venv-slurm, the Snakemake that submits to SLURM (docs/scale.md "SLURM"). Idempotent: a second
 # run re-checks the install and takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."

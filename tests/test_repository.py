@@ -1,6 +1,8 @@
-"""The README tells the truth about the code: the shard schema version, every config key, `kebr` command
-and Snakemake target it names exist, its config snippets validate, and the repository root holds only
-what it names. Also: why kebr.config validates the config rather than Snakemake's `validate`."""
+"""The docs (README.md and every docs/*.md page) tell the truth about the code: the shard schema
+version, every config key, `kebr` command, Snakemake target and test they name exist, their config
+snippets validate, their links lead to a page and heading that exist, and the repository root holds
+only what the Layout section names. Also: why kebr.config validates the config rather than
+Snakemake's `validate`."""
 
 import copy
 import re
@@ -19,9 +21,13 @@ from kebr.shards import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
+# The front page and the pages it links, one per topic: every check below reads all of them.
+PAGES = {path.relative_to(REPO).as_posix(): path.read_text()
+         for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
 SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
-CODE_BLOCKS = re.findall(r"```(\w*)\n(.*?)```", README, re.S)
-INLINE = re.findall(r"(?<!`)`([^`\n]+)`(?!`)", re.sub(r"```.*?```", "", README, flags=re.S))
+CODE_BLOCKS = [block for text in PAGES.values() for block in re.findall(r"```(\w*)\n(.*?)```", text, re.S)]
+INLINE = [t for text in PAGES.values()
+          for t in re.findall(r"(?<!`)`([^`\n]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))]
 
 
 def schema_paths(node: dict, prefix: str = "") -> set[str]:
@@ -36,16 +42,24 @@ def schema_paths(node: dict, prefix: str = "") -> set[str]:
     return paths
 
 
-def test_readme_names_the_shard_schema_version():
-    versions = set(re.findall(r"schema version (\d+)", README))
+def test_readme_is_a_front_page_that_links_every_docs_page():
+    """Under 200 lines, and every page under docs/ is one of its links."""
+    assert len(README.splitlines()) < 200
+    linked = {target.split("#")[0] for target in re.findall(r"\]\((docs/[^)\s]+)\)", README)}
+    pages = {name for name in PAGES if name.startswith("docs/")}
+    assert len(pages) >= 10 and sorted(pages - linked) == []
+
+
+def test_docs_name_the_shard_schema_version():
+    versions = {v for text in PAGES.values() for v in re.findall(r"schema version (\d+)", text)}
     assert versions == {str(SCHEMA_VERSION)}
 
 
-def test_readme_config_keys_exist():
+def test_docs_config_keys_exist():
     paths = schema_paths(SCHEMA)
     names = {p.rsplit(".", 1)[-1] for p in paths}
     top = {p for p in paths if "." not in p}
-    files = ("md", "csv", "tsv", "png", "svg", "html", "yaml", "json", "h5", "py", "smk")
+    files = ("md", "csv", "tsv", "png", "svg", "html", "yaml", "json", "h5", "py", "smk", "bin")
     dotted = [t for t in INLINE if re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", t) and t.split(".")[0] in top
               and t.rsplit(".", 1)[1] not in files]
     keyed = [t.split(":")[0] for t in INLINE if re.fullmatch(r"[a-z_]+:( .*)?", t)]
@@ -57,7 +71,7 @@ def test_readme_config_keys_exist():
             jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load(block))
 
 
-def test_readme_commands_exist():
+def test_docs_commands_exist():
     parser = build_parser()
     commands = {name for a in parser._actions if hasattr(a, "choices") and a.choices for name in a.choices}
     named = [line.split()[1] for _, block in CODE_BLOCKS for line in block.splitlines() if line.startswith("kebr ")]
@@ -66,7 +80,7 @@ def test_readme_commands_exist():
     assert sorted(set(named) - commands) == []
 
 
-def test_readme_snakemake_targets_exist():
+def test_docs_snakemake_targets_exist():
     listed = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--list-target-rules"],
                             cwd=REPO, capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr[-2000:]
@@ -85,14 +99,16 @@ def test_readme_snakemake_targets_exist():
     for target in named:
         prefix, _, dataset = target.partition("_")
         if target not in rules:
-            assert dataset in datasets and f"{prefix}_{demo_dataset}" in rules, f"README names target {target!r}"
+            assert dataset in datasets and f"{prefix}_{demo_dataset}" in rules, f"the docs name target {target!r}"
 
 
-def test_repository_root_holds_only_what_the_readme_names():
+def test_repository_root_holds_only_what_the_layout_section_names():
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True)
     if tracked.returncode != 0:
         pytest.skip("not a git checkout")
-    layout = README.split("## Layout", 1)[1]
+    sections = [text.split("\n## Layout\n", 1)[1] for text in PAGES.values() if "\n## Layout\n" in text]
+    assert len(sections) == 1, "exactly one page has a '## Layout' section"
+    layout = sections[0].split("\n## ", 1)[0]
     named = {t.rstrip("/").split("/")[0] for t in re.findall(r"`([^`]+)`", layout)}
     root = {path.split("/")[0] for path in tracked.stdout.splitlines()}
     assert sorted(root - named) == []
@@ -118,22 +134,78 @@ def test_snakemake_validation_would_fill_a_datasets_overrides():
                 assert theirs["datasets"][name][key] == value
 
 
-def test_every_test_the_readme_cites_exists():
-    """The Guarantees table cites `test_file.py::test_name` (and `::test_name` for the same file)."""
-    cited, current = [], None
-    for ref in re.findall(r"`((?:test_\w+\.py)?(?:::test_\w+)?)`", README):
-        file, _, name = ref.partition("::")
-        current = file or current
-        if name:
-            cited.append((current, name))
-        elif file:
-            cited.append((file, None))
+def test_every_test_the_docs_cite_exists():
+    """The Guarantees page cites `test_file.py::test_name` (and `::test_name` for the same file)."""
+    cited = []
+    for page, text in PAGES.items():
+        current = None
+        for ref in re.findall(r"`((?:test_\w+\.py)?(?:::test_\w+)?)`", text):
+            file, _, name = ref.partition("::")
+            current = file or current
+            if name:
+                assert current, f"{page} cites ::{name} before naming its file"
+                cited.append((page, current, name))
+            elif file:
+                cited.append((page, file, None))
     assert len(cited) > 20
-    for file, name in cited:
+    for page, file, name in cited:
         path = REPO / "tests" / file
-        assert path.is_file(), f"README cites {file}, which does not exist"
+        assert path.is_file(), f"{page} cites {file}, which does not exist"
         if name:
-            assert re.search(rf"^def {name}\(", path.read_text(), re.M), f"README cites {file}::{name}, not defined"
+            assert re.search(rf"^def {name}\(", path.read_text(), re.M), f"{page} cites {file}::{name}, not defined"
+
+
+# ---------------------------------------------------------------- links between the pages
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation but - and _ dropped, spaces
+    as -, a repeated anchor numbered (-1, -2). Lines in fenced code are not headings."""
+    anchors, counts = set(), {}
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", re.sub(r"```.*?```", "", text, flags=re.S), re.M):
+        anchor = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        anchors.add(f"{anchor}-{counts[anchor]}" if anchor in counts else anchor)
+        counts[anchor] = counts.get(anchor, 0) + 1
+    return anchors
+
+
+def broken_links(repo: Path) -> list[str]:
+    """Markdown links and images of README.md and docs/*.md that lead nowhere: a path (relative to the
+    page) that is not a file of the repository, or an anchor that is no heading of its page."""
+    broken = []
+    for page in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text, flags=re.S)):
+            if re.match(r"[a-z]+:", target):  # https:, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(repo).as_posix()} links {target}"
+            if not (file.is_file() and file.is_relative_to(repo.resolve())):
+                broken.append(where)
+            elif anchor and anchor not in heading_anchors(file.read_text()):
+                broken.append(where + " (no such heading)")
+    return broken
+
+
+def test_every_link_in_the_docs_leads_to_a_page_and_heading():
+    links = [t for text in PAGES.values() for t in re.findall(r"\]\(([^)\s]+)\)", text)]
+    assert len(links) > 20 and sum("#" in t for t in links) > 5  # not vacuous
+    assert broken_links(REPO) == []
+
+
+def test_a_broken_link_or_anchor_is_caught(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("[a](docs/a.md), [b](docs/b.md), [c](docs/a.md#two-words), "
+                                        "[d](docs/a.md#nope), ![e](docs/e.png), [f](https://example.org/x)\n")
+    (tmp_path / "docs" / "a.md").write_text("# A\n\n## Two words (`x.y`)\n\n```\n# not a heading\n```\n"
+                                            "[g](#two-words-xy), [h](#not-a-heading), [i](../README.md)\n")
+    assert broken_links(tmp_path) == [
+        "README.md links docs/b.md",
+        "README.md links docs/a.md#two-words (no such heading)",
+        "README.md links docs/a.md#nope (no such heading)",
+        "README.md links docs/e.png",
+        "docs/a.md links #not-a-heading (no such heading)",
+    ]
 
 
 # ---------------------------------------------------------------- documents the code cites

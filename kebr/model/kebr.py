@@ -34,7 +34,7 @@ class KEBRConfig:
         against; not one of the paper's ablations).
     fusion_gate: X_K = X_0 + gate * (TCMF(X_0) - X_0) with a learned scalar gate, zero at initialisation
         (neither the paper nor the reference has it; off by default). An untrained gated model is its LM
-        alone; see README "KEBR against text only" for what it changes there.
+        alone; see docs/benchmarks.md "KEBR against text only" for what it changes there.
     """
 
     d_audio: int
