@@ -33,8 +33,11 @@ class KEBRConfig:
         ignored (variant ``text_only``, the text-only baseline every multimodal sentiment paper compares
         against; not one of the paper's ablations).
     fusion_gate: X_K = X_0 + gate * (TCMF(X_0) - X_0) with a learned scalar gate, zero at initialisation
-        (neither the paper nor the reference has it; off by default). An untrained gated model is its LM
-        alone; see docs/benchmarks.md "KEBR against text only" for what it changes there.
+        (neither the paper nor the reference has it). An untrained gated model is its LM alone; see
+        docs/benchmarks.md "KEBR against text only" for what it changes. Off here, so that a
+        KEBRConfig is the paper's network unless asked (and a run recorded before the key existed loads
+        as it trained); the pipeline's config turns it on by default (kebr/schemas/config.schema.yaml),
+        and both recipes pin it off.
     """
 
     d_audio: int
