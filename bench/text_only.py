@@ -22,7 +22,7 @@ restarts on each clip, so each clip's features are that extraction's first rows)
 (plan, ASR, features, assemble per clip) reads and decodes every clip again and did not fit the
 10-minute budget on 2 cores; it builds the same shard rows.
 
-The runs. Both variants take their recipe from config.yaml through kebr.experiments.recipe, with the
+The runs. Both variants take their recipe from config.yaml through kebr.variants.recipe, with the
 settings config.yaml gives its small labelled demo corpus (``datasets.demo_labelled.finetune``:
 the config's own values for tens of clips, not the paper's 200 epochs at 5e-6), ``--epochs`` (and
 ``t_max`` with it) for the time budget. ``full`` is KEBR as the config trains it: pretraining on
@@ -157,7 +157,7 @@ def call_with(function: Any, settings: dict[str, Any], **fixed: Any) -> Any:
 
 def run_variant(config: dict[str, Any], variant: str, labelled: Path, unlabelled: Path, seeds: list[int],
                 work: Path, epochs: int | None) -> list[dict[str, Any]]:
-    from kebr.experiments import recipe
+    from kebr.variants import recipe
     from kebr.model import KEBRConfig
     from kebr.shards import read_attrs
     from kebr.train import finetune, pretrain

@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "kebr pretrain --config config.yaml --dataset voxceleb1 --out results/pretrain/voxceleb1/full")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--variant", default="full", help="full, no_tcmf, no_mcc, bert_base, bert_large (kebr/experiments.py)")
+    p.add_argument("--variant", default="full", help="full, no_tcmf, no_mcc, bert_base, bert_large (kebr/variants.py)")
     p.add_argument("--out", required=True, type=Path, help="run directory (resumes if it holds a state)")
     p.add_argument("--until-epoch", type=int,
                    help="stop after this epoch (one job of a chain; writes until-epoch<N>.json, not final.json)")

@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 
 from kebr.config import lookup
-from kebr.experiments import NON_RESULT_KEYS, recipe, table_rows
+from kebr.experiments import NON_RESULT_KEYS
+from kebr.variants import recipe, table_rows
 from kebr.recipe import PAPER_TABLES, split_variant, table_recipe
 from kebr.recipe_files import load_recipe
 
@@ -73,7 +74,7 @@ def _show(value: Any) -> str:
 
 
 def deviations(config: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
-    """Every way the runs of ``rows`` (kebr/experiments.py ``table_rows``) and the config's features
+    """Every way the runs of ``rows`` (kebr/variants.py ``table_rows``) and the config's features
     differ from the paper recipe, one line each: key, value here, the paper's value and source, why."""
     paper = load_recipe("paper")
     pristine = _paper_config(config)

@@ -49,6 +49,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from kebr.recipe import PAPER_TABLES
+from kebr.variants import recipe, table_rows
+
 log = logging.getLogger("kebr")
 
 LOCK = "kebr-models.json"
@@ -82,9 +85,6 @@ def cache_dir(config: dict[str, Any]) -> Path:
 def required_models(config: dict[str, Any]) -> list[Model]:
     """Every model the config names that the cache serves (not the assets libraries ship), with
     where it comes from."""
-    from kebr.experiments import recipe, table_rows
-    from kebr.recipe import PAPER_TABLES
-
     models = stage_models(config, "asr")
     texts = [config["text"]["model"]]
     for table in PAPER_TABLES:  # the LMs of their rows (the paper recipe: BERT-large, BERT-base)

@@ -465,7 +465,7 @@ def plot_gsweep(table_csv: Path, prefix: Path, title: str) -> dict[str, Any]:
     MOSI only) is drawn as a panel saying "no runs". The paper prints no numbers for Fig. 4 (only the
     ranges of section 4.6), so only ours are drawn. Returns, per corpus, the numbers drawn (None for
     a corpus without runs)."""
-    from kebr.experiments import SWEEP_CORPORA
+    from kebr.variants import SWEEP_CORPORA
 
     rows = read_table(table_csv)
     if rows and not {"g", "corpus"} <= set(rows[0]):
@@ -609,7 +609,7 @@ def table_figures(name: str, config: dict[str, Any], table_md: Path, table_csv: 
     """``prefix``.png/.svg (a table beside the paper's numbers, or for a g sweep the paper's Fig. 4)
     and ``prefix``.html (the table itself)."""
     title = next((line[2:] for line in table_md.read_text().splitlines() if line.startswith("# ")), name)
-    from kebr.experiments import G_SWEEPS
+    from kebr.variants import G_SWEEPS
 
     if name in G_SWEEPS:
         plot_gsweep(table_csv, prefix, title)

@@ -10,7 +10,7 @@ differences no switch removes.
 
 How a recipe reaches a run: a variant name ``<recipe>-<variant>`` (``paper-full``, ``paper-g0.4``,
 ``paper-mcc_reference``) trains ``<variant>`` with the recipe's training values over the config's
-(kebr/experiments.py ``recipe``), so its runs live beside the config's own (``full``), never over
+(kebr/variants.py ``recipe``), so its runs live beside the config's own (``full``), never over
 them, and both can be compared. The config's ``paper_recipe.name`` picks the recipe of the paper
 targets (``none``: the config's own settings), ``paper_recipe.overrides`` changes some of its values;
 whatever differs from the paper in the end is a *deviation*, listed in every table header
@@ -95,7 +95,7 @@ def recipe_config(config: dict[str, Any], name: str, base: str) -> tuple[dict[st
 
     Order: the recipe, then ``paper_recipe.overrides`` when ``name`` is the paper targets' recipe,
     then an extra row's values (``base`` names it; the variant trained is then ``full``). Only the
-    training keys change, so the copy's feature fingerprints stay the config's: experiments.recipe
+    training keys change, so the copy's feature fingerprints stay the config's: variants.recipe
     uses it for the recipe alone, shards are always checked against the config itself."""
     recipe = load_recipe(name)
     out = copy.deepcopy(config)

@@ -13,7 +13,7 @@ import jsonschema
 import yaml
 
 RECIPES_DIR = Path(str(resources.files("kebr") / "recipes"))
-# The keys of kebr/experiments.py ``recipe``'s output that hold a dotted config key's value.
+# The keys of kebr/variants.py ``recipe``'s output that hold a dotted config key's value.
 SECTIONS = ("model", "pretrain", "finetune")
 
 

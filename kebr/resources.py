@@ -121,7 +121,7 @@ def asr_gpu_slots(config: dict[str, Any]) -> Callable[..., int]:
 def pretrain_chain(config: dict[str, Any], dataset: str, variant: str) -> list[int]:
     """The epoch each job of a pretraining run stops after, in order; the last is the run's
     final epoch. One job unless the run's runtime exceeds ``resources.max_runtime``."""
-    from kebr.experiments import recipe
+    from kebr.variants import recipe
 
     epochs = recipe(config, variant, dataset)["pretrain"]["epochs"]
     total = _setting(config, "runtime", "pretrain", dataset)

@@ -5,7 +5,7 @@ How we read the paper's "Avg" (Tables 2-4: "the average improvement across all m
 "the Avg of C2-C5 is calculated relative to C1 as the benchmark"; section 4.5 calls it "the average
 degradation rate of all the metrics"): the mean, over the seven numbers a row prints (Acc-2 Has0,
 Acc-2 Non0, F1 Has0, F1 Non0, Acc-7, MAE, Corr), of each number's relative change against the same
-number of the row it is measured against (kebr/experiments.py ``avg_against``), in percent, with
+number of the row it is measured against (kebr/variants.py ``avg_against``), in percent, with
 MAE's sign turned so that a lower MAE counts as an improvement:
 
     Avg = 100 / 7 * sum_m (x_m - r_m) / r_m    (MAE: (r_m - x_m) / r_m)
@@ -62,7 +62,7 @@ def average_improvement(row: Mapping[str, float], against: Mapping[str, float]) 
 
 
 def paper_numbers(paper: Mapping[str, Any]) -> dict[str, float] | None:
-    """A paper row (kebr/experiments.py ``PAPER``) as AVG_METRICS, in its percent; None where it lacks one."""
+    """A paper row (kebr/variants.py ``PAPER``) as AVG_METRICS, in its percent; None where it lacks one."""
     if not all(k in paper for k in ("acc2", "f1", "acc7", "mae", "corr")):
         return None
     acc2, f1 = (tuple(float(x) for x in str(paper[k]).split("/")) for k in ("acc2", "f1"))
@@ -96,7 +96,7 @@ def build_table(title: str, rows: list[dict[str, Any]], out_md: Path, out_csv: P
                 header: Sequence[str] = ()) -> None:
     """``rows``: each ``{"label", "metrics_files": [...], "paper_row", "paper": {...} | None}`` and
     optionally ``avg_against`` (the label of the row its Avg is measured against), ``paper_notes``
-    ({paper column: footnote}), ``corpus`` and ``g`` (kebr/experiments.py ``table_rows``);
+    ({paper column: footnote}), ``corpus`` and ``g`` (kebr/variants.py ``table_rows``);
     ``header``: Markdown lines under the title (kebr/deviations.py ``table_header``: the recipe, deviations)."""
     md = [f"# {title}", "", *header, *([""] if header else []),
           "Mean±std over seeds; Acc-2 and F1 as Has0/Non0 (negative/non-negative, negative/positive), "

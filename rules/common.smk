@@ -1,13 +1,7 @@
 from kebr.config import fingerprint
 from kebr.deviations import table_header
-from kebr.experiments import (
-    finetune_run_dir,
-    pretrain_variant,
-    recipe,
-    table_rows,
-    table_runs,
-    training_fingerprint,
-)
+from kebr.experiments import finetune_run_dir, table_runs, training_fingerprint
+from kebr.variants import pretrain_variant, recipe, table_rows
 from kebr.fingerprints import stage_fingerprint
 from kebr.ingest import check_sources
 from kebr.recipe import table_of_file

@@ -2,7 +2,7 @@
 import sys
 
 from kebr.deviations import announce
-from kebr.experiments import pretraining_source
+from kebr.variants import pretraining_source
 from kebr.recipe import table_file
 
 PLOTS = f"{RESULTS}/plots"

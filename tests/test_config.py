@@ -12,7 +12,8 @@ import pytest
 
 from kebr.config import load_config, validate_config, write_resolved_config
 from kebr.fingerprints import features_fingerprint, stage_fingerprint
-from kebr.experiments import recipe, training_fingerprint
+from kebr.experiments import training_fingerprint
+from kebr.variants import recipe
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from kebr.config import validate_config
-from kebr.experiments import PAPER, table_rows, table_runs
+from kebr.experiments import table_runs
+from kebr.variants import PAPER, table_rows
 from kebr.plots import plot_gsweep
 from kebr.tables import AVG_METRICS, average_improvement, build_table, paper_numbers
 

@@ -13,16 +13,8 @@ import pytest
 import yaml
 
 from kebr.config import _schema, load_config, validate_config
-from kebr.experiments import (
-    NON_RESULT_KEYS,
-    canonical_variant,
-    finetune_run_dir,
-    pretrain_variant,
-    recipe,
-    table_rows,
-    table_runs,
-    training_fingerprint,
-)
+from kebr.experiments import NON_RESULT_KEYS, finetune_run_dir, table_runs, training_fingerprint
+from kebr.variants import canonical_variant, pretrain_variant, recipe, table_rows
 from kebr.models import required_models
 from kebr.plots import table_figures
 from kebr.deviations import describe, table_header
