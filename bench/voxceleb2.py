@@ -221,15 +221,23 @@ def failed_gpu_checks(path: Path) -> dict[str, str]:
     return failed
 
 
-def mean_clip_seconds(spec: Path | None = None) -> tuple[float, str]:
-    """VoxCeleb2's mean clip duration from a DATA.md table (dev + test hours / clips), else 7.8 s;
-    ``spec`` None: the first of DATA_SPECS that exists."""
+def voxceleb2_row(spec: Path | None = None) -> tuple[Path, str | None]:
+    """The data spec read (``spec`` None: the first of DATA_SPECS that exists) and its VoxCeleb2 table row
+    ("" when it has none; None when the file cannot be read)."""
     path = spec or next((p for p in DATA_SPECS if p.exists()), DATA_SPECS[0])
     try:
         text = path.read_text()
     except OSError:
+        return path, None
+    return path, next((line for line in text.splitlines() if line.startswith("| VoxCeleb2")), "")
+
+
+def mean_clip_seconds(spec: Path | None = None) -> tuple[float, str]:
+    """VoxCeleb2's mean clip duration from a DATA.md table (dev + test hours / clips), else 7.8 s;
+    ``spec`` None: the first of DATA_SPECS that exists."""
+    path, row = voxceleb2_row(spec)
+    if row is None:
         return FALLBACK_CLIP_S, f"{FALLBACK_CLIP_S} s (assumed: {path} not found)"
-    row = next((line for line in text.splitlines() if line.startswith("| VoxCeleb2")), "")
     parts = re.findall(r"(dev|test) ([\d,]+) / [\d,]+ / ([\d,]+) h", row)
     if not parts:
         return FALLBACK_CLIP_S, f"{FALLBACK_CLIP_S} s (assumed: no VoxCeleb2 hours in {path})"
@@ -241,12 +249,8 @@ def mean_clip_seconds(spec: Path | None = None) -> tuple[float, str]:
 def english_clips(spec: Path | None = None) -> tuple[int, str]:
     """VoxCeleb2's English clips as the paper kept them, from DATA.md's VoxCeleb2 row ("the paper keeps
     947K English clips"), else FALLBACK_ENGLISH_CLIPS."""
-    path = spec or next((p for p in DATA_SPECS if p.exists()), DATA_SPECS[0])
-    try:
-        row = next((line for line in path.read_text().splitlines() if line.startswith("| VoxCeleb2")), "")
-    except OSError:
-        row = ""
-    found = re.search(r"keeps ([\d,.]+)K English clips", row)
+    path, row = voxceleb2_row(spec)
+    found = re.search(r"keeps ([\d,.]+)K English clips", row or "")
     if not found:
         return FALLBACK_ENGLISH_CLIPS, f"{FALLBACK_ENGLISH_CLIPS:,} (paper 4.2; {path.name} gives no count)"
     return round(float(found.group(1).replace(",", "")) * 1000), f"{path.name}: the paper keeps {found.group(1)}K English clips"

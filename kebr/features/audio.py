@@ -142,10 +142,10 @@ def numba_compile_lock() -> Iterator[None]:
 # (``@cache(level=10)``) only to disk through joblib and only when LIBROSA_CACHE_DIR is set: 92 MB of
 # pickles for 48 clips, slower than building cold. So the builder is memoised in memory, per process,
 # here: same inputs, same arrays (copies: ``vqt`` scales its basis in place), so the features are
-# bit-identical (tests/test_features.py). Where librosa changes the private builder's name or
+# bit-identical (tests/test_audio_features.py). Where librosa changes the private builder's name or
 # signature the memo is not installed and librosa runs as released.
 _CQT_FILTER_BUILDER = "__vqt_filter_fft"
-_CQT_FILTERS_MAX = 4096  # entries (about 30 kB each), a bound that a corpus never reaches
+_CQT_FILTERS_MAX = 4096  # entries (7.5 kB each, sparse), a bound that a corpus never reaches
 
 
 def _memoised(build: Any) -> Any:
