@@ -98,7 +98,9 @@ PLAN_S, DAG_S, PLAN_CLIPS = 45.0, 14.0, 1_128_246
 # stage's work (kebr.stages.AudioWork, librosa33, probe + decode + features) over the 63 demo clips
 # (188.1 media s) after a warm-up: 3.038 CPU-s while it built the chroma filter banks of the clips'
 # 44 tunings (308 banks), 1.585 CPU-s once they existed, the steady state of a job (kebr/features/audio.py
-# memoises them). The same clips without the memo: 3.48 CPU-s, twice (a job paid that on every clip).
+# memoises them). The same clips without the memo: 3.48 CPU-s (a job paid that on every clip). --measure
+# runs all three in one process (librosa's own builder first): a second run gave 3.483 / 3.099 / 1.566,
+# audio_memo_speedup_warm 2.22.
 # On 2026-12-04 at a load of ~5: 5.35 to 6.75 CPU-s without the memo.
 AUDIO_CPU_S_PER_MEDIA_S = 1.585 / 188.1
 AUDIO_BANK_BUILD_S = (3.038 - 1.585) / 308
@@ -738,14 +740,20 @@ def measure(work: Path) -> dict[str, Any]:
 
     from kebr.features.audio import memoise_cqt_filters
 
-    banks = constantq.__dict__["__vqt_filter_fft"].banks if memoise_cqt_filters() else {}
+    memoised = memoise_cqt_filters()
+    memo = constantq.__dict__["__vqt_filter_fft"] if memoised else None
+    banks = memo.banks if memo is not None else {}
     banks.clear()
-    for run in ("cold", "warm"):
+    # The baseline in the same process: librosa's own builder (a bank per clip), then the memo cold and warm.
+    for run in ("unmemoised", "cold", "warm"):
+        if memo is not None:
+            setattr(constantq, "__vqt_filter_fft", memo.__wrapped__ if run == "unmemoised" else memo)
         start = time.process_time()
         records = audio.process(clips, 0)
         out[f"audio_{run}"] = {"cpu_s": round(time.process_time() - start, 3), "clips": len(clips),
                                "media_s": round(sum(r["duration_s"] or 0 for r in records), 2),
                                "filter_banks": len(banks)}
+    out["audio_memo_speedup_warm"] = round(out["audio_unmemoised"]["cpu_s"] / out["audio_warm"]["cpu_s"], 2)
     visual = stages.VisualWork(config)
     visual.process(clips[:2], 0)
     start = time.process_time()
