@@ -193,7 +193,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_fetch_models(args: argparse.Namespace) -> None:
-    from kebr.models import fetch_models
+    from kebr.model_cache import fetch_models
 
     print(json.dumps(fetch_models(load_config(args.config), args.out), indent=2))
 
@@ -370,13 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The models each command loads (kebr/models.py): they must be in the model cache, read offline.
+# The models each command loads (kebr/model_cache.py): they must be in the model cache, read offline.
 MODEL_KINDS = {"asr": ("asr", "langid"), "visual": ("pyfeat",), "assemble": ("text",), "pretrain": ("text",),
                "finetune": ("text",)}
 
 
 def _offline_models(args: argparse.Namespace) -> None:
-    from kebr.models import check_cached, use_cache
+    from kebr.model_cache import check_cached, use_cache
 
     config = load_config(args.config)
     use_cache(config)

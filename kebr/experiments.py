@@ -35,7 +35,7 @@ FINETUNE_ONLY_MODEL_KEYS = frozenset({"masked_mean"})
 def training_fingerprint(config: dict[str, Any], stage: str, variant: str, dataset: str) -> str:
     """The fingerprint of what a ``stage`` ("pretrain" | "finetune") run of ``variant`` on ``dataset``
     learns from the config: model, the stage's recipe without NON_RESULT_KEYS, (pretraining) the
-    global seed, and the resolved revision of its LM (kebr/models.py: a refetched or upgraded LM reruns
+    global seed, and the resolved revision of its LM (kebr/model_cache.py: a refetched or upgraded LM reruns
     the runs that load it). Its shards and pretrained state are the run's inputs, so they are not in it."""
     if stage not in ("pretrain", "finetune"):
         raise ValueError(f"unknown training stage {stage!r}")
@@ -50,8 +50,8 @@ def training_fingerprint(config: dict[str, Any], stage: str, variant: str, datas
 
 
 def lm_revision(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """The resolved revision of the LM ``name`` (kebr/models.py ``model_revision``)."""
-    from kebr.models import model_revision, text_model
+    """The resolved revision of the LM ``name`` (kebr/model_cache.py ``model_revision``)."""
+    from kebr.model_cache import model_revision, text_model
 
     return model_revision(config, text_model(name))
 

@@ -5,7 +5,7 @@ Layout of schema version 2 (N clips; every string is UTF-8):
     /                 attrs: schema_version, dataset, shard, kebr_version, library_versions (JSON),
                              feature_config (JSON), text_model, vocab_sha1, pad_token_id,
                              fingerprint (kebr.fingerprints.features_fingerprint of the config that made it),
-                             models (JSON: the version of each model that made it, kebr/models.py)
+                             models (JSON: the version of each model that made it, kebr/model_cache.py)
     id, split, speaker        (N,) str
     label                     (N,) float32, NaN for unlabelled clips
     text/raw, text/masked, text/word, text/source   (N,) str   (source: gold | asr)
@@ -47,7 +47,7 @@ import h5py
 import numpy as np
 import torch
 
-from kebr.models import model_difference
+from kebr.model_cache import model_difference
 
 SCHEMA_VERSION = 2  # 2: text/raw_input_ids, text/raw_attention_mask
 STR = h5py.string_dtype("utf-8")

@@ -257,7 +257,7 @@ class _ShardRun:
 
     def __init__(self, stage: str, config: dict[str, Any], dataset: str, clips: list[Clip], out: Path) -> None:
         from kebr.fingerprints import stage_fingerprint
-        from kebr.models import stage_model_revisions
+        from kebr.model_cache import stage_model_revisions
 
         settings = config["stages"]
         self.stage, self.config, self.clips, self.out = stage, config, clips, out
@@ -476,7 +476,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
     from kebr.ingest import readable  # reasons name files; a non-UTF-8 name is spelled \xNN in UTF-8 tables
     from kebr.language import english_decision, filter_settings
     from kebr.masking import load_tokenizer
-    from kebr.models import stage_model_revisions
+    from kebr.model_cache import stage_model_revisions
     from kebr.shards import ShardRow, write_shard
 
     outputs = {}

@@ -1,5 +1,5 @@
 """The paper's experiments as data: variants (ablations, LM size, g), their recipes, the tables and the
-paper's numbers. Imports only kebr.recipe (so kebr.models can ask which LMs the tables load);
+paper's numbers. Imports only kebr.recipe (so kebr.model_cache can ask which LMs the tables load);
 kebr/experiments.py trains and finds the runs.
 
 A *variant* is a named set of changes to the default training recipe. Each fine-tuning run is

@@ -1,4 +1,4 @@
-# The model cache (kebr/models.py): `snakemake models` on a machine with network (a cluster's login
+# The model cache (kebr/model_cache.py): `snakemake models` on a machine with network (a cluster's login
 # node) fetches every model the config names once; every job then loads from it offline.
 
 

