@@ -16,6 +16,8 @@ language ID; the multilingual base alone, ASR and language ID from one encoder p
 - bare: the same clips' CTranslate2 calls alone (language-ID encoder + detection, ASR encoder,
   beam search, word alignment), on log-mels computed beforehand, in the same batches;
 - the ratio (``asr_cost_vs_bare``) and the word error rate against the sentences read.
+- the stage once more with the ASR encoder padded to 30 s (``asr_window_30s``: CPU, word error rate,
+  transcripts unchanged), the window it read before it followed the clip's length.
 
 The process runs with the ASR worker's environment (kebr.asr.WORKER_ENV, re-executing itself), as
 the stage's worker does. Ends with one JSON line, also written to bench/results/asr.json (with the
@@ -129,7 +131,7 @@ def run_bare(transcriber: Any, audios: list[np.ndarray], batch_size: int) -> flo
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import get_suppressed_tokens
 
-    from kebr.langid import language_id_frames
+    from kebr.langid import encoder_frames
 
     model = transcriber.model
     mels = [transcriber.prepare(a).windows[0][2] for a in audios]  # every bench clip is one window
@@ -143,10 +145,11 @@ def run_bare(transcriber: Any, audios: list[np.ndarray], batch_size: int) -> flo
         if identifier is not None:  # its own encoder, in its own batches (1 on CPU)
             for k in range(0, len(batch), identifier.batch_size):
                 group = batch[k : k + identifier.batch_size]
-                frames = max(language_id_frames(m.shape[-1]) for m in group)  # its window, as the stage's
+                frames = max(encoder_frames(m.shape[-1]) for m in group)  # its window, as the stage's
                 lid = np.stack([pad_or_trim(m, frames) for m in group])
                 identifier.model.model.detect_language(identifier.model.encode(lid))
-        encoded = model.encode(np.stack([pad_or_trim(m[..., :-1]) for m in batch]))
+        asr_frames = max(encoder_frames(m.shape[-1]) for m in batch)  # the stage's window, one per batch
+        encoded = model.encode(np.stack([pad_or_trim(m[..., :-1], asr_frames) for m in batch]))
         if transcriber.multilingual:
             model.model.detect_language(encoded)
         results = model.model.generate(encoded, [prompt] * len(batch), beam_size=transcriber.beam_size,
@@ -160,6 +163,7 @@ def run_bare(transcriber: Any, audios: list[np.ndarray], batch_size: int) -> flo
 
 def cpu_mode(args: argparse.Namespace) -> dict[str, Any]:
     from kebr.asr import SAMPLE_RATE
+    from kebr.langid import MAX_ENCODER_FRAMES
     from kebr.media import load_audio
     from kebr.stages import AsrWork
 
@@ -183,8 +187,14 @@ def cpu_mode(args: argparse.Namespace) -> dict[str, Any]:
             passes = [round(x / len(clips), 3) for x in (stage_cpu, bare_cpu - bare_cpu / 2, cpu)]
             print(setup, "CPU-s per clip: stage, bare (mean of 2), stage again:", passes, file=sys.stderr)
             stage_cpu, stage_wall, bare_cpu = (stage_cpu + cpu) / 2, (stage_wall + wall) / 2, bare_cpu / 2
+            # The same stage with the ASR encoder padded to Whisper's 30 s, as it ran before its window
+            # followed the clip's length (kebr.langid.encoder_frames): what the window saves and costs.
+            work.transcriber.window_frames = MAX_ENCODER_FRAMES
+            records_30s, cpu_30s, _ = run_stage(work, clips, args.batch_size)
+            work.transcriber.window_frames = None
             errors = [word_errors(text, r.get("text", "")) for (_, text), r in zip(spoken, records)]
-            bad = [r["clip_id"] for r in records if "error" in r]
+            errors_30s = [word_errors(text, r.get("text", "")) for (_, text), r in zip(spoken, records_30s)]
+            bad = [r["clip_id"] for r in records + records_30s if "error" in r]
             if bad:
                 raise RuntimeError(f"{setup}: clips failed in the stage: {bad}")
             setups[setup] = {
@@ -195,6 +205,9 @@ def cpu_mode(args: argparse.Namespace) -> dict[str, Any]:
                 "cpu_s_per_media_s": round(stage_cpu / media_s, 3),
                 "wer": round(sum(e for e, _ in errors) / sum(n for _, n in errors), 4),
                 "model_load_s": round(load_s, 1),
+                "asr_window_30s": {"cpu_s_per_clip": round(cpu_30s / len(clips), 3),
+                                   "wer": round(sum(e for e, _ in errors_30s) / sum(n for _, n in errors_30s), 4),
+                                   "same_text": sum(r.get("text") == q.get("text") for r, q in zip(records, records_30s))},
             }
             print(setup, json.dumps(setups[setup]), file=sys.stderr, flush=True)
             work.prefetcher.close()

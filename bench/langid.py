@@ -8,7 +8,7 @@ eSpeak NG (kebr.tts) speaks 4 sentences in each of 10 languages with 3 voices ea
 with white noise at 10 and 5 dB SNR (2 voices, 32 clips). Every clip goes through the pipeline's
 media path (AAC in MP4, decoded and resampled to 16 kHz) and is transcribed once by the ASR default
 (tiny.en), and the language ID (``id_model``) reads it as the stage does (its window, one clip at a
-time on CPU) and, with ``--compare-30s``, once more padded to 30 s. The English filter then judges
+time on CPU) and, with ``--compare-30s``, both models once more padded to 30 s. The English filter then judges
 each clip three ways: the transcript rules alone (``language.id_model: none``), the default
 (language model first, then the transcript rules: ``english_decision``, with the language model's
 no-speech probability and the clip's level; with ``--compare-30s`` also in the 30 s window), and the
@@ -37,7 +37,7 @@ import numpy as np
 
 from kebr.asr import SAMPLE_RATE, Transcript, exec_with_worker_env, make_language_identifier, make_transcriber
 from kebr.democorpus import SENTENCES
-from kebr.langid import MAX_LANGUAGE_ID_FRAMES, WINDOW_SAMPLES, log_mel
+from kebr.langid import MAX_ENCODER_FRAMES, WINDOW_SAMPLES, log_mel
 from kebr.language import english_decision, english_filter
 from kebr.media import load_audio, write_clip
 from kebr.tts import ENGLISH_VOICES, synthesize
@@ -152,6 +152,9 @@ def main() -> None:
         scores = [({**r["top"], "en": r["p_en"]}, r["language_no_speech_prob"]) for r in rows]
         scores_30s = ([({**r["top_30s"], "en": r["p_en_30s"]}, r["language_no_speech_prob_30s"]) for r in rows]
                       if "p_en_30s" in rows[0] else None)
+        transcripts_30s = ([Transcript(r["transcript_30s"], [], r["avg_logprob_30s"], r["no_speech_prob_30s"], "en", 1.0,
+                                       "asr", signal_dbfs=r["signal_dbfs"]) for r in rows]
+                           if "transcript_30s" in rows[0] else transcripts)
     else:
         with tempfile.TemporaryDirectory(prefix="kebr-langid-") as work:
             clips = make_test_set(Path(work))
@@ -165,11 +168,15 @@ def main() -> None:
         # As the stage runs it: the identifier's own batches (one clip at a time on CPU) and window.
         mels = [log_mel(identifier.model.feature_extractor, a[:WINDOW_SAMPLES]) for a in audios]
         scores, id_wall, id_cpu = timed(identifier.scores_from_features, mels)
-        # The same with every clip padded to Whisper's 30 s (faster-whisper's detect_language), which the
-        # stage did before it read a short clip in a 20 s window: what the shorter window changes.
-        scores_30s = None
+        # The same with both models' encoders padded to Whisper's 30 s (faster-whisper's detect_language
+        # and transcribe), as the stage ran before their windows followed the clip's length
+        # (kebr.langid.encoder_frames): what the shorter windows change.
+        scores_30s, transcripts_30s = None, transcripts
         if args.compare_30s:
-            scores_30s, _, id_cpu_30s = timed(identifier.scores_from_features, mels, True, MAX_LANGUAGE_ID_FRAMES)
+            scores_30s, _, id_cpu_30s = timed(identifier.scores_from_features, mels, True, MAX_ENCODER_FRAMES)
+            asr.window_frames = MAX_ENCODER_FRAMES
+            transcripts_30s, _, asr_cpu_30s = timed(batched, asr.transcribe_batch, audios, args.batch_size)
+            asr.window_frames = None
         n = len(audios)
         seconds = {
             "device": asr.model.model.device, "cpus": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 1),
@@ -180,6 +187,7 @@ def main() -> None:
         }
         if scores_30s is not None:
             seconds["language_id_per_clip_30s_window"] = {"cpu": round(id_cpu_30s / n, 3)}
+            seconds["asr_per_clip_30s_window"] = {"cpu": round(asr_cpu_30s / n, 3)}
         if args.rows:
             with args.rows.open("w", encoding="utf-8") as f:
                 for i, (c, t, (p, ns)) in enumerate(zip(clips, transcripts, scores)):
@@ -189,8 +197,10 @@ def main() -> None:
                            "language_no_speech_prob": ns}
                     if scores_30s is not None:
                         p30, ns30 = scores_30s[i]
+                        t30 = transcripts_30s[i]
                         row.update(top_30s=top_languages(p30), p_en_30s=p30.get("en", 0.0),
-                                   language_no_speech_prob_30s=ns30)
+                                   language_no_speech_prob_30s=ns30, transcript_30s=t30.text,
+                                   avg_logprob_30s=t30.avg_logprob, no_speech_prob_30s=t30.no_speech_prob)
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     probabilities = [p for p, _ in scores]
@@ -206,7 +216,7 @@ def main() -> None:
                               for lang, p in zip(detected, probabilities)],
     }
     if scores_30s is not None:  # the default with every clip padded to 30 s (as the stage did before)
-        with_id_30s = with_language(transcripts, scores_30s, args.id_model)
+        with_id_30s = with_language(transcripts_30s, scores_30s, args.id_model)
         reasons["language_id_30s_and_transcript"] = [english_filter(t) for t in with_id_30s]
     totals = Counter(g for g, _ in groups)
     non_english = [g for g in totals if g not in ("en", "en_noisy")]
@@ -244,7 +254,7 @@ def main() -> None:
         kinds, kinds_30s = ([None if d is None else d.kind for d in map(english_decision, ts)]
                             for ts in (with_id, with_id_30s))
         changed = [i for i, (k, k30) in enumerate(zip(kinds, kinds_30s)) if k != k30]
-        results["window_vs_30s"] = {  # the stage's language-ID window (kebr.langid.language_id_frames) against 30 s
+        results["window_vs_30s"] = {  # the stage's windows (kebr.langid.encoder_frames) against 30 s, both models
             "keep_or_drop_changed": sum((kinds[i] is None) != (kinds_30s[i] is None) for i in changed),
             "kinds_changed": [f"{groups[i][0]}#{i}: {kinds_30s[i]} -> {kinds[i]}" for i in changed],
             "top_language_changed": sum(max(p, key=p.__getitem__) != max(q, key=q.__getitem__)
@@ -252,6 +262,11 @@ def main() -> None:
             "max_abs_english_prob_change": round(max(abs(p.get("en", 0.0) - q.get("en", 0.0))
                                                      for (p, _), (q, _) in zip(scores, scores_30s)), 3),
             "max_abs_no_speech_change": round(max(abs(a - b) for (_, a), (_, b) in zip(scores, scores_30s)), 3),
+            "asr_transcript_changed": sum(a.text != b.text for a, b in zip(transcripts, transcripts_30s)),
+            "asr_max_abs_avg_logprob_change": round(max(abs(a.avg_logprob - b.avg_logprob)
+                                                        for a, b in zip(transcripts, transcripts_30s)), 3),
+            "asr_max_abs_no_speech_change": round(max(abs(a.no_speech_prob - b.no_speech_prob)
+                                                      for a, b in zip(transcripts, transcripts_30s)), 3),
         }
     results["seconds"] = seconds
     print(json.dumps(results, indent=2, ensure_ascii=False))

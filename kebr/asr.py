@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from kebr.clips import Clip, skip_record
-from kebr.langid import (BUNDLED_MODELS, LanguageIdentifier, best_language, bundled_model_dir,
+from kebr.langid import (BUNDLED_MODELS, LanguageIdentifier, best_language, bundled_model_dir, encoder_frames,
                          language_probabilities, log_mel, same_features, signal_dbfs)
 from kebr.media import load_audio, probe_duration, too_long
 
@@ -225,7 +225,8 @@ class FasterWhisperTranscriber:
     Every clip is cut into 30 s windows (almost every clip is a single window) and each window's
     log-mel is computed once (``prepare``, which the ASR stage runs in its decode thread, ahead of the
     model). The windows of a batch of clips are laid end to end in one time line, each starting on a
-    whole second, and decoded ``batch_size`` windows per encoder pass; the library's timestamp and
+    whole second, and decoded ``batch_size`` windows per encoder pass, each padded to the batch's
+    encoder window (``kebr.langid.encoder_frames``: a short clip reads 20 s, not 30); the library's timestamp and
     word-alignment code maps each window's words back by its offset. The language ID reads the same
     features: a multilingual ASR model takes every window's language scores from its own encoder
     pass (``_pipeline_class``), an English-only one hands the first window's log-mel to
@@ -259,6 +260,9 @@ class FasterWhisperTranscriber:
         self.batch_size = batch_size
         self.beam_size = beam_size
         self.language_id = None if self.multilingual else language_id
+        # The encoder's input length: None, each batch its windows' (kebr.langid.encoder_frames, padded
+        # to the longest); Whisper's 3000 frames (30 s) for bench/langid.py's comparison.
+        self.window_frames: int | None = None
         # One mel for both models when they agree on how to compute it (all Whisper models but large-v3).
         self.shared_features = self.language_id is not None and same_features(
             model.feature_extractor, self.language_id.model.feature_extractor)
@@ -297,8 +301,10 @@ class FasterWhisperTranscriber:
         self.pipeline.last_speech_timestamp = 0.0  # the library's word-timing heuristic, per call as before
         for first in range(0, len(layout), self.batch_size):
             batch = layout[first : first + self.batch_size]
+            # The library drops each log-mel's last frame and pads to 30 s; here to the batch's window.
+            frames = self.window_frames or max(encoder_frames(mel.shape[-1]) for *_, mel in batch)
             segments = self.pipeline.forward(
-                np.stack([pad_or_trim(mel[..., :-1]) for *_, mel in batch]), tokenizer,  # as the library does
+                np.stack([pad_or_trim(mel[..., :-1], frames) for *_, mel in batch]), tokenizer,
                 [{"offset": off, "duration": len(piece) / SAMPLE_RATE} for _, _, off, piece, _ in batch], options)
             window_languages += self.pipeline.language_scores
             for (_, start, off, piece, _), window in zip(batch, segments):

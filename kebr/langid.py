@@ -2,7 +2,7 @@
 
 The paper keeps the English clips that a language-ID service picked. Our stand-in is Whisper's own
 language identification: the encoder reads the first 30 s of a clip (a short clip padded to 20 s,
-not 30: ``language_id_frames``) and the decoder scores the 99 language tokens after ``<|startoftranscript|>``; the best token and its probability are the
+not 30: ``encoder_frames``) and the decoder scores the 99 language tokens after ``<|startoftranscript|>``; the best token and its probability are the
 clip's language. The English-only ASR default (tiny.en) has no language tokens, so the ASR stage
 runs this separate multilingual model on every clip it transcribes (``language.id_model``).
 
@@ -234,14 +234,14 @@ class LanguageIdentifier:
         filter needs it because an English-only ASR model's no-speech probability means nothing on foreign
         speech (kebr/language.py). ``no_speech`` False: 0.0 instead, without that step (bench/langid.py's
         language probabilities alone). ``frames``: the encoder's input length, else each clip's window
-        (``language_id_frames``; a batch is padded to its longest).
+        (``encoder_frames``; a batch is padded to its longest).
         """
         from faster_whisper.audio import pad_or_trim
 
         out: list[tuple[dict[str, float], float]] = []
         for first in range(0, len(features), self.batch_size):
             group = features[first : first + self.batch_size]
-            length = frames or max(language_id_frames(f.shape[-1]) for f in group)  # one length per batch
+            length = frames or max(encoder_frames(f.shape[-1]) for f in group)  # one length per batch
             batch = np.stack([pad_or_trim(f, length) for f in group])
             encoded = self.model.encode(batch)
             probs = language_probabilities(self.model.model.detect_language(encoded))
@@ -255,24 +255,29 @@ class LanguageIdentifier:
         return out
 
 
-# The language ID's encoder window in mel frames (100 per second): the clip's length rounded up to a
-# whole second, at least MIN_LANGUAGE_ID_FRAMES and at most Whisper's 30 s. The encoder's cost grows
-# with its input (attention with its square), and a few-second clip padded to 30 s is mostly padding:
-# 20 s instead of 30 s costs 0.30 CPU-s per clip instead of 0.67 (bench/langid.py) and cut the ASR
-# stage from 1.15 to 0.80 CPU-s per 6 s clip (bench/asr.py, same machine and day), with every keep or
-# drop of the English filter on bench/langid.py's 208 clips unchanged (7 changed kind between
-# not_english and low_confidence). Not shorter: the model was trained on 30 s windows, and the
-# further from them, the further its scores move (at 20 s already up to 0.20 in P(English), and
-# the top language of 19 of the 208 clips, all misidentified eSpeak voices).
-MIN_LANGUAGE_ID_FRAMES = 2000
-MAX_LANGUAGE_ID_FRAMES = 3000
+# The encoder window in mel frames (100 per second) of both Whisper models a clip meets, the language
+# ID's and the ASR's: the clip's length rounded up to a whole second, at least MIN_ENCODER_FRAMES and
+# at most Whisper's 30 s. The encoder's cost grows with its input (attention with its square), and a
+# few-second clip padded to 30 s is mostly padding. Language ID: 20 s instead of 30 s costs 0.30 CPU-s
+# per clip instead of 0.67 (bench/langid.py) and cut the ASR stage from 1.15 to 0.80 CPU-s per 6 s clip
+# (bench/asr.py, same machine and day), with every keep or drop of the English filter on
+# bench/langid.py's 208 clips unchanged (7 changed kind between not_english and low_confidence). ASR
+# (tiny.en): 20 s instead of 30 s takes 40 % off its CPU (bench/asr.py, the window comparison in
+# bench/results/asr.json) at the same word error rate, and bench/langid.py --compare-30s counts the
+# English filter's keeps and drops that change when both models read their windows instead of 30 s.
+# Not shorter: the models were trained on 30 s windows, and the further from them, the further their
+# scores move (the language ID at 20 s already moves P(English) by up to 0.20 and names another top
+# language for 19 of the 208 clips, all misidentified eSpeak voices; tiny.en at 10 s doubles its word
+# error rate on 8.8 s clips).
+MIN_ENCODER_FRAMES = 2000
+MAX_ENCODER_FRAMES = 3000
 
 
-def language_id_frames(feature_frames: int) -> int:
-    """The language ID's encoder input length for a clip whose unpadded log-mel has ``feature_frames``
+def encoder_frames(feature_frames: int) -> int:
+    """A Whisper encoder's input length (the language ID's and the ASR's) for a clip whose unpadded log-mel has ``feature_frames``
     frames (``log_mel`` adds one frame to the samples' whole hops)."""
     seconds = math.ceil(max(feature_frames - 1, 0) / 100)
-    return min(MAX_LANGUAGE_ID_FRAMES, max(MIN_LANGUAGE_ID_FRAMES, 100 * seconds))
+    return min(MAX_ENCODER_FRAMES, max(MIN_ENCODER_FRAMES, 100 * seconds))
 
 
 def log_mel(extractor: Any, samples: np.ndarray) -> np.ndarray:

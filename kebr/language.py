@@ -58,7 +58,7 @@ that is not measured here (no real multilingual corpus offline).
 
 Cost (CPU, int8, 2 threads, a shared 2-core machine; ``python bench/asr.py``): the language ID adds
 one Whisper base encoder pass per clip over the clip padded to 20 s (not 30 s:
-kebr.langid.language_id_frames), on the log-mel the ASR computes anyway: 0.30 CPU-s per clip, 0.67
+kebr.langid.encoder_frames), on the log-mel the ASR computes anyway: 0.30 CPU-s per clip, 0.67
 at 30 s (bench/langid.py). The whole ASR stage (decode, log-mel, language ID, tiny.en with beam 5,
 word alignment) costs 0.80 CPU-s per 6 s clip (1.15 with the 30 s window, same day), 1.07x its bare
 model calls. On a GPU the detection is
@@ -87,7 +87,7 @@ _WORD = re.compile(r"[^\W_]+")  # runs of letters or digits, in any script
 # Below this RMS level no model can hear speech: quiet real speech is around -45 dBFS, eSpeak's -21.
 MIN_SIGNAL_DBFS = -60.0
 # The language model hears no speech when its no-speech token is above this, in its window
-# (kebr.langid.language_id_frames). White noise sits on either side of 0.5 (the value this had): 40
+# (kebr.langid.encoder_frames). White noise sits on either side of 0.5 (the value this had): 40
 # clips through AAC, -13 to -52 dBFS, 2 to 12 s, two seeds: 0.36 to 0.65 (with a 30 s window too:
 # 0.41 to 0.70), so a noise clip's kind was a coin toss. Speech sits below 0.3: bench/langid.py's 208
 # clips, 10 languages and English (noisy too), at most 0.21 but for one French clip at 0.44 that the

@@ -27,6 +27,7 @@ from whisper.model import ModelDimensions, Whisper
 
 from kebr.asr import SAMPLE_RATE, Transcript, make_transcriber, needs_asr, transcribe_clips
 from kebr.clips import Clip
+from kebr.langid import MAX_ENCODER_FRAMES
 from kebr.language import english_filter, english_word_fraction
 from kebr.media import load_audio, write_clip
 from kebr.tts import synthesize
@@ -165,6 +166,34 @@ def _transcript_of(**fields) -> Transcript:
     base = dict(text="I really liked it", words=[], avg_logprob=-0.3, no_speech_prob=0.05,
                 language="en", language_prob=0.98, source="asr")
     return Transcript(**{**base, **fields})
+
+
+def test_asr_encodes_the_clips_window_and_transcribes_as_at_30_s(clips: dict[str, Clip], tiny_en) -> None:
+    # tiny.en reads a short clip padded to 20 s, not 30 s (kebr.langid.encoder_frames; a batch pads to
+    # its longest window); a long clip's full windows stay 30 s. On clean English the words are the
+    # ones the 30 s window gives, with the English filter's scores close to them.
+    names = ("english", "english2", "long")
+    audios = [load_audio(clips[name].media, SAMPLE_RATE) for name in names]
+    calls = []
+    encode = tiny_en.model.encode
+    tiny_en.model.encode = lambda features: calls.append(features.shape) or encode(features)
+    try:
+        short = [tiny_en.transcribe_batch([audio])[0] for audio in audios]
+        tiny_en.window_frames = MAX_ENCODER_FRAMES
+        padded = [tiny_en.transcribe_batch([audio])[0] for audio in audios]
+    finally:
+        del tiny_en.model.encode
+        tiny_en.window_frames = None
+    seconds = [len(a) / SAMPLE_RATE for a in audios]
+    assert seconds[0] < 20 and seconds[1] < 20
+    # the 36 s clip: one batch of its two windows, 30 s and 6 s, padded to the longer
+    assert calls == [(1, 80, 2000), (1, 80, 2000), (2, 80, 3000), (1, 80, 3000), (1, 80, 3000), (2, 80, 3000)]
+    for name, a, b in zip(names, short, padded):
+        assert a.text == b.text, name
+        assert abs(a.avg_logprob - b.avg_logprob) < 0.05 and abs(a.no_speech_prob - b.no_speech_prob) < 0.05, name
+        assert english_filter(a) is None and english_filter(b) is None
+        assert [w[0] for w in a.words] == [w[0] for w in b.words]
+        assert all(abs(x[1] - y[1]) < 0.5 for x, y in zip(a.words, b.words)), name
 
 
 def test_english_filter_rules() -> None:
@@ -311,6 +340,7 @@ def test_one_log_mel_per_window_for_both_models_and_the_librarys_own_results(cli
     identifier = transcriber.language_id
     lid_mel = identifier.model.feature_extractor = _CountingExtractor(identifier.model.feature_extractor)
     audios = {name: load_audio(clips[name].media, SAMPLE_RATE) for name in ("english", "english2", "long")}
+    transcriber.window_frames = MAX_ENCODER_FRAMES  # the library's 30 s window, to compare with its own path
     ours = {name: transcriber.transcribe_batch([audio])[0] for name, audio in audios.items()}
     assert (asr_mel.calls, lid_mel.calls) == (4, 0), "one log-mel per 30 s window (the 36 s clip has 2), shared"
 

@@ -161,12 +161,12 @@ def test_batched_detection_matches_one_clip_at_a_time(identifier, spoken: dict[s
 
 def test_language_id_window_is_the_clip_rounded_up_to_a_second_from_20_to_30_s() -> None:
     # log_mel gives a clip of n samples n // 160 + 1 frames, 100 per second.
-    assert langid.language_id_frames(2) == 2000  # 10 ms
-    assert langid.language_id_frames(581) == 2000  # 5.8 s: a typical talking-head clip reads 20 s
-    assert langid.language_id_frames(2001) == 2000  # exactly 20 s
-    assert langid.language_id_frames(2002) == 2100  # 20.01 s: the next whole second
-    assert langid.language_id_frames(2451) == 2500
-    assert langid.language_id_frames(3001) == 3000  # a full window: Whisper's 30 s
+    assert langid.encoder_frames(2) == 2000  # 10 ms
+    assert langid.encoder_frames(581) == 2000  # 5.8 s: a typical talking-head clip reads 20 s
+    assert langid.encoder_frames(2001) == 2000  # exactly 20 s
+    assert langid.encoder_frames(2002) == 2100  # 20.01 s: the next whole second
+    assert langid.encoder_frames(2451) == 2500
+    assert langid.encoder_frames(3001) == 3000  # a full window: Whisper's 30 s
 
 
 def test_language_id_encodes_the_clips_window_and_decides_as_at_30_s(identifier, spoken: dict[str, Clip]) -> None:
@@ -192,7 +192,7 @@ def test_language_id_encodes_the_clips_window_and_decides_as_at_30_s(identifier,
     for name in SPOKEN:
         features = [langid.log_mel(identifier.model.feature_extractor, load_audio(spoken[name].media, SAMPLE_RATE))]
         ((short, short_silent),) = identifier.scores_from_features(features)
-        ((padded, padded_silent),) = identifier.scores_from_features(features, frames=langid.MAX_LANGUAGE_ID_FRAMES)
+        ((padded, padded_silent),) = identifier.scores_from_features(features, frames=langid.MAX_ENCODER_FRAMES)
         if name == "english":
             assert max(short, key=short.get) == max(padded, key=padded.get) == "en" and min(short["en"], padded["en"]) > 0.5
         else:
