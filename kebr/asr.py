@@ -637,7 +637,7 @@ def transcribe_clips(clips: list[Clip], transcriber: Transcriber | None, use_gol
     """One JSON-able dict per clip, in input order: ``Transcript.to_json()`` plus ``clip_id`` and
     ``duration_s`` (the media's duration from its container; None for gold text, whose media is
     never opened), or ``{"clip_id", "duration_s", "error", "kind"}`` when the clip's audio cannot be
-    read or transcribed (kinds: kebr.clips.SKIP_KINDS). Transient errors (kebr.clips.is_transient:
+    read or transcribed (kinds: kebr.clips.SkipKind). Transient errors (kebr.clips.is_transient:
     storage I/O, GPU) are raised, not recorded: they say nothing about the clip.
 
     Clips with gold text never touch the audio or the model, so ``transcriber`` may be None when

@@ -4,7 +4,7 @@ Three kinds of failure, three outcomes (docs/corpora.md "Bad input, crashes and 
 
 - ``ClipError``: something about the clip's CONTENT (an empty or unreadable file, no audio or video
   stream, silence, no face, no speech, not English, too long). The clip is skipped for good with a
-  human reason and a stable short ``kind`` (``SKIP_KINDS``); clips.tsv counts clips by kind.
+  human reason and a stable short ``kind`` (``SkipKind``); clips.tsv counts clips by kind.
 - a transient error (``is_transient``): I/O errors of a network file system and GPU errors. They say
   nothing about the clip, so they are retried with backoff and, if they persist, fail the job
   (Snakemake retries it later). A clip whose transient error persists in two job runs is skipped as
@@ -23,6 +23,7 @@ Three kinds of failure, three outcomes (docs/corpora.md "Bad input, crashes and 
 
 from __future__ import annotations
 
+import enum
 import errno
 import hashlib
 import json
@@ -32,33 +33,46 @@ import stat
 import sys
 from dataclasses import dataclass, fields
 
-# Every kind of skip a stage records, with what it means. A kind is a stable short name for counting
-# and filtering (clips.tsv `kind`, clips_summary.tsv); the human reason beside it says the details.
-SKIP_KINDS: dict[str, str] = {
-    "not_found": "the media file does not exist",
-    "zero_byte": "the media file is empty",
-    "unreadable": "FFmpeg cannot open or decode the file (truncated, not media, not a regular file)",
-    "no_media": "the plan gives neither an audio nor a video file",
-    "no_audio_stream": "the file has no audio stream",
-    "no_video_stream": "the file has no video stream (or the clip has no video)",
-    "too_long": "longer than stages.max_clip_seconds",
-    "too_short": "too short for the configured features (eGeMAPS)",
-    "silence": "digital silence (peak below -80 dBFS)",
-    "no_face": "no face found in any sampled frame",
-    "bad_openface_csv": "the OpenFace CSV is missing or malformed",
-    "empty_transcript": "no word in the transcript",
-    "no_speech": "no model hears speech: the signal below -60 dBFS, or the language model's no-speech token "
-                 "and the ASR agree (without a language model, Whisper's no-speech rule; kebr/language.py)",
-    "low_confidence": "ASR confidence too low for English (another language or heavy noise)",
-    "not_english": "the language ID or the transcript says not English",
-    "persistent_error": "a storage or GPU error that persisted through the retries of two job runs",
-    "crashed_worker": "the clip killed the stage's worker process (segfault, abort, out-of-memory kill)",
-    "timeout": "the clip took longer than stages.clip_timeout_s",
-    "too_large": "the clip made the stage's worker use more memory than the job has (resources.mem_mb); "
-                 "the reason gives the peak",
-    "invalid": "another problem with the clip's content (the reason says which)",
-    "unexpected": "any other error: counted, and fails the shard above max_error_fraction",
-}
+
+class SkipKind(enum.StrEnum):
+    """Every kind of skip a stage records, with what it means (``description``). The value is a
+    stable short name for counting and filtering (clips.tsv ``kind``, clips_summary.tsv); the human
+    reason beside it says the details. A StrEnum, so records and tables hold the plain name."""
+
+    description: str
+
+    def __new__(cls, value: str, description: str) -> SkipKind:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.description = description
+        return member
+
+    NOT_FOUND = "not_found", "the media file does not exist"
+    ZERO_BYTE = "zero_byte", "the media file is empty"
+    UNREADABLE = "unreadable", "FFmpeg cannot open or decode the file (truncated, not media, not a regular file)"
+    NO_MEDIA = "no_media", "the plan gives neither an audio nor a video file"
+    NO_AUDIO_STREAM = "no_audio_stream", "the file has no audio stream"
+    NO_VIDEO_STREAM = "no_video_stream", "the file has no video stream (or the clip has no video)"
+    TOO_LONG = "too_long", "longer than stages.max_clip_seconds"
+    TOO_SHORT = "too_short", "too short for the configured features (eGeMAPS)"
+    SILENCE = "silence", "digital silence (peak below -80 dBFS)"
+    NO_FACE = "no_face", "no face found in any sampled frame"
+    BAD_OPENFACE_CSV = "bad_openface_csv", "the OpenFace CSV is missing or malformed"
+    EMPTY_TRANSCRIPT = "empty_transcript", "no word in the transcript"
+    NO_SPEECH = ("no_speech", "no model hears speech: the signal below -60 dBFS, or the language model's no-speech "
+                 "token and the ASR agree (without a language model, Whisper's no-speech rule; kebr/language.py)")
+    LOW_CONFIDENCE = "low_confidence", "ASR confidence too low for English (another language or heavy noise)"
+    NOT_ENGLISH = "not_english", "the language ID or the transcript says not English"
+    PERSISTENT_ERROR = ("persistent_error",
+                        "a storage or GPU error that persisted through the retries of two job runs")
+    CRASHED_WORKER = ("crashed_worker",
+                      "the clip killed the stage's worker process (segfault, abort, out-of-memory kill)")
+    TIMEOUT = "timeout", "the clip took longer than stages.clip_timeout_s"
+    TOO_LARGE = ("too_large", "the clip made the stage's worker use more memory than the job has (resources.mem_mb); "
+                 "the reason gives the peak")
+    INVALID = "invalid", "another problem with the clip's content (the reason says which)"
+    UNEXPECTED = "unexpected", "any other error: counted, and fails the shard above max_error_fraction"
+
 
 # errno values that mean "the storage or network hiccupped", not "this file is bad".
 TRANSIENT_ERRNOS = frozenset({
@@ -68,19 +82,19 @@ TRANSIENT_ERRNOS = frozenset({
 })
 # Kinds whose records a restarted job retries instead of keeping (kebr/journal.py is_final): the
 # environment may have been fixed since.
-RETRIED_KINDS = frozenset({"unexpected", "persistent_error"})
+RETRIED_KINDS = frozenset({SkipKind.UNEXPECTED, SkipKind.PERSISTENT_ERROR})
 READ_CHUNK = 1 << 20
 # GPU failures (torch, CTranslate2, cuDNN, cuBLAS, NCCL); a fresh worker process may succeed.
 _DEVICE_ERROR = re.compile(r"\bCUDA\b|\bcuda\b|cuDNN|CUDNN|cuBLAS|CUBLAS|NCCL|device-side assert")
 
 
 class ClipError(Exception):
-    """A clip that cannot be processed: ``str(exc)`` is the skip reason, ``kind`` its SKIP_KINDS name."""
+    """A clip that cannot be processed: ``str(exc)`` is the skip reason, ``kind`` its SkipKind."""
 
-    def __init__(self, reason: str, kind: str = "invalid") -> None:
+    def __init__(self, reason: str, kind: SkipKind = SkipKind.INVALID) -> None:
         super().__init__(reason)
-        if kind not in SKIP_KINDS:
-            raise ValueError(f"unknown skip kind {kind!r}: one of {sorted(SKIP_KINDS)}")
+        if not isinstance(kind, SkipKind):  # a plain string would be a kind nothing checked
+            raise TypeError(f"a skip kind is a SkipKind member, not {kind!r}")
         self.kind = kind
 
 
@@ -149,7 +163,7 @@ class Clip:
         """The file the audio comes from: the audio file if given, else the video."""
         path = self.audio or self.video
         if path is None:
-            raise ClipError("no media: neither audio nor video given", kind="no_media")
+            raise ClipError("no media: neither audio nor video given", kind=SkipKind.NO_MEDIA)
         return path
 
     @property
@@ -213,11 +227,11 @@ def describe_error(exc: BaseException) -> str:
     return text
 
 
-def error_kind(exc: BaseException) -> str:
-    """The SKIP_KINDS name of an exception that is not transient."""
+def error_kind(exc: BaseException) -> SkipKind:
+    """The SkipKind of an exception that is not transient."""
     if isinstance(exc, ClipError):
         return exc.kind
-    return "unreadable" if corrupt_content_size(exc) is not None else "unexpected"
+    return SkipKind.UNREADABLE if corrupt_content_size(exc) is not None else SkipKind.UNEXPECTED
 
 
 def skip_record(exc: BaseException) -> dict[str, str]:
@@ -226,3 +240,13 @@ def skip_record(exc: BaseException) -> dict[str, str]:
     if is_transient(exc):
         raise exc
     return {"error": describe_error(exc), "kind": error_kind(exc)}
+
+
+def read_kind(value: str, where: str) -> SkipKind:
+    """A kind read back from a file (a journal, a stage output, a status table, clips.tsv) as its
+    SkipKind: a kind this code does not know fails loudly, naming ``where``."""
+    try:
+        return SkipKind(value)
+    except ValueError:
+        raise ValueError(f"{where}: unknown skip kind {value!r}, not one of kebr.clips.SkipKind "
+                         f"({', '.join(SkipKind)})") from None

@@ -79,7 +79,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from kebr.clips import RETRIED_KINDS
+from kebr.clips import RETRIED_KINDS, read_kind
 
 log = logging.getLogger("kebr")
 
@@ -104,6 +104,13 @@ def _dumps(value: Any) -> str:
 
 def _loads(line: str) -> Any:
     return json.loads(line, object_hook=lambda d: decode_array(d) if _ARRAY in d else d)
+
+
+def _read_back(record: dict[str, Any], where: str | Path) -> dict[str, Any]:
+    """A record read from a journal or stage output, a skip's kind as its SkipKind (an unknown one fails here)."""
+    if "error" in record:
+        record["kind"] = read_kind(record["kind"], f"{where}: clip {record['clip_id']!r}")
+    return record
 
 
 def is_final(record: dict[str, Any]) -> bool:
@@ -182,6 +189,7 @@ class Journal:
                 self.meta = event["meta"]
             else:
                 for record in event.get("records", [event]):
+                    record = _read_back(record, self.path)
                     clip_id, made_from = record["clip_id"], record.pop("input", None)
                     settled.add(clip_id)
                     current = self._current((clip_id,), [made_from])
@@ -275,7 +283,7 @@ def read_journal_counts(path: str | Path) -> dict[str, int]:
             except json.JSONDecodeError:
                 break
             for record in event.get("records", [event] if "clip_id" in event else []):
-                latest[record["clip_id"]] = record.get("kind", "") if "error" in record else ""
+                latest[record["clip_id"]] = _read_back(record, path)["kind"] if "error" in record else ""
     for kind in latest.values():
         counts[kind] = counts.get(kind, 0) + 1
     return counts
@@ -334,7 +342,8 @@ def read_stage_output(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[
         if f.attrs.get("format") != OUTPUT_FORMAT:
             raise ValueError(f"{path}: not a kebr stage output of format {OUTPUT_FORMAT}")
         meta = json.loads(f.attrs["meta"])
-        records = [json.loads(line) for line in f["records"][()].tobytes().decode("utf-8").splitlines()]
+        records = [_read_back(json.loads(line), path)
+                   for line in f["records"][()].tobytes().decode("utf-8").splitlines()]
         for name, group in f.get("arrays", {}).items():
             offsets, present, data = group["offsets"][()], group["present"][()], group["data"][()]
             for i, record in enumerate(records):

@@ -5,7 +5,7 @@ The paper's clips were picked by a language-ID service. Ours is Whisper's langua
 that the English-only ASR (tiny.en) transcribes, from its first 30 s (a shorter clip padded to 20 s), in the ASR stage
 (``language.id_model``); a multilingual ASR model identifies the language itself. Its probability of
 English vetoes the clip, and the transcript rules that tiny.en alone had before still judge what is
-left. Each drop is a ``Drop``: a skip kind (kebr.clips.SKIP_KINDS) and a reason, carried as they are
+left. Each drop is a ``Drop``: a skip kind (kebr.clips.SkipKind) and a reason, carried as they are
 to clips.tsv. The rules, in order:
 
 1. (gold transcripts, MOSI/MOSEI, are English by construction: kept unless they hold no word)
@@ -82,6 +82,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from kebr.asr import Transcript
+from kebr.clips import SkipKind
 
 _WORD = re.compile(r"[^\W_]+")  # runs of letters or digits, in any script
 # Below this RMS level no model can hear speech: quiet real speech is around -45 dBFS, eSpeak's -21.
@@ -129,14 +130,14 @@ def filter_settings(language: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in language.items() if k != "id_model"}
 
 
-# The skip kinds the filter gives (kebr.clips.SKIP_KINDS), carried with the reason from here to
-# clips.tsv: never recovered from the reason's wording.
-DropKind = Literal["no_speech", "not_english", "empty_transcript", "low_confidence"]
+# The skip kinds the filter gives, carried with the reason from here to clips.tsv: never recovered
+# from the reason's wording.
+DropKind = Literal[SkipKind.NO_SPEECH, SkipKind.NOT_ENGLISH, SkipKind.EMPTY_TRANSCRIPT, SkipKind.LOW_CONFIDENCE]
 
 
 @dataclass(frozen=True)
 class Drop:
-    """Why the English filter drops a clip: a ``SKIP_KINDS`` name and the human reason."""
+    """Why the English filter drops a clip: a ``SkipKind`` and the human reason."""
 
     kind: DropKind
     reason: str
@@ -154,9 +155,9 @@ def english_decision(
     """None to keep the clip, else its ``Drop`` (the rules: the module docstring)."""
     has_words = _WORD.search(t.text) is not None
     if t.source == "gold":
-        return None if has_words else Drop("empty_transcript", "language: empty transcript (no speech)")
+        return None if has_words else Drop(SkipKind.EMPTY_TRANSCRIPT, "language: empty transcript (no speech)")
     if t.signal_dbfs is not None and t.signal_dbfs < min_signal_dbfs:
-        return Drop("no_speech", f"language: no speech (signal {t.signal_dbfs:.1f} dBFS < {min_signal_dbfs:g})")
+        return Drop(SkipKind.NO_SPEECH, f"language: no speech (signal {t.signal_dbfs:.1f} dBFS < {min_signal_dbfs:g})")
     asr_silent = t.no_speech_prob > max_no_speech_prob and t.avg_logprob < min_avg_logprob
     if t.language_model is not None:
         # The language model decides first: tiny.en's no-speech token means nothing on foreign speech,
@@ -164,23 +165,23 @@ def english_decision(
         # the language ID alone).
         if t.language_no_speech_prob is not None and t.language_no_speech_prob > max_language_no_speech_prob and (
                 asr_silent or not has_words):
-            return Drop("no_speech", f"language: no speech detected by either model ({t.language_model} "
+            return Drop(SkipKind.NO_SPEECH, f"language: no speech detected by either model ({t.language_model} "
                         f"no_speech_prob={t.language_no_speech_prob:.2f}; ASR no_speech_prob={t.no_speech_prob:.2f}, "
                         f"avg_logprob={t.avg_logprob:.2f})")
         if (t.english_prob or 0.0) < min_english_prob:
-            return Drop("not_english", f"language: detected {t.language!r} (p={t.language_prob:.2f}, "
+            return Drop(SkipKind.NOT_ENGLISH, f"language: detected {t.language!r} (p={t.language_prob:.2f}, "
                         f"English p={t.english_prob or 0.0:.2f})")
     if not has_words:
-        return Drop("empty_transcript", "language: empty transcript (no speech)")
+        return Drop(SkipKind.EMPTY_TRANSCRIPT, "language: empty transcript (no speech)")
     if t.language_model is None and asr_silent:  # English assumed: the ASR model's own silence rule
-        return Drop("no_speech", f"language: no speech detected (no_speech_prob={t.no_speech_prob:.2f}, "
+        return Drop(SkipKind.NO_SPEECH, f"language: no speech detected (no_speech_prob={t.no_speech_prob:.2f}, "
                     f"avg_logprob={t.avg_logprob:.2f})")
     if t.avg_logprob < min_avg_logprob:
-        return Drop("low_confidence", f"language: low ASR confidence (avg_logprob={t.avg_logprob:.2f} < "
+        return Drop(SkipKind.LOW_CONFIDENCE, f"language: low ASR confidence (avg_logprob={t.avg_logprob:.2f} < "
                     f"{min_avg_logprob})")
     fraction = english_word_fraction(t.text)
     if fraction is not None and fraction < min_english_word_fraction:
-        return Drop("not_english", f"language: transcript not English ({fraction:.0%} English words < "
+        return Drop(SkipKind.NOT_ENGLISH, f"language: transcript not English ({fraction:.0%} English words < "
                     f"{min_english_word_fraction:.0%})")
     return None
 

@@ -22,7 +22,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from kebr.clips import ClipError, is_transient
+from kebr.clips import ClipError, SkipKind, is_transient
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -32,18 +32,18 @@ log = logging.getLogger("kebr")
 def _open(path: str | Path) -> av.container.InputContainer:
     p = Path(path)
     if not p.exists():
-        raise ClipError(f"media: file not found: {p}", kind="not_found")
+        raise ClipError(f"media: file not found: {p}", kind=SkipKind.NOT_FOUND)
     if not p.is_file():  # a FIFO would block the decoder forever, a device would stream forever
-        raise ClipError(f"media: not a regular file: {p}", kind="unreadable")
+        raise ClipError(f"media: not a regular file: {p}", kind=SkipKind.UNREADABLE)
     if p.stat().st_size == 0:
-        raise ClipError(f"media: zero-byte file: {p}", kind="zero_byte")
+        raise ClipError(f"media: zero-byte file: {p}", kind=SkipKind.ZERO_BYTE)
     try:
         return av.open(str(p))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         if is_transient(exc):  # EIO, ESTALE...: the storage, not the file; the stage retries
             raise
         raise ClipError(f"media: not a readable media file ({type(exc).__name__}: {exc})",
-                        kind="unreadable") from exc
+                        kind=SkipKind.UNREADABLE) from exc
 
 
 def _container_duration(container: av.container.InputContainer) -> float | None:
@@ -67,7 +67,7 @@ def probe_duration(path: str | Path) -> float | None:
 def too_long(duration_s: float | None, max_seconds: float | None) -> ClipError | None:
     """The skip for a clip whose container says it is longer than ``max_seconds``, else None."""
     if duration_s is not None and max_seconds is not None and duration_s > max_seconds:
-        return ClipError(f"media: {duration_s:.0f} s is longer than max_clip_seconds={max_seconds:g}", kind="too_long")
+        return ClipError(f"media: {duration_s:.0f} s is longer than max_clip_seconds={max_seconds:g}", kind=SkipKind.TOO_LONG)
     return None
 
 
@@ -81,7 +81,7 @@ def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = N
     limit = None if max_seconds is None else int(max_seconds * sample_rate)
     with _open(path) as container:
         if not container.streams.audio:
-            raise ClipError("media: no audio stream", kind="no_audio_stream")
+            raise ClipError("media: no audio stream", kind=SkipKind.NO_AUDIO_STREAM)
         claimed = _container_duration(container)
         if (error := too_long(claimed, max_seconds)) is not None:
             raise error
@@ -97,17 +97,17 @@ def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = N
                 if limit is not None and decoded > limit:
                     said = "no duration" if claimed is None else f"{claimed:.0f} s"
                     raise ClipError(f"media: audio runs past max_clip_seconds={max_seconds:g} (the container "
-                                    f"says {said}); decoding stopped there", kind="too_long")
+                                    f"says {said}); decoding stopped there", kind=SkipKind.TOO_LONG)
         except av.error.FFmpegError as exc:
             if is_transient(exc):
                 raise
             # A truncated file decodes up to the damage; keep what was decoded if anything was.
             if not chunks:
-                raise ClipError(f"media: audio decode failed ({exc})", kind="unreadable") from exc
+                raise ClipError(f"media: audio decode failed ({exc})", kind=SkipKind.UNREADABLE) from exc
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray()[0])
     if not chunks:
-        raise ClipError("media: audio stream has no samples", kind="unreadable")
+        raise ClipError("media: audio stream has no samples", kind=SkipKind.UNREADABLE)
     return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
@@ -275,7 +275,7 @@ def _decode(stream: av.video.stream.VideoStream, plan: Iterable[_Packet], sample
         if is_transient(exc):
             raise
         if not frames:
-            raise ClipError(f"media: video decode failed ({exc})", kind="unreadable") from exc
+            raise ClipError(f"media: video decode failed ({exc})", kind=SkipKind.UNREADABLE) from exc
     return times, frames, picked
 
 
@@ -307,7 +307,7 @@ def read_frames(path: str | Path, fps: float, max_frames: int, threads: int = 1,
         result = _read_video(p, fps, max_frames, threads, stats, plan=False)
     times, frames = result
     if not frames:
-        raise ClipError("media: no decodable video frame", kind="unreadable")
+        raise ClipError("media: no decodable video frame", kind=SkipKind.UNREADABLE)
     return np.asarray(times, dtype=np.float64), np.stack(frames)
 
 
@@ -316,11 +316,11 @@ def _read_video(path: Path, fps: float, max_frames: int, threads: int, stats: De
     """One pass of read_frames: planned (None when the decoder's picks differ from the plan) or not."""
     with _open(path) as container:
         if not container.streams.video:
-            raise ClipError("media: no video stream", kind="no_video_stream")
+            raise ClipError("media: no video stream", kind=SkipKind.NO_VIDEO_STREAM)
         stream = container.streams.video[0]
         context = stream.codec_context
         if context is None:  # a damaged header can leave FFmpeg no codec for the stream
-            raise ClipError("media: the video stream has no decoder (damaged header)", kind="unreadable")
+            raise ClipError("media: the video stream has no decoder (damaged header)", kind=SkipKind.UNREADABLE)
         # FFmpeg's default (0) starts a thread per core in every job; one thread starts none.
         context.thread_count = max(1, threads)
         if threads > 1:
@@ -343,7 +343,7 @@ def _read_video(path: Path, fps: float, max_frames: int, threads: int, stats: De
         if not plannable:
             stats.packets += stats.sent - sent_before
         if not frames and error is not None:
-            raise ClipError(f"media: video decode failed ({error})", kind="unreadable") from error
+            raise ClipError(f"media: video decode failed ({error})", kind=SkipKind.UNREADABLE) from error
     if picks is not None and picked != picks:
         return None
     return times, frames
@@ -353,18 +353,18 @@ def _read_frame_folder(folder: Path, max_frames: int) -> tuple[np.ndarray, np.nd
     """A folder of face-track images (VoxCeleb1 ``unzippedIntervalFaces``), in name order."""
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:max_frames]
     if not files:
-        raise ClipError(f"media: no images in frame folder {folder}", kind="unreadable")
+        raise ClipError(f"media: no images in frame folder {folder}", kind=SkipKind.UNREADABLE)
     frames = []
     for f in files:
         with _open(f) as container:
             frame = next(container.decode(video=0), None)
             if frame is None:
-                raise ClipError(f"media: unreadable image {f.name}", kind="unreadable")
+                raise ClipError(f"media: unreadable image {f.name}", kind=SkipKind.UNREADABLE)
             frames.append(frame.to_ndarray(format="rgb24"))
     heights = {im.shape[:2] for im in frames}
     if len(heights) > 1:
         raise ClipError(f"media: frame folder {folder} mixes image sizes {sorted(heights)}",
-                        kind="unreadable")
+                        kind=SkipKind.UNREADABLE)
     # Frame folders carry no timing; their index is their time step.
     return np.arange(len(frames), dtype=np.float64), np.stack(frames)
 

@@ -76,7 +76,7 @@ from typing import Any, Iterator, Sequence
 import h5py
 import numpy as np
 
-from kebr.clips import Clip
+from kebr.clips import Clip, SkipKind
 from kebr.config import untrusted_pickle_message
 from kebr.fingerprints import stage_fingerprint
 
@@ -500,7 +500,7 @@ def import_shard(clips: Sequence[Clip], arrays: Path, out_asr: Path, out_audio: 
                     frames = _clean(data[offsets[i]: offsets[i + 1]], stage)
                     records.append({"clip_id": clip.clip_id, "features": frames})
                 except ValueError as exc:
-                    records.append({"clip_id": clip.clip_id, "error": str(exc), "kind": "invalid"})
+                    records.append({"clip_id": clip.clip_id, "error": str(exc), "kind": SkipKind.INVALID})
             meta = {"stage": stage, "columns": [f"mmsa_{m}_{j:03d}" for j in range(data.shape[1])],
                     "max_frames": int(f.attrs[f"{m}_frames"]), "mmsa_pickle": source, "fingerprint": fingerprint}
             write_stage_output(out, meta, records)

@@ -112,6 +112,8 @@ def summarize_clips(clips_tsv: Path) -> dict[str, Any]:
 
     ``kind`` is "" where clips.tsv has no ``kind`` column; ``durations`` is None without a
     ``duration_s`` column, and clips whose duration is empty are counted in ``no_duration``."""
+    from kebr.clips import read_kind
+
     counts: Counter[tuple[str, str, str]] = Counter()
     durations: dict[str, list[float]] = {}
     has_duration, no_duration = False, 0
@@ -120,7 +122,8 @@ def summarize_clips(clips_tsv: Path) -> dict[str, Any]:
         # an ok clip may lack a modality (clips.tsv `missing`, when written): its own bar
         missing = f"missing {row['missing']}" if row.get("missing") else ""
         group = reason_group(row["reason"]) if row["reason"] else missing
-        counts[(status, row.get("kind") or "", group)] += 1
+        kind = read_kind(row["kind"], f"{clips_tsv}: clip {row['clip_id']!r}") if row.get("kind") else ""
+        counts[(status, kind, group)] += 1
         if "duration_s" in row:
             has_duration = True
             try:

@@ -62,14 +62,14 @@ class Predictor:
 
     def transcribe(self, clip: Clip) -> str:
         from kebr.asr import Transcript, transcribe_clips
-        from kebr.language import english_filter, filter_settings
+        from kebr.language import english_decision, filter_settings
 
         record = next(transcribe_clips([clip], self.transcriber, use_gold_text=False))
         if "error" in record:
-            raise ClipError(record["error"])
-        dropped = english_filter(Transcript.from_json(record), **filter_settings(self.config["language"]))
+            raise ClipError(record["error"], kind=record["kind"])
+        dropped = english_decision(Transcript.from_json(record), **filter_settings(self.config["language"]))
         if dropped:
-            raise ClipError(dropped)
+            raise ClipError(dropped.reason, kind=dropped.kind)
         return record["text"]
 
     @torch.no_grad()

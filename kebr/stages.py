@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 import kebr
-from kebr.clips import Clip, describe_error, error_kind, input_digest, skip_record
+from kebr.clips import Clip, SkipKind, describe_error, error_kind, input_digest, read_kind, skip_record
 from kebr.journal import STRIKES_TO_SKIP, TRANSIENT_RUNS_TO_SKIP, Journal, read_stage_output, write_stage_output
 from kebr.resources import configured_mem_mb
 from kebr.tsv import read_table, write_table
@@ -41,7 +41,7 @@ RULES = {"asr": "asr", "audio": "audio_features", "visual": "visual_features"}  
 VERSIONED_LIBRARIES = ("numpy", "torch", "transformers", "h5py", "av", "librosa", "opensmile",
                        "mediapipe", "faster-whisper", "openai-whisper", "vaderSentiment")
 # Worker outcomes that are the clip's (a batch with one goes clip by clip), and their skip kinds.
-OUTCOME_KINDS = {"crashed": "crashed_worker", "timeout": "timeout", "too_large": "too_large"}
+OUTCOME_KINDS = {"crashed": SkipKind.CRASHED_WORKER, "timeout": SkipKind.TIMEOUT, "too_large": SkipKind.TOO_LARGE}
 CRASHED_TWICE = ("crashed the worker (the whole job died twice while this clip was being processed; "
                  "no exit status)")
 
@@ -244,7 +244,7 @@ def _files(clips: list[Clip]) -> str:
 def check_error_fraction(label: str, records: list[dict[str, Any]], max_fraction: float) -> None:
     """Fail when more than ``max_fraction`` of the clips hit unexpected errors: a broken environment
     must not pass as a corpus of bad clips."""
-    errors = [r["error"] for r in records if r.get("kind") == "unexpected"]
+    errors = [r["error"] for r in records if r.get("kind") == SkipKind.UNEXPECTED]
     if errors and len(errors) > max_fraction * len(records):
         common = "; ".join(f"{n} x {text[:300]}" for text, n in Counter(errors).most_common(3))
         raise StageFailed(f"{label}: {len(errors)} of {len(records)} clips ({len(errors) / len(records):.0%}) hit "
@@ -358,7 +358,8 @@ class _ShardRun:
         ids = [c.clip_id for c in task]
         if len(task) == 1 and self.journal.strikes.get(tuple(ids), 0) >= STRIKES_TO_SKIP:
             log.warning("%s: clip %s: %s", self.label, ids[0], CRASHED_TWICE)
-            self._finish([{"clip_id": ids[0], "duration_s": None, "error": CRASHED_TWICE, "kind": "crashed_worker"}])
+            self._finish([{"clip_id": ids[0], "duration_s": None, "error": CRASHED_TWICE,
+                           "kind": SkipKind.CRASHED_WORKER}])
             return
         attempt = 0
         while True:
@@ -395,7 +396,8 @@ class _ShardRun:
                     reason = (f"{outcome.reason} (on {_files(task)}: persisted through {self.retries} retries in "
                               f"each of {runs} job runs)")
                     log.warning("%s: clip %s skipped: %s", self.label, ids[0], reason)
-                    self._finish([{"clip_id": ids[0], "duration_s": None, "error": reason, "kind": "persistent_error"}])
+                    self._finish([{"clip_id": ids[0], "duration_s": None, "error": reason,
+                                   "kind": SkipKind.PERSISTENT_ERROR}])
                     return
                 raise StageFailed(f"{self.label}: a transient error on {_files(task)} persisted after {self.retries} "
                                   f"retries ({outcome.reason}); failing the job so it is retried later (job run "
@@ -498,12 +500,12 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
     status: list[dict[str, str]] = []
     own_errors: list[str] = []  # assemble's own unexpected errors, for the error fraction
     for clip in clips:
-        failures: list[tuple[str, str]] = []  # (kind, reason) of the text
+        failures: list[tuple[SkipKind, str]] = []  # (kind, reason) of the text
         record = transcripts[clip.clip_id]
         masked = None
         detected = {"language": "", "language_prob": ""}
         if "error" in record:
-            failures.append((record.get("kind", "unexpected"), _reason("asr", record["error"])))
+            failures.append((record["kind"], _reason("asr", record["error"])))
         else:
             transcript = Transcript.from_json(record)
             if transcript.language_model is not None:
@@ -516,10 +518,10 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
                     masked = masker(transcript.text, clip.clip_id)
                 except Exception as exc:
                     failures.append((error_kind(exc), describe_error(exc)))
-                    if error_kind(exc) == "unexpected":
+                    if error_kind(exc) == SkipKind.UNEXPECTED:
                         own_errors.append(describe_error(exc))
         streams = {"audio": audio[clip.clip_id], "visual": visual[clip.clip_id]}
-        media = {stage: (r.get("kind", "unexpected"), _reason(stage, r["error"]))
+        media = {stage: (r["kind"], _reason(stage, r["error"]))
                  for stage, r in streams.items() if "error" in r}
         duration = _duration(streams["audio"], record, streams["visual"])
         missing = list(media) if clip.kept_whole and not failures else []
@@ -538,7 +540,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
         status.append({"clip_id": clip.clip_id, "status": "ok", "kind": media[missing[0]][0] if missing else "",
                        "reason": readable("; ".join(media[m][1] for m in missing)), "missing": ",".join(missing),
                        "duration_s": duration, "shard": shard, **detected})
-    errors = [{"kind": "unexpected", "error": e} for e in own_errors]
+    errors = [{"kind": SkipKind.UNEXPECTED, "error": e} for e in own_errors]
     check_error_fraction(f"assemble {dataset}/{shard}", errors + [{}] * (len(clips) - len(errors)),
                          config["datasets"][dataset]["max_error_fraction"])
 
@@ -570,7 +572,13 @@ def write_status(rows: list[dict[str, str]], path: Path) -> None:
 
 
 def read_status(path: Path) -> list[dict[str, str]]:
-    return read_table(path, STATUS_FIELDS)
+    """A status table or clips.tsv; each ``kind`` as its SkipKind ("" for a clean ``ok``), so a kind
+    this code does not know fails here."""
+    rows = read_table(path, STATUS_FIELDS)
+    for row in rows:
+        if row["kind"]:
+            row["kind"] = read_kind(row["kind"], f"{path}: clip {row['clip_id']!r}")
+    return rows
 
 
 def clips_summary_rows(rows: list[dict[str, str]], dataset: str) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ import torch
 from whisper.model import ModelDimensions, Whisper
 
 from kebr.asr import SAMPLE_RATE, Transcript, make_transcriber, needs_asr, transcribe_clips
-from kebr.clips import Clip
+from kebr.clips import Clip, SkipKind
 from kebr.langid import MAX_ENCODER_FRAMES
 from kebr.language import english_filter, english_word_fraction
 from kebr.media import load_audio, write_clip
@@ -138,7 +138,7 @@ def test_silence_noise_and_music_are_dropped(results: dict[str, dict]) -> None:
 
 def test_clip_without_audio_stream_is_an_error_row(results: dict[str, dict]) -> None:
     row = results["no_audio"]
-    assert (row["error"], row["kind"]) == ("media: no audio stream", "no_audio_stream") and row["duration_s"] > 0
+    assert (row["error"], row["kind"]) == ("media: no audio stream", SkipKind.NO_AUDIO_STREAM) and row["duration_s"] > 0
 
 
 def test_gold_text_skips_audio_and_model(clips: dict[str, Clip]) -> None:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from kebr.clips import SkipKind
 from kebr.journal import Journal, read_journal_counts, read_stage_output, write_stage_output
 
 FP = "fingerprint-a"
@@ -14,7 +15,7 @@ def test_journal_resumes_after_torn_write(tmp_path):
     features = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
     journal.set_meta({"columns": ["x", "y", "z"]})
     journal.append({"clip_id": "a", "features": features})
-    journal.append({"clip_id": "b", "error": "media: no audio stream", "kind": "no_audio_stream"})
+    journal.append({"clip_id": "b", "error": "media: no audio stream", "kind": SkipKind.NO_AUDIO_STREAM})
     journal.close_file()
     with path.open("a") as f:  # what SIGKILL mid-write leaves behind
         f.write('{"clip_id": "c", "feat')
@@ -22,7 +23,7 @@ def test_journal_resumes_after_torn_write(tmp_path):
     assert set(resumed.records) == {"a", "b"} and "c" not in resumed and resumed.discarded is None
     assert resumed.meta == {"columns": ["x", "y", "z"]} and resumed.strikes == {}
     np.testing.assert_array_equal(resumed.records["a"]["features"], features)
-    resumed.append({"clip_id": "c", "error": "x", "kind": "silence"})
+    resumed.append({"clip_id": "c", "error": "x", "kind": SkipKind.SILENCE})
     resumed.close_file()
     assert set(Journal(path, "audio", FP).records) == {"a", "b", "c"}
 
@@ -30,7 +31,7 @@ def test_journal_resumes_after_torn_write(tmp_path):
 def test_journal_of_another_config_or_stage_is_discarded(tmp_path):
     path = tmp_path / "stage.h5.journal"
     journal = Journal(path, "visual", FP)
-    journal.append({"clip_id": "a", "error": "no face", "kind": "no_face"})
+    journal.append({"clip_id": "a", "error": "no face", "kind": SkipKind.NO_FACE})
     journal.close_file()
     other = Journal(path, "visual", "fingerprint-b")
     assert other.records == {} and "fingerprint-a" in other.discarded
@@ -71,16 +72,16 @@ def test_whole_job_deaths_are_counted_per_group_and_signals_are_not(tmp_path):
 
 
 def test_unexpected_errors_are_not_final(tmp_path):
-    j = strikes_after(tmp_path, [("append", ({"clip_id": "a", "error": "ValueError: x", "kind": "unexpected"},)),
-                                 ("append", ({"clip_id": "b", "error": "no face", "kind": "no_face"},))])
+    j = strikes_after(tmp_path, [("append", ({"clip_id": "a", "error": "ValueError: x", "kind": SkipKind.UNEXPECTED},)),
+                                 ("append", ({"clip_id": "b", "error": "no face", "kind": SkipKind.NO_FACE},))])
     assert set(j.records) == {"b"}
-    assert read_journal_counts(tmp_path / "j") == {"unexpected": 1, "no_face": 1}
+    assert read_journal_counts(tmp_path / "j") == {SkipKind.UNEXPECTED: 1, SkipKind.NO_FACE: 1}
 
 
 def test_stage_output_round_trip_is_compact_and_deterministic(tmp_path):
     rng = np.random.default_rng(0)
     records = [{"clip_id": "a", "duration_s": 2.5, "features": rng.normal(size=(40, 3)).astype(np.float32)},
-               {"clip_id": "b", "duration_s": None, "error": "no face", "kind": "no_face"},
+               {"clip_id": "b", "duration_s": None, "error": "no face", "kind": SkipKind.NO_FACE},
                {"clip_id": "c", "duration_s": 1.0, "features": np.zeros((0, 3), np.float32)}]
     a = write_stage_output(tmp_path / "a.h5", {"columns": ["x", "y", "z"], "fingerprint": FP}, records)
     b = write_stage_output(tmp_path / "b.h5", {"columns": ["x", "y", "z"], "fingerprint": FP}, records)
@@ -101,12 +102,12 @@ def test_transient_job_failures_are_counted_per_group_and_persistent_skips_are_r
                                  ("transient_failed", (["a"], "OSError: [Errno 5] x"))])
     assert j.transient == {("a", "b"): 1, ("a",): 1} and j.strikes == {}  # a failed job run is no strike
     assert j.transient_failed(["a"], "OSError: [Errno 5] x") == 2
-    j.append({"clip_id": "a", "error": "OSError: [Errno 5] x (...)", "kind": "persistent_error"})
+    j.append({"clip_id": "a", "error": "OSError: [Errno 5] x (...)", "kind": SkipKind.PERSISTENT_ERROR})
     j.close_file()
     again = Journal(tmp_path / "j", "asr", FP)
     assert again.transient == {("a", "b"): 1, ("a",): 2}
     assert "a" not in again  # not final: a restarted job tries the clip again (the storage may be back)
-    assert read_journal_counts(tmp_path / "j") == {"persistent_error": 1}
+    assert read_journal_counts(tmp_path / "j") == {SkipKind.PERSISTENT_ERROR: 1}
 
 
 def test_records_strikes_and_transient_counts_of_changed_inputs_are_stale(tmp_path):
@@ -114,7 +115,7 @@ def test_records_strikes_and_transient_counts_of_changed_inputs_are_stale(tmp_pa
     old = {"a": "in-a-1", "b": "in-b-1", "c": "in-c-1"}
     j = Journal(path, "visual", FP, inputs=old)
     j.start(["a"])
-    j.append({"clip_id": "a", "error": "no face", "kind": "no_face"})
+    j.append({"clip_id": "a", "error": "no face", "kind": SkipKind.NO_FACE})
     j.start(["b"])
     j.append_batch([{"clip_id": "b", "features": np.ones((2, 1), np.float32)}])
     j.transient_failed(["c"], "OSError: [Errno 5] x")
@@ -130,7 +131,7 @@ def test_records_strikes_and_transient_counts_of_changed_inputs_are_stale(tmp_pa
     new = Journal(path, "visual", FP, inputs={**old, "a": "in-a-2", "c": "in-c-2"})
     assert set(new.records) == {"b"} and new.stale == {"a"}
     assert new.strikes == {} and new.transient == {}  # c's death and failures were on its old input
-    new.append({"clip_id": "a", "error": "no face", "kind": "no_face"})
+    new.append({"clip_id": "a", "error": "no face", "kind": SkipKind.NO_FACE})
     new.close_file()
     again = Journal(path, "visual", FP, inputs={**old, "a": "in-a-2", "c": "in-c-2"})
     assert set(again.records) == {"a", "b"} and again.stale == set()

@@ -18,7 +18,7 @@ import pytest
 
 from kebr import langid, stages
 from kebr.asr import SAMPLE_RATE, FasterWhisperTranscriber, Transcript, make_language_identifier
-from kebr.clips import Clip
+from kebr.clips import Clip, SkipKind
 from kebr.config import validate_config
 from kebr.journal import read_stage_output
 from kebr.language import MAX_LANGUAGE_NO_SPEECH_PROB, Drop, english_decision, english_filter, filter_settings
@@ -260,8 +260,9 @@ def test_skip_kinds_name_the_cause_per_clip(tmp_path: Path) -> None:
     drops = {name: english_decision(t, **filter_settings(config["language"])) for name, t in transcripts.items()}
     kinds = {name: None if d is None else d.kind for name, d in drops.items()}
     foreign = [code + variant for code in FOREIGN for variant in ("", "+f3")]
-    assert kinds == {**dict.fromkeys(foreign, "not_english"), "en": None, "en-gb": None,
-                     "silence": "no_speech", "hum": "no_speech", **dict.fromkeys(noise, "no_speech")}, {
+    assert kinds == {**dict.fromkeys(foreign, SkipKind.NOT_ENGLISH), "en": None, "en-gb": None,
+                     "silence": SkipKind.NO_SPEECH, "hum": SkipKind.NO_SPEECH,
+                     **dict.fromkeys(noise, SkipKind.NO_SPEECH)}, {
         name: (kinds[name], t.language, t.english_prob, t.language_no_speech_prob, t.no_speech_prob, t.avg_logprob)
         for name, t in transcripts.items()}
     for name in foreign:  # the language model's evidence, in the reason
@@ -289,18 +290,18 @@ def test_the_language_model_decides_before_tiny_en_no_speech() -> None:
     foreign = Transcript(text="Thank you for watching.", words=[], avg_logprob=-1.2, no_speech_prob=0.8,
                          language="de", language_prob=0.9, source="asr", language_model="bundled-base",
                          english_prob=0.05, language_no_speech_prob=0.04, signal_dbfs=-21.0)
-    assert english_decision(foreign) == Drop("not_english", "language: detected 'de' (p=0.90, English p=0.05)")
+    assert english_decision(foreign) == Drop(SkipKind.NOT_ENGLISH, "language: detected 'de' (p=0.90, English p=0.05)")
     # Only when the language model does not hear speech either is it no_speech.
     silent = dataclasses.replace(foreign, language_no_speech_prob=0.7)
-    assert english_decision(silent).kind == "no_speech"
+    assert english_decision(silent).kind == SkipKind.NO_SPEECH
     # ... and it needs the ASR to agree: a transcript the ASR decoded confidently is judged on language.
-    assert english_decision(dataclasses.replace(silent, avg_logprob=-0.3)).kind == "not_english"
+    assert english_decision(dataclasses.replace(silent, avg_logprob=-0.3)).kind == SkipKind.NOT_ENGLISH
     # A record from before the language model's no-speech probability was kept: the language ID alone.
-    assert english_decision(dataclasses.replace(foreign, language_no_speech_prob=None)).kind == "not_english"
+    assert english_decision(dataclasses.replace(foreign, language_no_speech_prob=None)).kind == SkipKind.NOT_ENGLISH
     # No language model (language.id_model none): tiny.en's own silence rule, as before.
     assumed = dataclasses.replace(foreign, language="en", language_prob=1.0, language_model=None, english_prob=None,
                                   language_no_speech_prob=None)
-    assert english_decision(assumed).kind == "no_speech"
+    assert english_decision(assumed).kind == SkipKind.NO_SPEECH
     # Below the signal floor every clip is no_speech, whatever the models wrote.
     assert english_decision(dataclasses.replace(foreign, signal_dbfs=-75.0)) == Drop(
-        "no_speech", "language: no speech (signal -75.0 dBFS < -60)")
+        SkipKind.NO_SPEECH, "language: no speech (signal -75.0 dBFS < -60)")

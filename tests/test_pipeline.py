@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from skimage import data
 
+from kebr.clips import SkipKind
 from kebr.democorpus import write_dirty_clips
 from kebr.journal import Journal, read_stage_output
 from kebr.masking import load_tokenizer
@@ -197,8 +198,8 @@ def test_status_of_a_partly_done_run(run, tmp_path):
         path.unlink()
     # the visual job of shard 00001 is running: two clips done, a third in flight
     journal = Journal(part / "visual" / "00001.h5.journal", "visual", "any")
-    journal.append({"clip_id": "c6", "error": "media: not a readable media file", "kind": "unreadable"})
-    journal.append({"clip_id": "c7", "error": "visual: no face detected", "kind": "no_face"})
+    journal.append({"clip_id": "c6", "error": "media: not a readable media file", "kind": SkipKind.UNREADABLE})
+    journal.append({"clip_id": "c7", "error": "visual: no face detected", "kind": SkipKind.NO_FACE})
     journal.start(["c8"])
     journal.close_file()
     result = subprocess.run([sys.executable, "-m", "kebr", "status", str(results)], env=ENV, capture_output=True,

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from kebr import plots
+from kebr.clips import SkipKind
 from kebr.config import load_config
 from kebr.experiments import table_runs
 from kebr.ingest import read_clip_table
@@ -102,11 +103,11 @@ def test_durations_come_from_clips_tsv_when_it_records_them(demo_run, tmp_path):
         writer.writeheader()
         # the first clip marked skipped with a detailed reason, the second without a readable duration
         skipped, unreadable = rows[0]["clip_id"], rows[1]["clip_id"]
-        rows[0].update(status="skipped", reason="media: zero-byte file: /x/1.mp4", kind="content")
+        rows[0].update(status="skipped", reason="media: zero-byte file: /x/1.mp4", kind="zero_byte")
         for row in rows:
             writer.writerow({**row, "duration_s": "" if row["clip_id"] == unreadable else durations[row["clip_id"]]})
     summary = plots.summarize_clips(clips_tsv)
-    assert summary["counts"][("skipped", "content", "media: zero-byte file")] == 1
+    assert summary["counts"][("skipped", SkipKind.ZERO_BYTE, "media: zero-byte file")] == 1
     drawn = plots.plot_durations(summary, [], tmp_path / "durations", "demo_labelled")
     expected = [d for clip_id, d in durations.items() if clip_id not in (skipped, unreadable)]
     assert drawn["source"] == "clips.tsv" and sorted(drawn["ok"]) == pytest.approx(sorted(expected))

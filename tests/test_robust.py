@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from kebr.clips import Clip, ClipError, input_digest
+from kebr.clips import Clip, ClipError, SkipKind, input_digest
 from kebr.config import load_config
 from kebr.fingerprints import stage_fingerprint
 from kebr.democorpus import write_dirty_clips
@@ -90,9 +90,9 @@ def test_crash_hang_and_exit_cost_only_their_clip(corpus):
     result = stage(corpus, "visual", shard, "seg:segv,hang:hang,ex:exit3", config="hang.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     records = output(corpus, "visual", shard)
-    assert records["seg"]["error"] == "crashed the worker (SIGSEGV)" and records["seg"]["kind"] == "crashed_worker"
-    assert records["ex"]["error"] == "crashed the worker (exit code 3)" and records["ex"]["kind"] == "crashed_worker"
-    assert records["hang"]["error"] == "timed out after 5 s" and records["hang"]["kind"] == "timeout"
+    assert records["seg"]["error"] == "crashed the worker (SIGSEGV)" and records["seg"]["kind"] == SkipKind.CRASHED_WORKER
+    assert records["ex"]["error"] == "crashed the worker (exit code 3)" and records["ex"]["kind"] == SkipKind.CRASHED_WORKER
+    assert records["hang"]["error"] == "timed out after 5 s" and records["hang"]["kind"] == SkipKind.TIMEOUT
     # the clips after each crash ran in a fresh worker and got the real features of the same video
     np.testing.assert_array_equal(records["a"]["features"], records["b"]["features"])
     assert records["a"]["features"][:, 0].min() == 1.0 and records["a"]["duration_s"] == pytest.approx(3.1, abs=0.1)
@@ -118,7 +118,7 @@ def test_asr_batch_crash_lands_on_the_clip_that_caused_it(corpus):
     records = output(corpus, "asr", shard)
     assert records["bad"]["error"] == "crashed the worker (SIGSEGV)"
     assert "fine" in records["s1"]["text"].lower() and "coffee" in records["s3"]["text"].lower()
-    assert records["nosound"]["kind"] == "no_audio_stream"
+    assert records["nosound"]["kind"] == SkipKind.NO_AUDIO_STREAM
     assert records["gold"]["source"] == "gold" and records["gold"]["duration_s"] is None
 
 
@@ -135,7 +135,7 @@ def test_a_clip_that_kills_its_whole_job_is_skipped_after_two_deaths(corpus):
     assert last.returncode == 0, last.stderr[-3000:]
     records = output(corpus, "visual", shard)
     assert "error" not in records["a"] and "error" not in records["b"]
-    assert records["k"] == {"clip_id": "k", "duration_s": None, "error": CRASHED_TWICE, "kind": "crashed_worker"}
+    assert records["k"] == {"clip_id": "k", "duration_s": None, "error": CRASHED_TWICE, "kind": SkipKind.CRASHED_WORKER}
 
 
 def test_sigterm_is_an_interruption_not_a_crash(corpus):
@@ -189,7 +189,7 @@ def test_a_broken_environment_fails_the_shard_loudly_and_its_clips_are_retried(c
 
 
 def test_error_fraction_counts_only_unexpected_errors():
-    ok, skip, bad = {}, {"kind": "no_face", "error": "no face"}, {"kind": "unexpected", "error": "E"}
+    ok, skip, bad = {}, {"kind": SkipKind.NO_FACE, "error": "no face"}, {"kind": SkipKind.UNEXPECTED, "error": "E"}
     check_error_fraction("s", [bad] + [ok] * 4, 0.2)  # 20% is not more than 20%
     check_error_fraction("s", [skip] * 9 + [ok], 0.2)  # content skips never count
     with pytest.raises(StageFailed, match="2 x E"):
@@ -226,9 +226,9 @@ def test_two_hour_clips_are_refused_without_decoding_them(corpus):
     peak_kb, code = map(int, result.stdout.split())
     assert code == 0, result.stderr[-3000:]
     records = output(corpus, "audio", shard)
-    assert records["long"]["kind"] == "too_long" and records["long"]["duration_s"] == 7200.0
+    assert records["long"]["kind"] == SkipKind.TOO_LONG and records["long"]["duration_s"] == 7200.0
     assert records["long"]["error"] == "media: 7200 s is longer than max_clip_seconds=900"
-    assert records["liar"]["kind"] == "too_long" and records["liar"]["duration_s"] == 5.0
+    assert records["liar"]["kind"] == SkipKind.TOO_LONG and records["liar"]["duration_s"] == 5.0
     assert "audio runs past max_clip_seconds=900 (the container says 5 s); decoding stopped there" in records["liar"]["error"]
     assert "error" not in records["a"]
     # 2 h at 22,050 Hz float32 would be 635 MB (twice that while concatenated); 900 s is 79 MB
@@ -244,7 +244,7 @@ def test_unreadable_special_files_and_storage_errors_are_told_apart(tmp_path):
     os.mkfifo(fifo)  # would block a decoder forever
     with pytest.raises(ClipError, match="not a regular file") as caught:
         load_audio(fifo, 16000)
-    assert caught.value.kind == "unreadable"
+    assert caught.value.kind == SkipKind.UNREADABLE
     assert is_transient(OSError(errno.ESTALE, "Stale file handle"))
     assert is_transient(RuntimeError("CUDA failed with error out of memory"))
     assert not is_transient(OSError(errno.ENOENT, "No such file"))
@@ -273,11 +273,11 @@ def test_ffmpeg_eio_on_a_file_that_reads_whole_is_its_content_not_the_storage(co
         with pytest.raises(av.error.OSError) as raw:
             av.open(str(cut))
         assert raw.value.errno == errno.EIO and raw.value.filename == str(cut)  # what FFmpeg says: EIO
-        assert not is_transient(raw.value) and error_kind(raw.value) == "unreadable"
+        assert not is_transient(raw.value) and error_kind(raw.value) == SkipKind.UNREADABLE
         for read in (probe_duration, lambda p: load_audio(p, 16000), lambda p: read_frames(p, 6.0, 5)):
             with pytest.raises(ClipError) as caught:
                 read(cut)
-            assert caught.value.kind == "unreadable"
+            assert caught.value.kind == SkipKind.UNREADABLE
             assert describe_error(caught.value) == (
                 f"media: not a readable media file (OSError: [Errno 5] Input/output error: '{cut}'); FFmpeg reported "
                 f"an I/O error, but {cut} stats and reads whole ({size} bytes), so its content is corrupt, not the "
@@ -309,7 +309,7 @@ def test_a_damaged_header_is_a_content_error_never_an_unexpected_one(corpus):
             read_frames(damaged, 6.0, 5)
         except ClipError as exc:
             kinds.add(exc.kind)
-    assert kinds <= {"unreadable", "no_video_stream"} and "unreadable" in kinds
+    assert kinds <= {SkipKind.UNREADABLE, SkipKind.NO_VIDEO_STREAM} and SkipKind.UNREADABLE in kinds
 
 
 def test_a_corrupt_file_ffmpeg_calls_eio_is_skipped_at_once_naming_the_file(corpus):
@@ -319,7 +319,7 @@ def test_a_corrupt_file_ffmpeg_calls_eio_is_skipped_at_once_naming_the_file(corp
     assert result.returncode == 0, result.stderr[-3000:]
     assert "transient" not in result.stderr  # no retry, no backoff: the first run finishes the shard
     records = output(corpus, "audio", shard)
-    assert records["cut"]["kind"] == "unreadable"
+    assert records["cut"]["kind"] == SkipKind.UNREADABLE
     assert str(cut) in records["cut"]["error"] and "its content is corrupt, not the storage" in records["cut"]["error"]
     assert "error" not in records["a"] and "error" not in records["b"]
 
@@ -337,7 +337,7 @@ def test_a_transient_error_in_two_job_runs_skips_its_clip_not_the_shard(corpus):
     second = stage(corpus, "visual", shard, "nfs:eio")  # the error is still there: the shard completes
     assert second.returncode == 0, second.stderr[-3000:]
     records = output(corpus, "visual", shard)
-    assert records["nfs"] == {"clip_id": "nfs", "duration_s": None, "kind": "persistent_error",
+    assert records["nfs"] == {"clip_id": "nfs", "duration_s": None, "kind": SkipKind.PERSISTENT_ERROR,
                               "error": f"OSError: [Errno 5] Input/output error (test fault) (on nfs "
                                        f"({corpus / 'media' / GOOD}): persisted through 1 retries in each of 2 job "
                                        "runs)"}
@@ -364,7 +364,7 @@ def test_a_killed_jobs_records_of_since_changed_inputs_are_redone(corpus):
     assert ("3 clips, 0 already journaled (1 whole-job deaths on record); 2 journaled from an input that has "
             "changed since (plan row or media): redone") in rerun.stderr
     records = output(corpus, "audio", shard)
-    assert records["a"]["kind"] == "no_audio_stream"  # the new file, not the old features
+    assert records["a"]["kind"] == SkipKind.NO_AUDIO_STREAM  # the new file, not the old features
     assert "error" not in records["b"] and "error" not in records["k"]
     assert all("input" not in r for r in records.values())  # the digest is the journal's, not the output's
 
@@ -379,7 +379,7 @@ def test_an_asr_batch_that_failed_a_job_goes_clip_by_clip_and_only_the_bad_clip_
     assert third.returncode == 0, third.stderr[-3000:]
     assert "1 already journaled" in third.stderr
     records = output(corpus, "asr", shard)
-    assert records["nfs"]["kind"] == "persistent_error" and "in each of 2 job runs" in records["nfs"]["error"]
+    assert records["nfs"]["kind"] == SkipKind.PERSISTENT_ERROR and "in each of 2 job runs" in records["nfs"]["error"]
     assert "fine" in records["s1"]["text"].lower() and "coffee" in records["s3"]["text"].lower()
 
 
@@ -388,7 +388,7 @@ MEMORY = CONFIG + "resources: {mem_mb: {visual_features: 1200, asr: 1600}}\n"
 
 def too_large_peak(record: dict, limit_mb: int) -> int:
     """The peak a too_large record gives, checked against the job's limit it names."""
-    assert record["kind"] == "too_large", record
+    assert record["kind"] == SkipKind.TOO_LARGE, record
     match = re.search(r"worker reached (\d+) MB resident, over the (\d+) MB the job's (\d+) MB leave it",
                       record["error"])
     assert match, record["error"]

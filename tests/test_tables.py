@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kebr.clips import Clip
+from kebr.clips import Clip, SkipKind
 from kebr.ingest import PLAN_FIELDS, plan_clips, read_clip_table, write_clip_table, write_plan
 from kebr.stages import read_status, write_report, write_status
 from kebr.status import dataset_status
@@ -32,8 +32,8 @@ CLIP_ROWS = st.lists(st.tuples(NONEMPTY, OPTIONAL, OPTIONAL, OPTIONAL, LABEL, AN
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(CLIP_ROWS, ANY)
-def test_any_field_value_round_trips_through_plan_status_and_clips_tsv(rows, reason):
+@given(CLIP_ROWS, ANY, st.sampled_from(["", *SkipKind]))  # a kind is "" or a SkipKind, nothing else
+def test_any_field_value_round_trips_through_plan_status_and_clips_tsv(rows, reason, kind):
     clips = [Clip(i, video=v, audio=a, text=t, label=label, split=sp, speaker=spk, shard=shard, video_stat=vs,
                   audio_stat=aus) for i, v, a, t, label, sp, spk, shard, vs, aus in rows]
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,7 +45,7 @@ def test_any_field_value_round_trips_through_plan_status_and_clips_tsv(rows, rea
         # every read clip's values into its shard's status table, then clips.tsv
         expected = []
         for shard in shards:
-            status = [{"clip_id": c.clip_id, "status": "skipped", "kind": c.split, "reason": reason,
+            status = [{"clip_id": c.clip_id, "status": "skipped", "kind": kind, "reason": reason,
                        "missing": c.text or "", "duration_s": c.speaker, "shard": c.shard,
                        "language": c.audio or "", "language_prob": c.video or ""}
                       for c in read_clip_table(root / "plan" / f"{shard}.tsv")]

@@ -57,7 +57,7 @@ import opensmile
 import resampy
 import scipy.signal
 
-from kebr.clips import Clip, ClipError
+from kebr.clips import Clip, ClipError, SkipKind
 from kebr.media import load_audio
 
 FEATURE_SETS = ("librosa33", "egemaps")
@@ -294,12 +294,12 @@ class AudioFeatureExtractor:
         if y.ndim != 1:
             raise ValueError(f"audio: expected a mono 1-D waveform, got shape {y.shape}")
         if y.size == 0:
-            raise ClipError("audio: no samples", kind="unreadable")
+            raise ClipError("audio: no samples", kind=SkipKind.UNREADABLE)
         peak = float(np.max(np.abs(y)))
         if not np.isfinite(peak):
-            raise ClipError("audio: waveform contains NaN or infinite samples", kind="unreadable")
+            raise ClipError("audio: waveform contains NaN or infinite samples", kind=SkipKind.UNREADABLE)
         if peak < SILENCE_PEAK:
-            raise ClipError(f"audio: silent (peak amplitude {peak:.1e}, below -80 dBFS)", kind="silence")
+            raise ClipError(f"audio: silent (peak amplitude {peak:.1e}, below -80 dBFS)", kind=SkipKind.SILENCE)
 
         base_times, base = self._compute(self.feature_sets[0], y)
         base_times, blocks = base_times[: self.max_frames], [base[: self.max_frames]]
@@ -321,7 +321,7 @@ class AudioFeatureExtractor:
             frame = self._smile.process_signal(y, self.sample_rate)
         if frame.isna().to_numpy().any():
             raise ClipError(f"audio: {y.size / self.sample_rate * 1000:.0f} ms is too short for eGeMAPS LLDs",
-                            kind="too_short")
+                            kind=SkipKind.TOO_SHORT)
         # Not (start + end) / 2: the opensmile wrapper stretches the last frame's end to the end of
         # the signal, which would move that frame's centre by up to tens of milliseconds.
         start = frame.index.get_level_values("start").total_seconds().to_numpy()

@@ -92,7 +92,7 @@ from mediapipe.framework.thread_pool_executor_pb2 import ThreadPoolExecutorOptio
 from mediapipe.python.solution_base import SolutionBase
 from mediapipe.python.solutions import face_mesh
 
-from kebr.clips import Clip, ClipError
+from kebr.clips import Clip, ClipError, SkipKind
 from kebr.media import DecodeStats, read_frames
 
 BACKENDS = ("mediapipe", "openface_csv", "pyfeat")
@@ -139,7 +139,7 @@ def job_threads() -> int:
 def _sample_frames(clip: Clip, fps: float, max_frames: int, threads: int = 1,
                    stats: DecodeStats | None = None) -> np.ndarray:
     if clip.video is None:
-        raise ClipError("visual: no video", kind="no_video_stream")
+        raise ClipError("visual: no video", kind=SkipKind.NO_VIDEO_STREAM)
     _, frames = read_frames(clip.video, fps, max_frames, threads=threads, stats=stats)
     return frames
 
@@ -335,7 +335,7 @@ class MediaPipeExtractor:
             values["track_confidence"] = track_score
             rows[t] = [values[c] for c in COLUMNS]
         if self.require_face and not rows[:, 0].any():
-            raise ClipError(NO_FACE, kind="no_face")
+            raise ClipError(NO_FACE, kind=SkipKind.NO_FACE)
         return rows
 
 
@@ -387,43 +387,43 @@ class OpenFaceCsvExtractor:
             return Path(clip.video)
         if self.openface_dir is None:
             raise ClipError("visual: openface_csv needs visual.openface_dir or a .csv video path",
-                            kind="bad_openface_csv")
+                            kind=SkipKind.BAD_OPENFACE_CSV)
         return self.openface_dir / f"{clip.clip_id}.csv"
 
     def extract(self, clip: Clip) -> np.ndarray:
         path = self.csv_path(clip)
         if not path.is_file():
-            raise ClipError(f"visual: OpenFace CSV not found: {path}", kind="bad_openface_csv")
+            raise ClipError(f"visual: OpenFace CSV not found: {path}", kind=SkipKind.BAD_OPENFACE_CSV)
         try:
             # OpenFace writes ", " between fields; skipinitialspace strips it from names and values.
             table = pd.read_csv(path, skipinitialspace=True)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise ClipError(f"visual: unreadable OpenFace CSV ({type(exc).__name__}: {exc})",
-                            kind="bad_openface_csv") from exc
+                            kind=SkipKind.BAD_OPENFACE_CSV) from exc
         header = [str(c).strip() for c in table.columns]
         if header[:5] != OPENFACE_LEADING:
             raise ClipError(f"visual: OpenFace CSV must start with {OPENFACE_LEADING}, got {header[:5]}",
-                            kind="bad_openface_csv")
+                            kind=SkipKind.BAD_OPENFACE_CSV)
         features = header[5:]
         if len(features) != len(OPENFACE_COLUMNS):
             raise ClipError(f"visual: OpenFace CSV has {len(features)} feature columns, expected 709",
-                            kind="bad_openface_csv")
+                            kind=SkipKind.BAD_OPENFACE_CSV)
         if features != OPENFACE_COLUMNS:
             first = next(i for i, (a, b) in enumerate(zip(features, OPENFACE_COLUMNS)) if a != b)
             raise ClipError(f"visual: OpenFace CSV column {first + 5} is {features[first]!r}, "
-                            f"expected {OPENFACE_COLUMNS[first]!r}", kind="bad_openface_csv")
+                            f"expected {OPENFACE_COLUMNS[first]!r}", kind=SkipKind.BAD_OPENFACE_CSV)
         table.columns = header
         if table.empty:
-            raise ClipError("visual: OpenFace CSV has no rows", kind="bad_openface_csv")
+            raise ClipError("visual: OpenFace CSV has no rows", kind=SkipKind.BAD_OPENFACE_CSV)
         successes = table.groupby("face_id")["success"].sum()
         face = successes.index[np.argmax(successes.to_numpy())]  # argmax: the first (lowest id) on ties
         rows = table[table["face_id"] == face].head(self.max_frames)
         if self.require_face and not (rows["success"] > 0).any():
-            raise ClipError(NO_FACE, kind="no_face")
+            raise ClipError(NO_FACE, kind=SkipKind.NO_FACE)
         try:
             return rows[OPENFACE_COLUMNS].to_numpy(dtype=np.float32)
         except ValueError as exc:
-            raise ClipError(f"visual: non-numeric value in OpenFace CSV ({exc})", kind="bad_openface_csv") from exc
+            raise ClipError(f"visual: non-numeric value in OpenFace CSV ({exc})", kind=SkipKind.BAD_OPENFACE_CSV) from exc
 
 
 # ----------------------------------------------------------------------------------------------
@@ -475,5 +475,5 @@ class PyFeatExtractor:
             best = faces.loc[faces["FaceScore"].idxmax()]
             rows[int(frame_index)] = [1.0, best["FaceScore"], *best[self._values].to_numpy(dtype=np.float64)]
         if self.require_face and not rows[:, 0].any():
-            raise ClipError(NO_FACE, kind="no_face")
+            raise ClipError(NO_FACE, kind=SkipKind.NO_FACE)
         return rows
