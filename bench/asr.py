@@ -279,6 +279,7 @@ def gpu_mode(args: argparse.Namespace) -> dict[str, Any]:
     language ID on; clips/s and RTFx over the wall time, and after the slowest worker's model load."""
     from kebr.asr import SAMPLE_RATE
     from kebr.clips import Clip
+    from kebr import paths
     from kebr.ingest import write_plan
     from kebr.media import probe_duration
 
@@ -294,7 +295,7 @@ def gpu_mode(args: argparse.Namespace) -> dict[str, Any]:
         media_s = sum(probe_duration(c.media) or 0 for c in clips)
         config_path = work / "config.json"
         config_path.write_text(json.dumps(raw_config(args.setup, args.batch_size, device, str(work / "results"))))
-        plans = [work / "plan" / f"{shard}.tsv" for shard in write_plan(clips, work / "plan")]
+        plans = [Path(paths.shard_plan(work / "plan", shard)) for shard in write_plan(clips, work / "plan")]
         env = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                                 "MKL_NUM_THREADS")}}
         started = time.perf_counter()
@@ -370,6 +371,7 @@ print(len(clips), time.perf_counter() - started)
 
 
 def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
+    from kebr import paths
     from kebr.democorpus import write_demo_corpora
 
     work = Path(tempfile.mkdtemp(prefix="kebr-bench-e2e-"))
@@ -395,7 +397,7 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(script.stderr[-3000:])
         # Where the pipeline's time went: Snakemake's benchmark files, summed per rule (s: wall, cpu_time).
         per_rule: dict[str, list[float]] = {}
-        for tsv in (work / "results" / "benchmarks").rglob("*.tsv"):
+        for tsv in Path(paths.benchmarks_dir(work / "results")).rglob("*.tsv"):
             rule = tsv.parent.name if tsv.parent.name in ("asr", "audio", "visual", "assemble") else tsv.stem
             with tsv.open() as f:
                 row = next(csv.DictReader(f, delimiter="\t"))

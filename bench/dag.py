@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from kebr import paths
+
 REPO = Path(__file__).resolve().parents[1]
 VOXCELEB2_DEV_CLIPS = 1_128_246  # VoxCeleb2 dev: 1,092,009; test: 36,237
 
@@ -82,12 +84,12 @@ def main() -> None:
         f"  layout: {{layout: voxceleb2, root: {layout}}}\n")
     python = sys.executable
     plan = run([python, "-m", "kebr", "plan", "--config", "config.yaml", "--dataset", "voxceleb2",
-                "--out", "results/voxceleb2/plan"], work)
+                "--out", paths.plan_dir("results", "voxceleb2")], work)
     planned = json.loads(plan["stdout"].strip().splitlines()[-1])
     dry = run([python, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--quiet", "rules", "--", "pretrain_voxceleb2"], work)
     jobs = int(re.search(r"^total\s+(\d+)$", dry["stdout"] + dry["stderr"], re.M).group(1))
     walk = run([python, "-m", "kebr", "plan", "--config", "config.yaml", "--dataset", "layout",
-                "--out", "results/layout/plan"], work)
+                "--out", paths.plan_dir("results", "layout")], work)
     walked = json.loads(walk["stdout"].strip().splitlines()[-1])
     print(json.dumps({
         "clips": planned["clips"], "shards": planned["shards"],

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kebr import paths
+
 MOSEI = {"train": 16326, "valid": 1871, "test": 4659}
 T_A, D_A, T_V, D_V, L = 500, 74, 375, 35, 50
 
@@ -74,31 +76,31 @@ def main() -> None:
         f"results: {work / 'results'}\n"
         f"datasets:\n  mosei: {{layout: mmsa_pickle, pickle: {pkl}, trust_pickle: true}}\n")
     python = [sys.executable, "-m", "kebr"]
-    results = work / "results" / "mosei"
+    results = work / "results"
+    shard = "00000"
+    stage = {s: paths.stage_output(results, "mosei", s, shard) for s in paths.STAGE_OUTPUTS}
     steps = {
         "unpickle": timed([sys.executable, "-c", f"from kebr.mmsa import load_pickle; load_pickle({str(pkl)!r}, True)"],
                           work),
-        "plan": timed([*python, "plan", "--config", "config.yaml", "--dataset", "mosei", "--out", str(results / "plan")],
-                      work),
+        "plan": timed([*python, "plan", "--config", "config.yaml", "--dataset", "mosei",
+                       "--out", paths.plan_dir(results, "mosei")], work),
     }
-    shard = "00000"
-    stage = {s: results / s / f"{shard}.h5" for s in ("asr", "audio", "visual")}
     for path in stage.values():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     steps["mmsa_import_one_shard"] = timed(
-        [*python, "mmsa-import", "--plan", str(results / "plan" / f"{shard}.tsv"),
-         "--arrays", str(results / "plan" / f"{shard}.mmsa.h5"),
-         *(a for s, p in stage.items() for a in (f"--{s}", str(p)))], work)
+        [*python, "mmsa-import", "--plan", paths.plan(results, "mosei", shard),
+         "--arrays", paths.plan_arrays(results, "mosei", shard),
+         *(a for s, p in stage.items() for a in (f"--{s}", p))], work)
     steps["assemble_one_shard"] = timed(
         [*python, "assemble", "--config", "config.yaml", "--dataset", "mosei", "--plan",
-         str(results / "plan" / f"{shard}.tsv"), *(a for s, p in stage.items() for a in (f"--{s}", str(p))),
-         "--out", str(results / "shards" / f"{shard}.h5"), "--status", str(results / "status" / f"{shard}.tsv")], work)
-    plan_files = sorted((results / "plan").glob("*.mmsa.h5"))
+         paths.plan(results, "mosei", shard), *(a for s, p in stage.items() for a in (f"--{s}", p)),
+         "--out", paths.shard(results, "mosei", shard), "--status", paths.status(results, "mosei", shard)], work)
+    plan_files = sorted(Path(paths.plan_dir(results, "mosei")).glob("*.mmsa.h5"))
     print(json.dumps({
         "scale": args.scale, "clips": clips, "pickle_mb": round(pkl.stat().st_size / 2**20),
         "pickle_write_s": round(written_s, 1), "shards": len(plan_files),
         "plan_arrays_mb": round(sum(p.stat().st_size for p in plan_files) / 2**20),
-        "shard_mb": round((results / "shards" / f"{shard}.h5").stat().st_size / 2**20), **steps,
+        "shard_mb": round(Path(paths.shard(results, "mosei", shard)).stat().st_size / 2**20), **steps,
         "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
     }, indent=2))
 

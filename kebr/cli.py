@@ -152,7 +152,7 @@ def cmd_table(args: argparse.Namespace) -> None:
 
 
 def cmd_plots(args: argparse.Namespace) -> None:
-    from kebr import plots
+    from kebr import paths, plots
 
     if args.kind == "training":
         plots.plot_training(args.runs, args.out, args.title or os.path.commonpath(args.runs))
@@ -160,14 +160,15 @@ def cmd_plots(args: argparse.Namespace) -> None:
     else:
         config = load_config(args.config)
         if args.kind == "dataset":
-            clips = args.clips or Path(config["results"]) / args.dataset / "clips.tsv"
+            clips = args.clips or Path(paths.clips(config["results"], args.dataset))
             written = plots.dataset_figures(config, args.dataset, clips, args.out_dir, args.max_shards)
         elif args.kind == "table":
             from kebr.recipe import table_of_file
 
-            tables = args.tables or Path(config["results"]) / "tables"
-            written = plots.table_figures(table_of_file(args.name, config), config, tables / f"{args.name}.md",
-                                          tables / f"{args.name}.csv", args.out)
+            tables = args.tables or paths.tables_dir(config["results"])
+            written = plots.table_figures(table_of_file(args.name, config), config,
+                                          Path(paths.table_in(tables, args.name, "md")),
+                                          Path(paths.table_in(tables, args.name, "csv")), args.out)
         else:
             written = [plots.write_text(args.out, plots.config_html(config, args.config))]
     print(json.dumps({"written": [str(p) for p in written]}))

@@ -27,6 +27,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from kebr import paths
 from kebr.recipe_files import check_overrides
 
 SCHEMA_PATH = Path(str(resources.files("kebr") / "schemas" / "config.schema.yaml"))
@@ -128,13 +129,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return validate_config({} if config is None else config)
 
 
-def dataset_dir(config: dict[str, Any], dataset: str) -> Path:
-    """Where every output of one dataset lives."""
-    if dataset not in config["datasets"]:
-        raise KeyError(f"dataset {dataset!r} is not in config datasets: {sorted(config['datasets'])}")
-    return Path(config["results"]) / dataset
-
-
 def write_resolved_config(config: dict[str, Any], results: str | Path) -> Path:
     """Write the validated config (with Snakemake's --config overrides) for the workflow's jobs.
 
@@ -145,7 +139,7 @@ def write_resolved_config(config: dict[str, Any], results: str | Path) -> Path:
     """
     plain = json.loads(json.dumps(config))  # e.g. OrderedDicts of a JSON config -> plain dicts
     text = yaml.safe_dump(plain, sort_keys=True)
-    path = Path(results) / "config" / f"{fingerprint(plain)}.yaml"
+    path = Path(paths.resolved_config(results, fingerprint(plain)))
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)

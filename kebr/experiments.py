@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kebr.config import dataset_dir, fingerprint
+from kebr import paths
+from kebr.config import fingerprint
 from kebr.fingerprints import features_fingerprint
 from kebr.variants import pretraining_source, recipe, table_rows
 
@@ -61,20 +62,22 @@ def shard_paths(config: dict[str, Any], dataset: str) -> list[Path]:
     each checked to carry this config's ``features_fingerprint``."""
     from kebr.shards import read_attrs
 
-    root = dataset_dir(config, dataset)
-    names = sorted(p.stem for p in (root / "plan").glob("*.tsv"))
+    if dataset not in config["datasets"]:
+        raise KeyError(f"dataset {dataset!r} is not in config datasets: {sorted(config['datasets'])}")
+    names = paths.planned_shards(config["results"], dataset)
     if not names:
-        raise ValueError(f"no plan for dataset {dataset!r} in {root / 'plan'}: run `snakemake features_{dataset}` first")
+        raise ValueError(f"no plan for dataset {dataset!r} in {paths.plan_dir(config['results'], dataset)}: "
+                         f"run `snakemake features_{dataset}` first")
     expected = features_fingerprint(config, dataset)
-    paths = [root / "shards" / f"{name}.h5" for name in names]
-    for path in paths:
+    shards = [Path(paths.shard(config["results"], dataset, name)) for name in names]
+    for path in shards:
         if not path.is_file():
             raise ValueError(f"shard {path} is missing: run `snakemake features_{dataset}` first")
         found = read_attrs(path).get("fingerprint")
         if found != expected:
             raise ValueError(f"shard {path} was built with other feature settings (fingerprint {found}, this "
                              f"config's {expected}): run `snakemake features_{dataset}` to rebuild it")
-    return paths
+    return shards
 
 
 RUN_RECORD = "trained_on.json"
@@ -171,9 +174,8 @@ def run_pretraining(config: dict[str, Any], dataset: str, variant: str, out_dir:
         num_workers=settings["num_workers"], amp=settings["amp"], compile=settings["compile"],
         bucket_by_length=settings["bucket_by_length"], lm_cache=settings["lm_cache"],
         frozen_lm_dropout=settings["frozen_lm_dropout"], log_every_steps=settings["log_every_steps"],
-        lm_cache_dir=dataset_dir(config, dataset) / "lm_cache")
-    marker = f"until-epoch{until_epoch}.json" if until_epoch else "final.json"
-    (out_dir / marker).write_text(json.dumps({"state": final.name}) + "\n")
+        lm_cache_dir=Path(paths.lm_cache_dir(config["results"], dataset)))
+    Path(paths.pretrain_marker(out_dir, until_epoch)).write_text(json.dumps({"state": final.name}) + "\n")
     return final
 
 
@@ -193,7 +195,7 @@ def run_finetuning(config: dict[str, Any], dataset: str, pretrained: Path | None
     shards = shard_paths(config, dataset)
     state = None
     if pretrained is not None:
-        state = pretrained / json.loads((pretrained / "final.json").read_text())["state"]
+        state = pretrained / json.loads(Path(paths.pretrain_marker(pretrained)).read_text())["state"]
     kebr_config = model_config(config, variant, shards, freeze_text=False)
     lm = lm_revision(config, kebr_config.text_model)  # as in run_pretraining
     prepare_run_dir(out_dir, run_record(shards, state, kebr_config.to_dict(), {**settings, "seed": seed, "lm": lm}),
@@ -211,16 +213,13 @@ def run_finetuning(config: dict[str, Any], dataset: str, pretrained: Path | None
     return metrics
 
 
-def finetune_run_dir(results: str | Path, finetune: str, pretrain: str | None, variant: str, seed: int) -> Path:
-    """Where one fine-tuning run lives; variants without pretraining live under ``none``."""
-    return Path(results) / "finetune" / finetune / pretraining_source(pretrain, variant) / variant / f"seed{seed}"
-
-
 def table_runs(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
-    """``table_rows`` with each row's metrics.json paths over the configured seeds."""
+    """``table_rows`` with each row's metrics.json paths over the configured seeds (variants without
+    pretraining live under ``none``)."""
     rows = table_rows(name, config)
     for row in rows:
+        pretrained = pretraining_source(row["pretrain"], row["variant"])
         row["metrics_files"] = [
-            finetune_run_dir(config["results"], row["finetune"], row["pretrain"], row["variant"], seed) / "metrics.json"
+            Path(paths.finetune_metrics(config["results"], row["finetune"], pretrained, row["variant"], seed))
             for seed in recipe(config, row["variant"], row["finetune"])["finetune"]["seeds"]]
     return rows

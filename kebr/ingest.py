@@ -35,6 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from kebr import paths
 from kebr.clips import Clip, media_stat
 from kebr.tsv import TableError, read_table, write_table
 
@@ -304,7 +305,7 @@ def write_plan(clips: list[Clip], out_dir: Path) -> list[str]:
     for clip in clips:
         by_shard[clip.shard].append(clip)
     for shard, members in by_shard.items():
-        write_clip_table(members, out_dir / f"{shard}.tsv")
+        write_clip_table(members, Path(paths.shard_plan(out_dir, shard)))
     return sorted(by_shard)
 
 

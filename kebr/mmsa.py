@@ -76,6 +76,7 @@ from typing import Any, Iterator, Sequence
 import h5py
 import numpy as np
 
+from kebr import paths
 from kebr.clips import Clip, SkipKind
 from kebr.config import untrusted_pickle_message
 from kebr.fingerprints import stage_fingerprint
@@ -421,10 +422,6 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def arrays_path(plan_dir: Path, shard: str) -> Path:
-    return Path(plan_dir) / f"{shard}.mmsa.h5"
-
-
 def write_plan_arrays(dataset: dict[str, Any], clips: Sequence[Clip], plan_dir: Path) -> list[Path]:
     """Per shard, ``plan/<shard>.mmsa.h5``: each clip's real frames as read (ragged: ``<m>`` rows of all
     clips in plan order, ``<m>_offsets`` (n + 1,)), and the pickle's identity and frame counts; written
@@ -450,7 +447,7 @@ def _write_arrays(path: Path, parts: dict[str, dict[str, Any]], clips: Sequence[
         by_shard[clip.shard].append(clip)
     written = []
     for shard, members in sorted(by_shard.items()):
-        out = arrays_path(plan_dir, shard)
+        out = Path(paths.shard_arrays(plan_dir, shard))
         tmp = out.with_name(out.name + ".tmp")
         with h5py.File(tmp, "w") as f:
             f.attrs["mmsa_pickle"] = json.dumps(source, sort_keys=True)

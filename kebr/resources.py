@@ -15,6 +15,8 @@ import math
 import re
 from typing import Any, Callable
 
+from kebr import paths
+
 # Rules whose device setting can ask for a GPU, and the config section holding it.
 GPU_STAGES = {"asr": "asr", "pretrain": "pretrain", "finetune": "finetune"}
 # A profile value still at its placeholder: "<...>" (profiles/slurm/config.yaml).
@@ -136,7 +138,7 @@ def previous_pretrain_part(config: dict[str, Any], dataset: str, variant: str, e
     index = len(stops) - 1 if epoch is None else stops[:-1].index(epoch)
     if index == 0:
         return []
-    return [f"{config['results']}/pretrain/{dataset}/{variant}/until-epoch{stops[index - 1]}.json"]
+    return [paths.pretrain_part(config["results"], dataset, variant, stops[index - 1])]
 
 
 def placeholders(values: dict[str, Any]) -> list[str]:

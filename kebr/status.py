@@ -13,24 +13,25 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from kebr import paths
 from kebr.journal import read_journal_counts
 from kebr.stages import read_status
 from kebr.tsv import counted_rows
 
-STAGES = ("asr", "audio", "visual")
 
-
-def dataset_status(folder: Path) -> dict[str, Any]:
-    shards = sorted(p.stem for p in (folder / "plan").glob("*.tsv"))
-    assembled = {s for s in shards
-                 if (folder / "status" / f"{s}.tsv").exists() and (folder / "shards" / f"{s}.h5").exists()}
-    status: dict[str, Any] = {"shards": len(shards), "clips": sum(counted_rows(folder / "plan" / f"{s}.tsv") for s in shards),
+def dataset_status(results: Path, dataset: str) -> dict[str, Any]:
+    """How far one dataset under ``results`` has got (the module docstring says what is counted)."""
+    shards = paths.planned_shards(results, dataset)
+    assembled = {s for s in shards if Path(paths.status(results, dataset, s)).exists()
+                 and Path(paths.shard(results, dataset, s)).exists()}
+    status: dict[str, Any] = {"shards": len(shards),
+                              "clips": sum(counted_rows(Path(paths.plan(results, dataset, s))) for s in shards),
                               "stages": {}}
-    for stage in STAGES:
+    for stage in paths.STAGE_OUTPUTS:
         done = running = 0
         journaled: Counter[str] = Counter()
         for shard in shards:
-            out = folder / stage / f"{shard}.h5"
+            out = Path(paths.stage_output(results, dataset, stage, shard))
             journal = out.with_name(out.name + ".journal")
             if out.exists() or shard in assembled:
                 done += 1
@@ -43,7 +44,7 @@ def dataset_status(folder: Path) -> dict[str, Any]:
     kinds: Counter[tuple[str, str]] = Counter()
     missing: Counter[str] = Counter()
     for shard in sorted(assembled):
-        for row in read_status(folder / "status" / f"{shard}.tsv"):
+        for row in read_status(Path(paths.status(results, dataset, shard))):
             kinds[(row["status"], row["kind"])] += 1
             if row["missing"]:
                 missing[row["missing"]] += 1
@@ -52,7 +53,7 @@ def dataset_status(folder: Path) -> dict[str, Any]:
         "ok_missing_modality": dict(missing),
         "skipped": {k: n for (s, k), n in sorted(kinds.items(), key=lambda kv: -kv[1]) if s == "skipped"},
     }
-    status["report"] = (folder / "clips.tsv").exists()
+    status["report"] = Path(paths.clips(results, dataset)).exists()
     return status
 
 
@@ -61,7 +62,8 @@ def corpus_status(results: Path) -> dict[str, Any]:
     results = Path(results)
     if not results.is_dir():
         raise FileNotFoundError(f"no results folder {results}")
-    return {p.name: dataset_status(p) for p in sorted(results.iterdir()) if (p / "plan").is_dir()}
+    return {p.name: dataset_status(results, p.name) for p in sorted(results.iterdir())
+            if Path(paths.plan_dir(results, p.name)).is_dir()}
 
 
 def format_status(status: dict[str, Any]) -> str:

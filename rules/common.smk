@@ -1,7 +1,8 @@
+from kebr import paths
 from kebr.config import fingerprint
 from kebr.deviations import table_header
-from kebr.experiments import finetune_run_dir, table_runs, training_fingerprint
-from kebr.variants import pretrain_variant, recipe, table_rows
+from kebr.experiments import table_runs, training_fingerprint
+from kebr.variants import pretrain_variant, pretraining_source, recipe, table_rows
 from kebr.fingerprints import stage_fingerprint
 from kebr.ingest import check_sources
 from kebr.recipe import table_of_file
@@ -49,7 +50,7 @@ def mmsa_pickle_input(wildcards):
 def shards_of(dataset):
     """Shard names, known once the dataset's plan checkpoint has run."""
     plan_dir = checkpoints.plan.get(dataset=dataset).output[0]
-    return sorted(glob_wildcards(f"{plan_dir}/{{shard}}.tsv").shard)
+    return sorted(glob_wildcards(paths.shard_plan(plan_dir, "{shard}")).shard)
 
 
 wildcard_constraints:
@@ -65,7 +66,9 @@ def pretrained_input(wildcards):
     """The pretraining run a fine-tuning run starts from (none: ablations without pretraining)."""
     if wildcards.pretrained == "none":
         return []
-    return f"{RESULTS}/pretrain/{wildcards.pretrained}/{pretrain_variant(wildcards.variant)}/final.json"
+    return paths.pretrain_final(
+        RESULTS, wildcards.pretrained, pretrain_variant(wildcards.variant)
+    )
 
 
 def training_params(stage):
@@ -104,6 +107,8 @@ def finetune_metrics(dataset):
     source = config["datasets"][dataset].get("pretrained_on")
     variant = "full" if source else "no_pretrain"
     return [
-        str(finetune_run_dir(RESULTS, dataset, source, variant, seed) / "metrics.json")
+        paths.finetune_metrics(
+            RESULTS, dataset, pretraining_source(source, variant), variant, seed
+        )
         for seed in recipe(config, variant, dataset)["finetune"]["seeds"]
     ]

@@ -8,9 +8,9 @@ rule demo_corpus:
     output:
         "demo_data/README.txt",
     log:
-        f"{RESULTS}/logs/demo_corpus.log",
+        paths.log(RESULTS, "demo_corpus"),
     benchmark:
-        f"{RESULTS}/benchmarks/demo_corpus.tsv"
+        paths.benchmark(RESULTS, "demo_corpus")
     conda:
         "../envs/kebr.yaml"
     resources:
@@ -25,11 +25,11 @@ checkpoint plan:
         plan_inputs,
         mmsa_pickle_input,
     output:
-        directory(f"{RESULTS}/{{dataset}}/plan"),
+        directory(paths.plan_dir(RESULTS, "{dataset}")),
     log:
-        f"{RESULTS}/logs/{{dataset}}/plan.log",
+        paths.log(RESULTS, "{dataset}", "plan"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/plan.tsv"
+        paths.benchmark(RESULTS, "{dataset}", "plan")
     conda:
         "../envs/kebr.yaml"
     resources:
@@ -43,13 +43,13 @@ checkpoint plan:
 
 rule asr:
     input:
-        plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
+        plan=paths.plan(RESULTS, "{dataset}", "{shard}"),
     output:
-        f"{RESULTS}/{{dataset}}/asr/{{shard}}.h5",
+        paths.stage_output(RESULTS, "{dataset}", "asr", "{shard}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/asr/{{shard}}.log",
+        paths.log(RESULTS, "{dataset}", "asr", "{shard}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/asr/{{shard}}.tsv"
+        paths.benchmark(RESULTS, "{dataset}", "asr", "{shard}")
     wildcard_constraints:
         dataset=one_of(EXTRACTED),
     conda:
@@ -72,13 +72,13 @@ rule asr:
 
 rule audio_features:
     input:
-        plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
+        plan=paths.plan(RESULTS, "{dataset}", "{shard}"),
     output:
-        f"{RESULTS}/{{dataset}}/audio/{{shard}}.h5",
+        paths.stage_output(RESULTS, "{dataset}", "audio", "{shard}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/audio/{{shard}}.log",
+        paths.log(RESULTS, "{dataset}", "audio", "{shard}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/audio/{{shard}}.tsv"
+        paths.benchmark(RESULTS, "{dataset}", "audio", "{shard}")
     wildcard_constraints:
         dataset=one_of(EXTRACTED),
     conda:
@@ -96,13 +96,13 @@ rule audio_features:
 
 rule visual_features:
     input:
-        plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
+        plan=paths.plan(RESULTS, "{dataset}", "{shard}"),
     output:
-        f"{RESULTS}/{{dataset}}/visual/{{shard}}.h5",
+        paths.stage_output(RESULTS, "{dataset}", "visual", "{shard}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/visual/{{shard}}.log",
+        paths.log(RESULTS, "{dataset}", "visual", "{shard}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/visual/{{shard}}.tsv"
+        paths.benchmark(RESULTS, "{dataset}", "visual", "{shard}")
     wildcard_constraints:
         dataset=one_of(EXTRACTED),
     conda:
@@ -120,16 +120,16 @@ rule visual_features:
 
 rule mmsa_import:
     input:
-        plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
-        arrays=f"{RESULTS}/{{dataset}}/plan/{{shard}}.mmsa.h5",
+        plan=paths.plan(RESULTS, "{dataset}", "{shard}"),
+        arrays=paths.plan_arrays(RESULTS, "{dataset}", "{shard}"),
     output:
-        asr=f"{RESULTS}/{{dataset}}/asr/{{shard}}.h5",
-        audio=f"{RESULTS}/{{dataset}}/audio/{{shard}}.h5",
-        visual=f"{RESULTS}/{{dataset}}/visual/{{shard}}.h5",
+        asr=paths.stage_output(RESULTS, "{dataset}", "asr", "{shard}"),
+        audio=paths.stage_output(RESULTS, "{dataset}", "audio", "{shard}"),
+        visual=paths.stage_output(RESULTS, "{dataset}", "visual", "{shard}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/mmsa_import/{{shard}}.log",
+        paths.log(RESULTS, "{dataset}", "mmsa_import", "{shard}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/mmsa_import/{{shard}}.tsv"
+        paths.benchmark(RESULTS, "{dataset}", "mmsa_import", "{shard}")
     wildcard_constraints:
         dataset=one_of(PICKLED),
     conda:
@@ -147,17 +147,17 @@ rule mmsa_import:
 
 rule assemble_shard:
     input:
-        plan=f"{RESULTS}/{{dataset}}/plan/{{shard}}.tsv",
-        asr=f"{RESULTS}/{{dataset}}/asr/{{shard}}.h5",
-        audio=f"{RESULTS}/{{dataset}}/audio/{{shard}}.h5",
-        visual=f"{RESULTS}/{{dataset}}/visual/{{shard}}.h5",
+        plan=paths.plan(RESULTS, "{dataset}", "{shard}"),
+        asr=paths.stage_output(RESULTS, "{dataset}", "asr", "{shard}"),
+        audio=paths.stage_output(RESULTS, "{dataset}", "audio", "{shard}"),
+        visual=paths.stage_output(RESULTS, "{dataset}", "visual", "{shard}"),
     output:
-        shard=f"{RESULTS}/{{dataset}}/shards/{{shard}}.h5",
-        status=f"{RESULTS}/{{dataset}}/status/{{shard}}.tsv",
+        shard=paths.shard(RESULTS, "{dataset}", "{shard}"),
+        status=paths.status(RESULTS, "{dataset}", "{shard}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/assemble/{{shard}}.log",
+        paths.log(RESULTS, "{dataset}", "assemble", "{shard}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/assemble/{{shard}}.tsv"
+        paths.benchmark(RESULTS, "{dataset}", "assemble", "{shard}")
     conda:
         "../envs/kebr.yaml"
     resources:
@@ -173,27 +173,27 @@ rule assemble_shard:
 
 rule clips_report:
     input:
-        plan=f"{RESULTS}/{{dataset}}/plan",
+        plan=paths.plan_dir(RESULTS, "{dataset}"),
         status=lambda wc: expand(
-            f"{RESULTS}/{wc.dataset}/status/{{shard}}.tsv", shard=shards_of(wc.dataset)
+            paths.status(RESULTS, wc.dataset, "{shard}"), shard=shards_of(wc.dataset)
         ),
         shards=lambda wc: expand(
-            f"{RESULTS}/{wc.dataset}/shards/{{shard}}.h5", shard=shards_of(wc.dataset)
+            paths.shard(RESULTS, wc.dataset, "{shard}"), shard=shards_of(wc.dataset)
         ),
     output:
-        clips=f"{RESULTS}/{{dataset}}/clips.tsv",
-        summary=f"{RESULTS}/{{dataset}}/clips_summary.tsv",
+        clips=paths.clips(RESULTS, "{dataset}"),
+        summary=paths.clips_summary(RESULTS, "{dataset}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/clips_report.log",
+        paths.log(RESULTS, "{dataset}", "clips_report"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/clips_report.tsv"
+        paths.benchmark(RESULTS, "{dataset}", "clips_report")
     conda:
         "../envs/kebr.yaml"
     resources:
         mem_mb=mem_mb(config, "clips_report"),
         runtime=runtime(config, "clips_report"),
     params:
-        status_dir=f"{RESULTS}/{{dataset}}/status",
+        status_dir=paths.status_dir(RESULTS, "{dataset}"),
     shell:
         "python -m kebr report --plan-dir {input.plan:q} --status-dir {params.status_dir:q} --dataset {wildcards.dataset:q}"
         " --out {output.clips:q} --summary {output.summary:q} > {log:q} 2>&1"
@@ -205,5 +205,5 @@ for _dataset in DATASETS:
         name:
             f"features_{_dataset}"
         input:
-            f"{RESULTS}/{_dataset}/clips.tsv",
+            paths.clips(RESULTS, _dataset),
         localrule: True

@@ -6,9 +6,9 @@ rule models:
     output:
         f"{config['models']['dir']}/kebr-models.json",
     log:
-        f"{RESULTS}/logs/models.log",
+        paths.log(RESULTS, "models"),
     benchmark:
-        f"{RESULTS}/benchmarks/models.tsv"
+        paths.benchmark(RESULTS, "models")
     localrule: True
     conda:
         "../envs/kebr.yaml"

@@ -20,10 +20,10 @@ for _table in ("table2", "table3", "table4", "gsweep"):
 
 rule plot_dataset:
     input:
-        clips=f"{RESULTS}/{{dataset}}/clips.tsv",
+        clips=paths.clips(RESULTS, "{dataset}"),
     output:
         clips=figure(
-            f"{PLOTS}/{{dataset}}/clips.png",
+            paths.dataset_plot(RESULTS, "{dataset}", "clips.png"),
             "clips",
             "1. Clips",
             "{dataset}",
@@ -31,7 +31,7 @@ rule plot_dataset:
             figure="clips by status and reason",
         ),
         summary=figure(
-            f"{PLOTS}/{{dataset}}/clips.html",
+            paths.dataset_plot(RESULTS, "{dataset}", "clips.html"),
             "clips_summary",
             "1. Clips",
             "{dataset}",
@@ -39,7 +39,7 @@ rule plot_dataset:
             figure="clips by status and reason (table)",
         ),
         durations=figure(
-            f"{PLOTS}/{{dataset}}/durations.png",
+            paths.dataset_plot(RESULTS, "{dataset}", "durations.png"),
             "durations",
             "1. Clips",
             "{dataset}",
@@ -47,7 +47,7 @@ rule plot_dataset:
             figure="clip durations",
         ),
         features=figure(
-            f"{PLOTS}/{{dataset}}/features.png",
+            paths.dataset_plot(RESULTS, "{dataset}", "features.png"),
             "features",
             "2. Features",
             "{dataset}",
@@ -55,12 +55,15 @@ rule plot_dataset:
             figure="feature distributions",
         ),
         svg=multiext(
-            f"{PLOTS}/{{dataset}}/", "clips.svg", "durations.svg", "features.svg"
+            paths.dataset_plot(RESULTS, "{dataset}", ""),
+            "clips.svg",
+            "durations.svg",
+            "features.svg",
         ),
     log:
-        f"{RESULTS}/logs/plots/{{dataset}}.log",
+        paths.log(RESULTS, "plots", "{dataset}"),
     benchmark:
-        f"{RESULTS}/benchmarks/plots/{{dataset}}.tsv"
+        paths.benchmark(RESULTS, "plots", "{dataset}")
     conda:
         "../envs/kebr.yaml"
     resources:
@@ -75,20 +78,20 @@ rule plot_dataset:
 
 rule plot_pretrain:
     input:
-        f"{RESULTS}/pretrain/{{dataset}}/{{pvariant}}/final.json",
+        paths.pretrain_final(RESULTS, "{dataset}", "{pvariant}"),
     output:
         png=figure(
-            f"{PLOTS}/pretrain/{{dataset}}/{{pvariant}}.png",
+            paths.pretrain_plot(RESULTS, "{dataset}", "{pvariant}", "png"),
             "training",
             "3. Training",
             "pretraining",
             run="{dataset} / {pvariant}",
         ),
-        svg=f"{PLOTS}/pretrain/{{dataset}}/{{pvariant}}.svg",
+        svg=paths.pretrain_plot(RESULTS, "{dataset}", "{pvariant}", "svg"),
     log:
-        f"{RESULTS}/logs/plots/pretrain/{{dataset}}/{{pvariant}}.log",
+        paths.log(RESULTS, "plots", "pretrain", "{dataset}", "{pvariant}"),
     benchmark:
-        f"{RESULTS}/benchmarks/plots/pretrain/{{dataset}}/{{pvariant}}.tsv"
+        paths.benchmark(RESULTS, "plots", "pretrain", "{dataset}", "{pvariant}")
     conda:
         "../envs/kebr.yaml"
     resources:
@@ -107,17 +110,25 @@ rule plot_finetune:
         finetune_seed_metrics,
     output:
         png=figure(
-            f"{PLOTS}/finetune/{{dataset}}/{{pretrained}}/{{variant}}.png",
+            paths.finetune_plot(
+                RESULTS, "{dataset}", "{pretrained}", "{variant}", "png"
+            ),
             "training",
             "3. Training",
             "fine-tuning",
             run="{dataset} / {pretrained} / {variant}",
         ),
-        svg=f"{PLOTS}/finetune/{{dataset}}/{{pretrained}}/{{variant}}.svg",
+        svg=paths.finetune_plot(
+            RESULTS, "{dataset}", "{pretrained}", "{variant}", "svg"
+        ),
     log:
-        f"{RESULTS}/logs/plots/finetune/{{dataset}}/{{pretrained}}/{{variant}}.log",
+        paths.log(
+            RESULTS, "plots", "finetune", "{dataset}", "{pretrained}", "{variant}"
+        ),
     benchmark:
-        f"{RESULTS}/benchmarks/plots/finetune/{{dataset}}/{{pretrained}}/{{variant}}.tsv"
+        paths.benchmark(
+            RESULTS, "plots", "finetune", "{dataset}", "{pretrained}", "{variant}"
+        )
     conda:
         "../envs/kebr.yaml"
     resources:
@@ -135,11 +146,11 @@ rule plot_finetune:
 
 rule plot_table:
     input:
-        md=f"{RESULTS}/tables/{{table}}.md",
-        csv=f"{RESULTS}/tables/{{table}}.csv",
+        md=paths.table(RESULTS, "{table}", "md"),
+        csv=paths.table(RESULTS, "{table}", "csv"),
     output:
         png=figure(
-            f"{PLOTS}/tables/{{table}}.png",
+            paths.table_plot(RESULTS, "{table}", "png"),
             "table",
             "4. Tables",
             "{table}",
@@ -147,18 +158,18 @@ rule plot_table:
             shows="figure",
         ),
         html=figure(
-            f"{PLOTS}/tables/{{table}}.html",
+            paths.table_plot(RESULTS, "{table}", "html"),
             "table_html",
             "4. Tables",
             "{table}",
             table="{table}",
             shows="table",
         ),
-        svg=f"{PLOTS}/tables/{{table}}.svg",
+        svg=paths.table_plot(RESULTS, "{table}", "svg"),
     log:
-        f"{RESULTS}/logs/plots/tables/{{table}}.log",
+        paths.log(RESULTS, "plots", "tables", "{table}"),
     benchmark:
-        f"{RESULTS}/benchmarks/plots/tables/{{table}}.tsv"
+        paths.benchmark(RESULTS, "plots", "tables", "{table}")
     conda:
         "../envs/kebr.yaml"
     resources:
@@ -174,11 +185,11 @@ rule plot_table:
 
 rule plot_config:
     output:
-        figure(f"{PLOTS}/config.html", "config", "5. Configuration", "config"),
+        figure(paths.config_page(RESULTS), "config", "5. Configuration", "config"),
     log:
-        f"{RESULTS}/logs/plots/config.log",
+        paths.log(RESULTS, "plots", "config"),
     benchmark:
-        f"{RESULTS}/benchmarks/plots/config.tsv"
+        paths.benchmark(RESULTS, "plots", "config")
     conda:
         "../envs/kebr.yaml"
     resources:

@@ -5,8 +5,6 @@ from kebr.deviations import announce
 from kebr.variants import pretraining_source
 from kebr.recipe import table_file
 
-PLOTS = f"{RESULTS}/plots"
-
 
 def figure(path, caption, category, subcategory, **labels):
     """A PNG figure for the report (its SVG twin is written beside it, not shown twice)."""
@@ -24,21 +22,23 @@ def table_files(table):
     table_file), its figure, the training curves of each of its runs, the plots of each dataset it
     reads, and the config page."""
     stem = table_file(table, config)
-    files = [f"{RESULTS}/tables/{stem}.md", f"{PLOTS}/tables/{stem}.png"]
+    files = [paths.table(RESULTS, stem, "md"), paths.table_plot(RESULTS, stem, "png")]
     datasets = []
     for row in table_runs(table, config):
         source = pretraining_source(row["pretrain"], row["variant"])
         files.append(
-            f"{PLOTS}/finetune/{row['finetune']}/{source}/{row['variant']}.png"
+            paths.finetune_plot(RESULTS, row["finetune"], source, row["variant"], "png")
         )
         datasets.append(row["finetune"])
         if source != "none":
             pvariant = pretrain_variant(row["variant"])
-            files.append(f"{PLOTS}/pretrain/{source}/{pvariant}.png")
+            files.append(paths.pretrain_plot(RESULTS, source, pvariant, "png"))
             datasets.append(source)
     for dataset in dict.fromkeys(datasets):
-        files += [f"{PLOTS}/{dataset}/{name}" for name in DATASET_FIGURES]
-    return list(dict.fromkeys(files)) + [f"{PLOTS}/config.html"]
+        files += [
+            paths.dataset_plot(RESULTS, dataset, name) for name in DATASET_FIGURES
+        ]
+    return list(dict.fromkeys(files)) + [paths.config_page(RESULTS)]
 
 
 def targets_of(*tables):
@@ -56,16 +56,10 @@ def targets_of(*tables):
 def finetune_seed_metrics(wildcards):
     """metrics.json of every seed of one fine-tuning recipe (the seeds its recipe runs)."""
     seeds = recipe(config, wildcards.variant, wildcards.dataset)["finetune"]["seeds"]
+    pretrained = pretraining_source(wildcards.pretrained, wildcards.variant)
     return [
-        str(
-            finetune_run_dir(
-                RESULTS,
-                wildcards.dataset,
-                wildcards.pretrained,
-                wildcards.variant,
-                seed,
-            )
-            / "metrics.json"
+        paths.finetune_metrics(
+            RESULTS, wildcards.dataset, pretrained, wildcards.variant, seed
         )
         for seed in seeds
     ]

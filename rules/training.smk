@@ -2,7 +2,7 @@
 # A training rule's `fingerprint` param hashes what its runs learn from the config (not the seed list,
 # device or workers), so an edit reruns the runs it changes and new seeds run alone.
 # Runs live at results/pretrain/<dataset>/<variant>/ and
-# results/finetune/<dataset>/<pretraining dataset | none>/<variant>/seed<seed>/ (kebr/experiments.py).
+# results/finetune/<dataset>/<pretraining dataset | none>/<variant>/seed<seed>/ (kebr/paths.py).
 
 
 wildcard_constraints:
@@ -11,16 +11,18 @@ wildcard_constraints:
 
 rule pretrain_part:
     input:
-        clips=f"{RESULTS}/{{dataset}}/clips.tsv",
+        clips=paths.clips(RESULTS, "{dataset}"),
         previous=lambda wc: previous_pretrain_part(
             config, wc.dataset, wc.pvariant, int(wc.epoch)
         ),
     output:
-        f"{RESULTS}/pretrain/{{dataset}}/{{pvariant}}/until-epoch{{epoch}}.json",
+        paths.pretrain_part(RESULTS, "{dataset}", "{pvariant}", "{epoch}"),
     log:
-        f"{RESULTS}/logs/pretrain/{{dataset}}/{{pvariant}}.until-epoch{{epoch}}.log",
+        paths.log(RESULTS, "pretrain", "{dataset}", "{pvariant}.until-epoch{epoch}"),
     benchmark:
-        f"{RESULTS}/benchmarks/pretrain/{{dataset}}/{{pvariant}}.until-epoch{{epoch}}.tsv"
+        paths.benchmark(
+            RESULTS, "pretrain", "{dataset}", "{pvariant}.until-epoch{epoch}"
+        )
     conda:
         "../envs/kebr.yaml"
     threads: 4
@@ -38,16 +40,16 @@ rule pretrain_part:
 
 rule pretrain:
     input:
-        clips=f"{RESULTS}/{{dataset}}/clips.tsv",
+        clips=paths.clips(RESULTS, "{dataset}"),
         previous=lambda wc: previous_pretrain_part(
             config, wc.dataset, wc.pvariant, None
         ),
     output:
-        f"{RESULTS}/pretrain/{{dataset}}/{{pvariant}}/final.json",
+        paths.pretrain_final(RESULTS, "{dataset}", "{pvariant}"),
     log:
-        f"{RESULTS}/logs/pretrain/{{dataset}}/{{pvariant}}.log",
+        paths.log(RESULTS, "pretrain", "{dataset}", "{pvariant}"),
     benchmark:
-        f"{RESULTS}/benchmarks/pretrain/{{dataset}}/{{pvariant}}.tsv"
+        paths.benchmark(RESULTS, "pretrain", "{dataset}", "{pvariant}")
     conda:
         "../envs/kebr.yaml"
     threads: 4
@@ -65,15 +67,23 @@ rule pretrain:
 
 rule finetune:
     input:
-        shards=f"{RESULTS}/{{dataset}}/clips.tsv",
+        shards=paths.clips(RESULTS, "{dataset}"),
         pretrained=pretrained_input,
     output:
-        metrics=f"{RESULTS}/finetune/{{dataset}}/{{pretrained}}/{{variant}}/seed{{seed}}/metrics.json",
-        predictions=f"{RESULTS}/finetune/{{dataset}}/{{pretrained}}/{{variant}}/seed{{seed}}/predictions.csv",
+        metrics=paths.finetune_metrics(
+            RESULTS, "{dataset}", "{pretrained}", "{variant}", "{seed}"
+        ),
+        predictions=paths.finetune_predictions(
+            RESULTS, "{dataset}", "{pretrained}", "{variant}", "{seed}"
+        ),
     log:
-        f"{RESULTS}/logs/finetune/{{dataset}}/{{pretrained}}/{{variant}}/seed{{seed}}.log",
+        paths.log(
+            RESULTS, "finetune", "{dataset}", "{pretrained}", "{variant}", "seed{seed}"
+        ),
     benchmark:
-        f"{RESULTS}/benchmarks/finetune/{{dataset}}/{{pretrained}}/{{variant}}/seed{{seed}}.tsv"
+        paths.benchmark(
+            RESULTS, "finetune", "{dataset}", "{pretrained}", "{variant}", "seed{seed}"
+        )
     conda:
         "../envs/kebr.yaml"
     threads: 2
@@ -97,12 +107,12 @@ rule table:
     input:
         table_metrics,
     output:
-        md=f"{RESULTS}/tables/{{table}}.md",
-        csv=f"{RESULTS}/tables/{{table}}.csv",
+        md=paths.table(RESULTS, "{table}", "md"),
+        csv=paths.table(RESULTS, "{table}", "csv"),
     log:
-        f"{RESULTS}/logs/tables/{{table}}.log",
+        paths.log(RESULTS, "tables", "{table}"),
     benchmark:
-        f"{RESULTS}/benchmarks/tables/{{table}}.tsv"
+        paths.benchmark(RESULTS, "tables", "{table}")
     conda:
         "../envs/kebr.yaml"
     resources:
@@ -125,7 +135,7 @@ for _dataset in DATASETS:
         name:
             f"pretrain_{_dataset}"
         input:
-            f"{RESULTS}/pretrain/{_dataset}/full/final.json",
+            paths.pretrain_final(RESULTS, _dataset, "full"),
         localrule: True
 
     rule:

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from kebr.config import _schema, load_config, validate_config
-from kebr.experiments import NON_RESULT_KEYS, finetune_run_dir, table_runs, training_fingerprint
+from kebr import paths
+from kebr.experiments import NON_RESULT_KEYS, table_runs, training_fingerprint
 from kebr.variants import canonical_variant, pretrain_variant, recipe, table_rows
 from kebr.model_cache import required_models
 from kebr.plots import table_figures
@@ -61,7 +62,7 @@ def test_paper_targets_train_the_recipe_beside_the_configs_own_runs():
     assert pretrain_variant(extra["variant"]) == "paper-full" and extra["paper"] is None
     assert extra["paper_row"].startswith("extra: reference code's fine-tuning MCC")
     # The paper recipe's runs and the config's own never share a directory, and differ in what they learn.
-    assert finetune_run_dir("out", "mosi", "voxceleb1", "paper-full", 0) != finetune_run_dir(
+    assert paths.finetune_run_dir("out", "mosi", "voxceleb1", "paper-full", 0) != paths.finetune_run_dir(
         "out", "mosi", "voxceleb1", "full", 0)
     assert training_fingerprint(config, "pretrain", "paper-full", "voxceleb1") != training_fingerprint(
         config, "pretrain", "full", "voxceleb1")

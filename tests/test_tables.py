@@ -74,7 +74,7 @@ def test_the_issues_manifest_plans_three_clips_not_five(tmp_path):
     assert [(c.clip_id, c.text, c.label, c.split) for c in back] == [
         ("b", "it was great\rreally", -2.25, "test"), ("c", "two\r\nlines\n", 0.0, "valid"),
         ("x\ry", "plain", 1.5, "train")]
-    status = dataset_status(tmp_path)  # `kebr status` counts the plan's rows, not its lines
+    status = dataset_status(tmp_path.parent, tmp_path.name)  # `kebr status` counts the plan's rows, not its lines
     assert status["clips"] == 3 and status["shards"] == 1
 
 

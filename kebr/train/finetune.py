@@ -38,6 +38,7 @@ import torch
 
 import numpy as np
 
+from kebr import paths
 from kebr.mcc import MCCLoss
 from kebr.metrics import regression_metrics
 from kebr.model import KEBR, KEBRConfig
@@ -191,10 +192,11 @@ def finetune(
                "best_valid_loss": state["extra"]["best_valid_loss"], "seed": seed, "n_test": len(labels)}
     if runtime.is_main:
         test = splits["test"]
-        write_csv(out_dir / "predictions.csv", [
+        write_csv(Path(paths.run_predictions(out_dir)), [
             {"clip_id": test.clip_id(i), "split": "test", "prediction": float(p), "label": float(y)}
             for i, (p, y) in enumerate(zip(preds, labels))])
-        tmp = out_dir / "metrics.json.tmp"
+        metrics_path = Path(paths.run_metrics(out_dir))
+        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        os.replace(tmp, out_dir / "metrics.json")
+        os.replace(tmp, metrics_path)
     return metrics
