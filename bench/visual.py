@@ -8,7 +8,7 @@ Clips: the tests' real face video (scikit-image's astronaut photo panning in a s
 veryfast, B-frames). VoxCeleb2's face tracks are 224x224 at 25 fps; these are 240x180.
 
 Stage: the extractor the visual stage's worker builds from the default config
-(``kebr.stages.make_visual_extractor``), ``extract(clip)`` on the MP4: decoding, Face Mesh,
+(``kebr.stages.visual_extractor_for``), ``extract(clip)`` on the MP4: decoding, Face Mesh,
 features. Bare: ``mediapipe.solutions.face_mesh.FaceMesh`` with the stage's settings, ``reset()``
 then ``process()`` on each of the frames the stage samples (decoded beforehand, not timed).
 Both are timed in process CPU seconds (user + sys of every thread), one clip of each in turn
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))  # the face video helper lives in the tests
 from kebr.clips import Clip  # noqa: E402
 from kebr.config import validate_config  # noqa: E402
 from kebr.media import read_frames, write_clip  # noqa: E402
-from kebr.stages import make_visual_extractor  # noqa: E402
+from kebr.stages import visual_extractor_for  # noqa: E402
 from tests.test_visual import FPS_IN, moving_face  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "visual.json"
@@ -83,7 +83,7 @@ def main() -> None:
 
     config = validate_config({"results": "unused", "datasets": {}})
     v = config["visual"]
-    stage = make_visual_extractor(config)
+    stage = visual_extractor_for(config)
     bare = mp.solutions.face_mesh.FaceMesh(
         static_image_mode=False, max_num_faces=1, refine_landmarks=True,
         min_detection_confidence=0.5, min_tracking_confidence=0.5)

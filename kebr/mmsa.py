@@ -77,9 +77,12 @@ import h5py
 import numpy as np
 
 from kebr import paths
+from kebr.asr import gold_transcript
 from kebr.clips import Clip, SkipKind
 from kebr.config import untrusted_pickle_message
 from kebr.fingerprints import stage_fingerprint
+from kebr.journal import write_stage_output
+from kebr.worker import StopSignals, Worker, job_memory_limit_mb
 
 log = logging.getLogger("kebr")
 
@@ -328,8 +331,6 @@ class PickleReader:
     job's memory, shared with this process; None: no limit)."""
 
     def __init__(self, path: str | Path, job_mem_mb: int | None) -> None:
-        from kebr.worker import StopSignals, Worker
-
         self.path = Path(path)
         # StopSignals not entered: a signal to the plan job ends it as before, and the worker with it
         self.worker = Worker("kebr.mmsa:PickleWork", (str(path),), StopSignals(), "pickle", job_mem_mb=job_mem_mb)
@@ -376,7 +377,6 @@ def _reader(path: Path) -> Iterator[PickleReader]:
     if (key := Path(path).resolve()) in _READERS:
         yield _READERS[key]
         return
-    from kebr.worker import job_memory_limit_mb
 
     with supervised_pickle(path, job_memory_limit_mb(None)) as reader:
         yield reader
@@ -477,9 +477,6 @@ def _clean(frames: np.ndarray, stream: str) -> np.ndarray:
 def import_shard(clips: Sequence[Clip], arrays: Path, out_asr: Path, out_audio: Path, out_visual: Path) -> None:
     """One shard's transcripts (the gold raw_text) and features (the pickle's arrays) as the stage
     outputs ``kebr assemble`` reads, in plan order."""
-    from kebr.asr import gold_transcript
-    from kebr.journal import write_stage_output
-
     # The stage reads no config key (STAGE_KEYS["mmsa_import"] is empty): its fingerprint is constant.
     fingerprint = stage_fingerprint({}, "mmsa_import")
     transcripts = [{"clip_id": c.clip_id, **gold_transcript(c.text or "").to_json()} for c in clips]
@@ -512,7 +509,7 @@ def _text_features(text_model: str, ids: np.ndarray, attention: np.ndarray, batc
     """Last hidden states (N, L, d_t) float32 of the shards' LM over their token ids (MMSA's ``text``)."""
     import torch
 
-    from kebr.model.encoder import TextEncoder
+    from kebr.model.encoder import TextEncoder  # torch: only the export pays for it
 
     encoder = TextEncoder(text_model, freeze=True).eval().to(device)
     out = np.zeros((len(ids), ids.shape[1], encoder.hidden_size), dtype=np.float32)
@@ -529,7 +526,7 @@ def export_mmsa(shard_paths: Sequence[str | Path], out: str | Path, batch_size: 
                 device: str = "cpu") -> dict[str, int]:
     """Write the labelled clips of ``shard_paths`` as an MMSA feature pickle at ``out`` (atomically);
     returns the clip count per split and of unlabelled clips left out."""
-    from kebr.shards import ShardDataset
+    from kebr.shards import ShardDataset  # torch: only the export pays for it
 
     attrs = ShardDataset(shard_paths).attrs  # checks that every shard has the same features and vocabulary
     columns: dict[str, list[np.ndarray]] = defaultdict(list)

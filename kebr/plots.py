@@ -39,6 +39,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from kebr.clips import read_kind
+from kebr.experiments import shard_paths
+from kebr.variants import G_SWEEPS, SWEEP_CORPORA
+
 STEP_LOG = "steps.csv"
 # Greys, line styles and markers, cycled together: series stay apart without colour.
 GREYS = ("0.0", "0.45", "0.2", "0.6", "0.3", "0.75")
@@ -112,8 +116,6 @@ def summarize_clips(clips_tsv: Path) -> dict[str, Any]:
 
     ``kind`` is "" where clips.tsv has no ``kind`` column; ``durations`` is None without a
     ``duration_s`` column, and clips whose duration is empty are counted in ``no_duration``."""
-    from kebr.clips import read_kind
-
     counts: Counter[tuple[str, str, str]] = Counter()
     durations: dict[str, list[float]] = {}
     has_duration, no_duration = False, 0
@@ -190,7 +192,7 @@ def clip_lengths_from_shards(shards: Sequence[Path]) -> dict[str, np.ndarray]:
     stages' max_frames), for a clips.tsv that records no durations."""
     import h5py
 
-    from kebr.shards import read_attrs
+    from kebr.shards import read_attrs  # imports torch: only these figures pay for it
 
     seconds: dict[str, list[np.ndarray]] = {"audio": [], "visual": []}
     for path in shards:
@@ -242,7 +244,7 @@ def feature_stats(shards: Sequence[Path], max_shards: int) -> dict[str, Any]:
     frames with a face (when the visual features have a ``face_present`` column)."""
     import h5py
 
-    from kebr.shards import read_attrs
+    from kebr.shards import read_attrs  # imports torch: only these figures pay for it
 
     if not shards:
         raise ValueError("no shards to read features from")
@@ -468,8 +470,6 @@ def plot_gsweep(table_csv: Path, prefix: Path, title: str) -> dict[str, Any]:
     MOSI only) is drawn as a panel saying "no runs". The paper prints no numbers for Fig. 4 (only the
     ranges of section 4.6), so only ours are drawn. Returns, per corpus, the numbers drawn (None for
     a corpus without runs)."""
-    from kebr.variants import SWEEP_CORPORA
-
     rows = read_table(table_csv)
     if rows and not {"g", "corpus"} <= set(rows[0]):
         raise ValueError(f"{table_csv} has no g and corpus columns: rebuild the table (`kebr table`)")
@@ -592,8 +592,6 @@ def write_text(path: Path, text: str) -> Path:
 def dataset_figures(config: dict[str, Any], dataset: str, clips_tsv: Path, out_dir: Path,
                     max_shards: int = 20) -> list[Path]:
     """``out_dir``/clips, durations, features (.png, .svg) and clips.html of one dataset."""
-    from kebr.experiments import shard_paths
-
     summary = summarize_clips(clips_tsv)
     shards = shard_paths(config, dataset) if summary["counts"] else []
     bars = plot_clips(summary, out_dir / "clips", dataset)
@@ -612,7 +610,6 @@ def table_figures(name: str, config: dict[str, Any], table_md: Path, table_csv: 
     """``prefix``.png/.svg (a table beside the paper's numbers, or for a g sweep the paper's Fig. 4)
     and ``prefix``.html (the table itself)."""
     title = next((line[2:] for line in table_md.read_text().splitlines() if line.startswith("# ")), name)
-    from kebr.variants import G_SWEEPS
 
     if name in G_SWEEPS:
         plot_gsweep(table_csv, prefix, title)

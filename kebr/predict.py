@@ -18,25 +18,25 @@ from typing import Any, Sequence
 
 import torch
 
+from kebr.asr import Transcript, transcribe_clips
 from kebr.clips import Clip, ClipError, describe_error
+from kebr.config import validate_config
+from kebr.language import english_decision, filter_settings
+from kebr.masking import load_tokenizer
+from kebr.model import KEBR
+from kebr.shards import encode_raw_text, pad_frames, pad_ids
+from kebr.stages import audio_extractor_for, transcriber_for, visual_extractor_for
+from kebr.train.checkpoint import load_weights, read_configs
 
 
 def evaluated_with_amp(state_dir: Path) -> bool:
     """Whether a fine-tuning state's run evaluated under autocast (``finetune.eval_amp``)."""
-    from kebr.train.checkpoint import read_configs
-
     _, train_config = read_configs(state_dir)
     return bool(train_config.get("amp", True) and train_config.get("eval_amp", True))
 
 
 class Predictor:
     def __init__(self, run_dir: str | Path, device: str = "cpu", amp: bool | None = None):
-        from kebr.config import validate_config
-        from kebr.masking import load_tokenizer
-        from kebr.model import KEBR
-        from kebr.stages import make_audio_extractor, make_transcriber, make_visual_extractor
-        from kebr.train.checkpoint import load_weights, read_configs
-
         run_dir = Path(run_dir)
         marker = run_dir / "feature_config.json"
         if not marker.exists():
@@ -55,15 +55,12 @@ class Predictor:
         self.device = device
         self.amp = evaluated_with_amp(state) if amp is None else amp
         self.tokenizer = load_tokenizer(model_config["text_model"])
-        self.transcriber = make_transcriber(self.config)
-        self.audio = make_audio_extractor(self.config)
-        self.visual = make_visual_extractor(self.config)
+        self.transcriber = transcriber_for(self.config)
+        self.audio = audio_extractor_for(self.config)
+        self.visual = visual_extractor_for(self.config)
         self.audio.warm()
 
     def transcribe(self, clip: Clip) -> str:
-        from kebr.asr import Transcript, transcribe_clips
-        from kebr.language import english_decision, filter_settings
-
         record = next(transcribe_clips([clip], self.transcriber, use_gold_text=False))
         if "error" in record:
             raise ClipError(record["error"], kind=record["kind"])
@@ -74,8 +71,6 @@ class Predictor:
 
     @torch.no_grad()
     def score(self, path: str | Path) -> dict[str, Any]:
-        from kebr.shards import encode_raw_text, pad_frames, pad_ids
-
         clip = Clip(clip_id=str(path), video=str(path))
         try:
             text = self.transcribe(clip)

@@ -16,6 +16,7 @@ import re
 from typing import Any, Callable
 
 from kebr import paths
+from kebr.variants import recipe
 
 # Rules whose device setting can ask for a GPU, and the config section holding it.
 GPU_STAGES = {"asr": "asr", "pretrain": "pretrain", "finetune": "finetune"}
@@ -123,8 +124,6 @@ def asr_gpu_slots(config: dict[str, Any]) -> Callable[..., int]:
 def pretrain_chain(config: dict[str, Any], dataset: str, variant: str) -> list[int]:
     """The epoch each job of a pretraining run stops after, in order; the last is the run's
     final epoch. One job unless the run's runtime exceeds ``resources.max_runtime``."""
-    from kebr.variants import recipe
-
     epochs = recipe(config, variant, dataset)["pretrain"]["epochs"]
     total = _setting(config, "runtime", "pretrain", dataset)
     jobs = min(epochs, math.ceil(total / config["resources"]["max_runtime"]))

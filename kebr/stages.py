@@ -23,8 +23,16 @@ from typing import Any
 import numpy as np
 
 import kebr
+from kebr.asr import WORKER_ENV, Prefetcher, Transcript, make_transcriber, needs_asr, transcribe_clips
 from kebr.clips import Clip, SkipKind, describe_error, error_kind, input_digest, read_kind, skip_record
+from kebr.config import feature_stages
+from kebr.fingerprints import features_fingerprint, stage_fingerprint
+from kebr.ingest import read_clip_table, readable  # readable: reasons name files; a non-UTF-8 name is spelled \xNN in UTF-8 tables
 from kebr.journal import STRIKES_TO_SKIP, TRANSIENT_RUNS_TO_SKIP, Journal, read_stage_output, write_stage_output
+from kebr.language import english_decision, filter_settings
+from kebr.masking import SentimentMasker, load_tokenizer, load_vader_lexicon
+from kebr.media import probe_duration, too_long
+from kebr.model_cache import stage_model_revisions
 from kebr.resources import configured_mem_mb
 from kebr.tsv import read_table, write_table
 from kebr.worker import Interrupted, StopSignals, Worker, inject_fault, job_memory_limit_mb
@@ -58,17 +66,17 @@ def journal_path(out: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Models (each loaded once per worker process)
 
-def make_transcriber(config: dict[str, Any]) -> Any:
-    from kebr.asr import make_transcriber
-
+def transcriber_for(config: dict[str, Any]) -> Any:
+    """The ASR model (with its language ID) that ``config`` names (kebr.asr.make_transcriber)."""
     asr = config["asr"]
     return make_transcriber(backend=asr["backend"], model=asr["model"], device=asr["device"],
                             compute_type=asr["compute_type"], batch_size=asr["batch_size"],
                             beam_size=asr["beam_size"], language_id=config["language"]["id_model"])
 
 
-def make_audio_extractor(config: dict[str, Any]) -> Any:
-    from kebr.features.audio import AudioFeatureExtractor
+def audio_extractor_for(config: dict[str, Any]) -> Any:
+    """The audio feature extractor that ``config`` names."""
+    from kebr.features.audio import AudioFeatureExtractor  # librosa: only the audio worker loads it
 
     a = config["audio"]
     return AudioFeatureExtractor(feature_sets=a["feature_sets"], sample_rate=a["sample_rate"],
@@ -76,17 +84,17 @@ def make_audio_extractor(config: dict[str, Any]) -> Any:
                                  resample_via=a["resample_via"], resampler=a["resampler"])
 
 
-def make_visual_extractor(config: dict[str, Any]) -> Any:
-    from kebr.features.visual import make_visual_extractor
+def visual_extractor_for(config: dict[str, Any]) -> Any:
+    """The visual feature extractor that ``config`` names."""
+    from kebr.features.visual import make_visual_extractor  # mediapipe: only the visual worker loads it
 
     v = config["visual"]
     return make_visual_extractor(v["backend"], fps=v["fps"], max_frames=v["max_frames"],
                                  require_face=v["require_face"], openface_dir=v["openface_dir"])
 
 
-def make_masker(config: dict[str, Any], tokenizer: Any) -> Any:
-    from kebr.masking import SentimentMasker, load_vader_lexicon
-
+def masker_for(config: dict[str, Any], tokenizer: Any) -> SentimentMasker:
+    """The sentiment-word masker that ``config`` names, over ``tokenizer``."""
     text = config["text"]
     return SentimentMasker(tokenizer, lexicon=load_vader_lexicon(text["lexicon"]), max_length=text["max_length"],
                            window_before=text["window_before"], window_after=text["window_after"],
@@ -102,26 +110,20 @@ class AsrWork:
     the models in the worker's main thread."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        from kebr.asr import Prefetcher
-
         self.use_gold_text = config["asr"]["use_gold_text"]
         self.max_seconds = config["stages"]["max_clip_seconds"]
-        self.transcriber = make_transcriber(config)
+        self.transcriber = transcriber_for(config)
         self.prefetcher = Prefetcher(self.transcriber, self.max_seconds)
 
     def meta(self) -> dict[str, Any]:
         return {}
 
     def prefetch(self, clips: list[Clip], upcoming: list[Clip]) -> None:
-        from kebr.asr import needs_asr
-
         wanted = [c for c in [*clips, *upcoming] if needs_asr(c, self.use_gold_text)]
         self.prefetcher.keep_only({c.clip_id for c in wanted})
         self.prefetcher.request(wanted)
 
     def process(self, clips: list[Clip], attempt: int) -> list[dict[str, Any]]:
-        from kebr.asr import transcribe_clips
-
         for clip in clips:
             inject_fault(clip.clip_id, attempt)
         return list(transcribe_clips(clips, self.transcriber, use_gold_text=self.use_gold_text,
@@ -144,8 +146,6 @@ class _FeatureWork:
         raise NotImplementedError
 
     def process(self, clips: list[Clip], attempt: int) -> list[dict[str, Any]]:
-        from kebr.media import probe_duration, too_long
-
         records = []
         for clip in clips:
             record: dict[str, Any] = {"clip_id": clip.clip_id, "duration_s": None}
@@ -166,7 +166,7 @@ class _FeatureWork:
 class AudioWork(_FeatureWork):
     def __init__(self, config: dict[str, Any]) -> None:
         self.max_seconds = config["stages"]["max_clip_seconds"]
-        self.extractor = make_audio_extractor(config)
+        self.extractor = audio_extractor_for(config)
         self.extractor.warm()
 
     def media_path(self, clip: Clip) -> str | None:
@@ -180,7 +180,7 @@ class VisualWork(_FeatureWork):
     def __init__(self, config: dict[str, Any]) -> None:
         self.max_seconds = config["stages"]["max_clip_seconds"]
         self.reads_video = config["visual"]["backend"] != "openface_csv"
-        self.extractor = make_visual_extractor(config)
+        self.extractor = visual_extractor_for(config)
 
     def media_path(self, clip: Clip) -> str | None:
         return clip.video if self.reads_video else None
@@ -256,9 +256,6 @@ class _ShardRun:
     """One media stage on one shard (see the module docstring)."""
 
     def __init__(self, stage: str, config: dict[str, Any], dataset: str, clips: list[Clip], out: Path) -> None:
-        from kebr.fingerprints import stage_fingerprint
-        from kebr.model_cache import stage_model_revisions
-
         settings = config["stages"]
         self.stage, self.config, self.clips, self.out = stage, config, clips, out
         self.label = f"{stage} {dataset}/{out.stem}"
@@ -286,8 +283,6 @@ class _ShardRun:
         """(groups of clips the worker processes together, clips the parent answers itself)."""
         if self.stage != "asr":
             return [[c] for c in self.clips], []
-        from kebr.asr import needs_asr
-
         asr = self.config["asr"]
         needs = [c for c in self.clips if needs_asr(c, asr["use_gold_text"])]
         gold = [c for c in self.clips if not needs_asr(c, asr["use_gold_text"])]
@@ -306,8 +301,6 @@ class _ShardRun:
         return []
 
     def run(self) -> None:
-        from kebr.asr import WORKER_ENV, transcribe_clips
-
         journal = self.journal
         started = time.perf_counter()
         groups, parent_clips = self.groups()
@@ -472,14 +465,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
     audio or visual stream (no face, silence, unreadable media...) becomes zero frames (an all-false
     frame mask in training) and the clip is ``ok`` with the modality named in ``missing``.
     """
-    from kebr.asr import Transcript
-    from kebr.config import feature_stages
-    from kebr.fingerprints import features_fingerprint, stage_fingerprint
-    from kebr.ingest import readable  # reasons name files; a non-UTF-8 name is spelled \xNN in UTF-8 tables
-    from kebr.language import english_decision, filter_settings
-    from kebr.masking import load_tokenizer
-    from kebr.model_cache import stage_model_revisions
-    from kebr.shards import ShardRow, write_shard
+    from kebr.shards import ShardRow, write_shard  # imports torch: only the assemble job pays for it
 
     outputs = {}
     for stage, path in (("asr", asr_path), ("audio", audio_path), ("visual", visual_path)):
@@ -494,7 +480,7 @@ def run_assemble(config: dict[str, Any], dataset: str, shard: str, clips: list[C
     (audio_meta, audio), (visual_meta, visual) = outputs["audio"], outputs["visual"]
     text, lang = config["text"], config["language"]
     tokenizer = load_tokenizer(text["model"])
-    masker = make_masker(config, tokenizer)
+    masker = masker_for(config, tokenizer)
 
     rows: list[ShardRow] = []
     status: list[dict[str, str]] = []
@@ -597,8 +583,6 @@ def write_report(plan_tables: list[Path], status_tables: list[Path], out: Path, 
     """``clips.tsv``: every planned clip with its status; ``clips_summary.tsv`` (``summary``, by
     default beside it): counts per status and kind. A planned clip with no status is an error, not
     a silent loss."""
-    from kebr.ingest import read_clip_table
-
     tables = [read_status(path) for path in status_tables]
     status = {row["clip_id"]: row for table in tables for row in table}
     rows, counts = [], {"ok": 0, "skipped": 0}

@@ -17,7 +17,7 @@ from kebr.fingerprints import features_fingerprint, stage_fingerprint
 from kebr.features.audio import REFERENCE_KAISER_BEST, _reference_kaiser_best, librosa33, resample_kaiser_best
 from kebr.masking import _package_path, load_tokenizer, load_vader_lexicon
 from kebr.media import load_audio, write_clip
-from kebr.stages import make_audio_extractor, make_masker
+from kebr.stages import audio_extractor_for, masker_for
 from kebr.tts import synthesize
 
 SR = 22050
@@ -41,8 +41,8 @@ def reference_lexicon(tmp_path_factory):
 
 def test_lexicon_key_picks_the_masked_word_and_label(reference_lexicon):
     tokenizer = load_tokenizer("bundled")
-    shipped = make_masker(validate_config({}), tokenizer)
-    reference = make_masker(validate_config({"text": {"lexicon": str(reference_lexicon)}}), tokenizer)
+    shipped = masker_for(validate_config({}), tokenizer)
+    reference = masker_for(validate_config({"text": {"lexicon": str(reference_lexicon)}}), tokenizer)
     assert shipped("what a badass movie", "c").label == 1.05  # 1.4 x 0.75
     assert reference("what a badass movie", "c").label == -0.45  # -0.6 x 0.75
     text = "the plot was flawed but my heart was in it"
@@ -58,7 +58,7 @@ def test_bad_lexicon_file_names_file_and_line(tmp_path):
     with pytest.raises(ValueError, match=r"lex.txt:2: expected token<TAB>mean"):
         load_vader_lexicon(bad)
     with pytest.raises(FileNotFoundError, match="VADER lexicon not found"):
-        make_masker(validate_config({"text": {"lexicon": str(tmp_path / "absent.txt")}}), load_tokenizer("bundled"))
+        masker_for(validate_config({"text": {"lexicon": str(tmp_path / "absent.txt")}}), load_tokenizer("bundled"))
 
 
 def band_energy(y: np.ndarray, low_hz: float) -> float:
@@ -80,10 +80,10 @@ def bright_clip(tmp_path_factory):
 
 
 def test_resample_via_16k_is_librosa_load_of_a_16k_wav(bright_clip, tmp_path):
-    direct = make_audio_extractor(validate_config({}))
-    via = make_audio_extractor(validate_config({"audio": {"resample_via": 16000}}))
+    direct = audio_extractor_for(validate_config({}))
+    via = audio_extractor_for(validate_config({"audio": {"resample_via": 16000}}))
     assert via.resampler == "kaiser_best"  # the reference's (librosa 0.9.1 + resampy 0.2.2)
-    via_soxr = make_audio_extractor(validate_config({"audio": {"resample_via": 16000, "resampler": "soxr_hq"}}))
+    via_soxr = audio_extractor_for(validate_config({"audio": {"resample_via": 16000, "resampler": "soxr_hq"}}))
     y_direct, y_via = direct.load_waveform(bright_clip), via.load_waveform(bright_clip)
     # Straight at 22,050 Hz the 10 kHz tone is there; through 16 kHz nothing above 8 kHz survives.
     assert band_energy(y_direct, 8100) > 0.02
