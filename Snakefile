@@ -66,5 +66,5 @@ include: "rules/report.smk"
 rule demo:
     default_target: True
     input:
-        targets_of("demo", "demo_gsweep"),
+        targets_of(*DEMO_TABLES),
     localrule: True

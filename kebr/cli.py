@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kebr.config import load_config
+from kebr.variants import TABLES
 
 EXAMPLES = """examples:
   kebr config-check config.yaml      # the validated config, every default filled in
@@ -163,7 +164,7 @@ def cmd_plots(args: argparse.Namespace) -> None:
             clips = args.clips or Path(paths.clips(config["results"], args.dataset))
             written = plots.dataset_figures(config, args.dataset, clips, args.out_dir, args.max_shards)
         elif args.kind == "table":
-            from kebr.recipe import table_of_file
+            from kebr.variants import table_of_file
 
             tables = args.tables or paths.tables_dir(config["results"])
             written = plots.table_figures(table_of_file(args.name, config), config,
@@ -303,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_finetune)
 
-    p = command(sub, "table", "a paper table (table2, table3, table4, gsweep, demo, demo_gsweep) from finished runs",
+    p = command(sub, "table", f"a table ({', '.join(TABLES)}) from finished runs",
                 "kebr table demo --config config.yaml --out-md results/tables/demo.md"
                 " --out-csv results/tables/demo.csv")
     p.add_argument("name")

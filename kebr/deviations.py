@@ -13,8 +13,8 @@ import yaml
 
 from kebr.config import lookup
 from kebr.experiments import NON_RESULT_KEYS
-from kebr.variants import recipe, table_rows
-from kebr.recipe import PAPER_TABLES, split_variant, table_recipe
+from kebr.variants import PAPER_TABLES, recipe, table_rows
+from kebr.recipe import split_variant, table_recipe
 from kebr.recipe_files import load_recipe
 
 # What a run is trained with, as dotted config keys -------------------------------------------------

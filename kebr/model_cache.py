@@ -52,8 +52,7 @@ from typing import Any
 from kebr.config import fingerprint
 from kebr.langid import BUNDLED_MODELS, _sha256, bundled_model_dir, cache_dir as kebr_cache_dir
 from kebr.masking import bundled_text_model_path
-from kebr.recipe import PAPER_TABLES
-from kebr.variants import recipe, table_rows
+from kebr.variants import PAPER_TABLES, recipe, table_rows
 
 log = logging.getLogger("kebr")
 

@@ -16,8 +16,8 @@ targets (``none``: the config's own settings), ``paper_recipe.overrides`` change
 whatever differs from the paper in the end is a *deviation*, listed in every table header
 (kebr/deviations.py ``table_header``, with what set it: the recipe, an override, a dataset's own key)
 and by ``kebr config-check --recipe NAME`` (``describe``). A paper table's files name the recipe its rows ran
-(``table_file``: results/tables/table2-paper.md, table2-reference.md, table2-config.md), so tables of
-two recipes sit side by side; the targets build the configured recipe's only (``table_of_file``).
+(kebr/variants.py ``table_file``: results/tables/table2-paper.md, table2-reference.md, table2-config.md), so
+tables of two recipes sit side by side; the targets build the configured recipe's only (``table_of_file``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import Any
 
 from kebr.recipe_files import load_recipe, recipe_names
 
-PAPER_TABLES = ("table2", "table3", "table4", "gsweep")
 # Training keys a recipe leaves to the config: they change speed or bookkeeping, not what a run learns.
 SPEED_KEYS = frozenset({"device", "num_workers", "compile", "log_every_steps"})
 
@@ -44,42 +43,6 @@ def table_recipe(config: dict[str, Any]) -> str | None:
     """The recipe the paper targets run (None: the config's own settings)."""
     name = config["paper_recipe"]["name"]
     return None if name == "none" else name
-
-
-# The file-name label of a paper table run with the config's own settings (paper_recipe.name: none).
-CONFIG_LABEL = "config"
-
-
-def table_file(table: str, config: dict[str, Any]) -> str:
-    """The name of ``table``'s files under results/tables (without .md / .csv): a paper table's names
-    the recipe its rows run (``table2-paper``, ``table2-reference``, ``table2-config`` for
-    ``paper_recipe.name: none``); a demo table's is the table's (it always runs the config's settings)."""
-    if table not in PAPER_TABLES:
-        return table
-    return f"{table}-{table_recipe(config) or CONFIG_LABEL}"
-
-
-def table_of_file(stem: str, config: dict[str, Any]) -> str:
-    """The table that the file name ``stem`` (``table_file``) holds. A paper table of a recipe other than
-    the configured one is refused: no target trains a second recipe unasked, so its rows are built by
-    setting ``paper_recipe.name`` to it (its runs then live beside this recipe's, which stay)."""
-    table, sep, label = stem.partition("-")
-    if table not in PAPER_TABLES:
-        if sep:
-            raise ValueError(f"table {stem!r}: only the paper tables {list(PAPER_TABLES)} name a recipe")
-        return table
-    if not sep:
-        raise ValueError(f"table {stem!r}: a paper table's file names its recipe: {table_file(table, config)}")
-    if label not in [*recipe_names(), CONFIG_LABEL]:
-        raise ValueError(f"table {stem!r}: unknown recipe {label!r}: one of {recipe_names()} or {CONFIG_LABEL!r} "
-                         "(paper_recipe.name: none)")
-    if stem != table_file(table, config):
-        configured = table_recipe(config) or "none"
-        wanted = "none" if label == CONFIG_LABEL else label
-        raise ValueError(f"{stem}: this config runs paper_recipe.name: {configured}, so its paper targets build "
-                         f"{table_file(table, config)}; to build {stem} (and train its runs), set "
-                         f"paper_recipe.name: {wanted}")
-    return table
 
 
 def _set(config: dict[str, Any], dotted: str, value: Any) -> None:

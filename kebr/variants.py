@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from kebr.recipe import PAPER_TABLES, load_recipe, recipe_config, split_variant, table_recipe
+from kebr.recipe import load_recipe, recipe_config, recipe_names, split_variant, table_recipe
 
 ABLATIONS = {
     "full": {},
@@ -146,19 +147,80 @@ PAPER_NOTES = {
 }
 
 
-TABLES = {
-    # Table 2: pretraining corpus; Table 3: LM size; Table 4: ablations C1-C5; Fig. 4: g sweep.
-    "table2": [(f, p, "full") for f in ("mosi", "mosei") for p in ("voxceleb1", "voxceleb2")],
-    "table3": [(f, "voxceleb1", v) for f in ("mosi", "mosei") for v in ("bert_base", "bert_large")],
-    "table4": [("mosi", "voxceleb1", v) for v in ("full", "no_pretrain", "no_tcmf", "no_mcc", "none", "text_only")],
+Row = tuple[str, str, str]  # (the paper's fine-tuning corpus, its pretraining corpus, variant)
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table the workflow builds: a target of the same name, its rows, and whether it is the paper's.
+
+    A paper table runs the config's ``paper_recipe`` and names it in its files (``table_file``); a demo
+    table runs the config's own settings. A g sweep's rows are the config key of the same name's g
+    values (``table_rows``), so it lists none here."""
+
+    title: str
+    rows: tuple[Row, ...] = ()
+    paper: bool = True
+    g_sweep: bool = False
+
+
+# Every table, once: targets, file names, rows, the paper's numbers (PAPER) and the figures follow from it.
+TABLES: dict[str, Table] = {
+    "table2": Table("Table 2: pretraining corpus",
+                    tuple((f, p, "full") for f in ("mosi", "mosei") for p in ("voxceleb1", "voxceleb2"))),
+    "table3": Table("Table 3: LM size",
+                    tuple((f, "voxceleb1", v) for f in ("mosi", "mosei") for v in ("bert_base", "bert_large"))),
+    "table4": Table("Table 4: ablations C1-C5",
+                    tuple(("mosi", "voxceleb1", v)
+                          for v in ("full", "no_pretrain", "no_tcmf", "no_mcc", "none", "text_only"))),
+    "gsweep": Table("Fig. 4: the angle penalty g", g_sweep=True),
     # The embedded demo, with the MOSI / VoxCeleb1 numbers beside it for scale (not a reproduction).
-    "demo": [("mosi", "voxceleb1", v) for v in ("full", "no_pretrain", "text_only")],
+    "demo": Table("the demo", tuple(("mosi", "voxceleb1", v) for v in ("full", "no_pretrain", "text_only")),
+                  paper=False),
+    "demo_gsweep": Table("the demo's g sweep", paper=False, g_sweep=True),
 }
-
-
+PAPER_TABLES = tuple(name for name, table in TABLES.items() if table.paper)
+DEMO_TABLES = tuple(name for name, table in TABLES.items() if not table.paper)  # the default target's
+G_SWEEPS = tuple(name for name, table in TABLES.items() if table.g_sweep)
 # Fig. 4 draws MOSI and MOSEI, both fine-tuned from VoxCeleb1 pretraining (paper section 4.6).
 SWEEP_CORPORA = ("mosi", "mosei")
-G_SWEEPS = ("gsweep", "demo_gsweep")
+
+
+# The file-name label of a paper table run with the config's own settings (paper_recipe.name: none).
+CONFIG_LABEL = "config"
+
+
+def table_file(table: str, config: dict[str, Any]) -> str:
+    """The name of ``table``'s files under results/tables (without .md / .csv): a paper table's names
+    the recipe its rows run (``table2-paper``, ``table2-reference``, ``table2-config`` for
+    ``paper_recipe.name: none``); a demo table's is the table's (it always runs the config's settings)."""
+    if table not in PAPER_TABLES:
+        return table
+    return f"{table}-{table_recipe(config) or CONFIG_LABEL}"
+
+
+def table_of_file(stem: str, config: dict[str, Any]) -> str:
+    """The table that the file name ``stem`` (``table_file``) holds. A paper table of a recipe other than
+    the configured one is refused: no target trains a second recipe unasked, so its rows are built by
+    setting ``paper_recipe.name`` to it (its runs then live beside this recipe's, which stay)."""
+    table, sep, label = stem.partition("-")
+    if table not in PAPER_TABLES:
+        if sep:
+            raise ValueError(f"table {stem!r}: only the paper tables {list(PAPER_TABLES)} name a recipe")
+        return table
+    if not sep:
+        raise ValueError(f"table {stem!r}: a paper table's file names its recipe: {table_file(table, config)}")
+    if label not in [*recipe_names(), CONFIG_LABEL]:
+        raise ValueError(f"table {stem!r}: unknown recipe {label!r}: one of {recipe_names()} or {CONFIG_LABEL!r} "
+                         "(paper_recipe.name: none)")
+    if stem != table_file(table, config):
+        configured = table_recipe(config) or "none"
+        wanted = "none" if label == CONFIG_LABEL else label
+        raise ValueError(f"{stem}: this config runs paper_recipe.name: {configured}, so its paper targets build "
+                         f"{table_file(table, config)}; to build {stem} (and train its runs), set "
+                         f"paper_recipe.name: {wanted}")
+    return table
+
 
 
 def avg_against(table: str, key: tuple[str, str, str], extra: bool) -> tuple[str, str, str] | None:
@@ -168,7 +230,7 @@ def avg_against(table: str, key: tuple[str, str, str], extra: bool) -> tuple[str
     (``extra``: a recipe's extra rows, the reference rows) is measured against the ``full`` row it
     stands beside. None for the rows named and for the g sweeps (the paper's Fig. 4 has no Avg)."""
     f, p, v = key
-    if table in G_SWEEPS:
+    if TABLES[table].g_sweep:
         return None
     if extra:
         return (f, p, "full")
@@ -188,20 +250,20 @@ def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     tables the config's own settings, whose LM is ``text.model``. Each row names its paper
     ``corpus`` (MOSI, MOSEI), ``avg_against``, the label of the row its Avg is measured against
     (None: it has no Avg), ``paper_notes`` (PAPER_NOTES of its paper row) and in a g sweep its ``g``."""
-    names = config["demo_datasets"] if name.startswith("demo") else config["paper_datasets"]
-    if name in G_SWEEPS:
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}: one of {list(TABLES)}")
+    names = config["paper_datasets"] if TABLES[name].paper else config["demo_datasets"]
+    if TABLES[name].g_sweep:
         # Fig. 4: the g values are the config key of the same name, swept on each corpus the config
         # has a dataset for (the demo maps MOSI only); the figure marks a corpus left out "no runs".
         corpora = [f for f in SWEEP_CORPORA if names.get(f) in config["datasets"]] or ["mosi"]
         rows = [(f, "voxceleb1", f"g{g:g}") for f in corpora for g in config[name]]
-    elif name in TABLES:
-        rows = TABLES[name]
     else:
-        raise ValueError(f"unknown table {name!r}: one of {sorted(TABLES) + list(G_SWEEPS)}")
+        rows = list(TABLES[name].rows)
     missing = sorted({names[c] for f, p, _ in rows for c in (f, p)} - set(config["datasets"]))
     if missing:
         raise ValueError(f"{name} needs datasets {missing} in config.yaml `datasets:` (see `paper_datasets`)")
-    recipe_name = table_recipe(config) if name in PAPER_TABLES else None
+    recipe_name = table_recipe(config) if TABLES[name].paper else None
     prefix = f"{recipe_name}-" if recipe_name else ""
     extras = load_recipe(recipe_name).get("extra_rows", {}) if recipe_name else {}
 

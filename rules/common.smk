@@ -2,10 +2,17 @@ from kebr import paths
 from kebr.config import fingerprint
 from kebr.deviations import table_header
 from kebr.experiments import table_runs, training_fingerprint
-from kebr.variants import pretrain_variant, pretraining_source, recipe, table_rows
+from kebr.variants import (
+    DEMO_TABLES,
+    PAPER_TABLES,
+    pretrain_variant,
+    pretraining_source,
+    recipe,
+    table_of_file,
+    table_rows,
+)
 from kebr.fingerprints import stage_fingerprint
 from kebr.ingest import check_sources
-from kebr.recipe import table_of_file
 
 RESULTS = config["results"]
 DATASETS = list(config["datasets"])

@@ -8,7 +8,7 @@
 report: "../report/workflow.rst"
 
 
-for _table in ("table2", "table3", "table4", "gsweep"):
+for _table in PAPER_TABLES:
 
     rule:
         name:

@@ -3,7 +3,7 @@ import sys
 
 from kebr.deviations import announce
 from kebr.variants import pretraining_source
-from kebr.recipe import table_file
+from kebr.variants import table_file
 
 
 def figure(path, caption, category, subcategory, **labels):

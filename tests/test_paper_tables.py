@@ -11,7 +11,7 @@ import pytest
 
 from kebr.config import validate_config
 from kebr.experiments import table_runs
-from kebr.variants import PAPER, table_rows
+from kebr.variants import DEMO_TABLES, G_SWEEPS, PAPER, PAPER_TABLES, TABLES, table_file, table_rows
 from kebr.plots import plot_gsweep
 from kebr.tables import AVG_METRICS, average_improvement, build_table, paper_numbers
 
@@ -221,3 +221,16 @@ def test_fig4_sweeps_mosi_and_mosei_and_marks_a_corpus_without_runs(tmp_path):
     drawn = plot_gsweep(tmp_path / "m.csv", tmp_path / "mfig", "gsweep")
     assert drawn["MOSEI"] is None and drawn["MOSI"]["g"] == [-0.5, 0.2, 0.5]
     assert "MOSEI: no runs" in Path(tmp_path / "mfig.svg").read_text()
+
+
+def test_one_registry_names_every_table_and_what_follows_from_it() -> None:
+    # kebr/variants.py TABLES: the targets, the file names and the rows all come from it.
+    assert PAPER_TABLES == ("table2", "table3", "table4", "gsweep")
+    assert DEMO_TABLES == ("demo", "demo_gsweep") and G_SWEEPS == ("gsweep", "demo_gsweep")
+    config = validate_config({"datasets": {}})
+    assert [table_file(name, config) for name in TABLES] == [
+        "table2-paper", "table3-paper", "table4-paper", "gsweep-paper", "demo", "demo_gsweep"]
+    assert all(TABLES[name].rows == () for name in G_SWEEPS)
+    assert {key for name in PAPER_TABLES for key in TABLES[name].rows} - set(PAPER) == {("mosi", "voxceleb1", "text_only")}
+    with pytest.raises(ValueError, match=r"unknown table 'table5': one of \['table2', 'table3', 'table4', 'gsweep', 'demo'"):
+        table_rows("table5", config)

@@ -15,11 +15,11 @@ import yaml
 from kebr.config import _schema, load_config, validate_config
 from kebr import paths
 from kebr.experiments import NON_RESULT_KEYS, table_runs, training_fingerprint
-from kebr.variants import canonical_variant, pretrain_variant, recipe, table_rows
+from kebr.variants import canonical_variant, pretrain_variant, recipe, table_file, table_of_file, table_rows
 from kebr.model_cache import required_models
 from kebr.plots import table_figures
 from kebr.deviations import describe, table_header
-from kebr.recipe import SPEED_KEYS, table_file, table_of_file
+from kebr.recipe import SPEED_KEYS
 from kebr.recipe_files import load_recipe, recipe_names
 from kebr.tables import build_table
 
