@@ -97,17 +97,21 @@ def corpus(work: Path, dry_run: bool, tokenizer: Path | None) -> tuple[list[Path
 
 
 def pretrain_run(work: Path, name: str, dry_run: bool, tokenizer: Path | None, epochs: int = 1,
-                 **overrides: Any) -> tuple[Path, list[dict[str, str]], float]:
-    """``kebr.train.pretrain`` on the corpus; returns (run dir, log.csv rows, wall seconds)."""
-    from kebr.train import pretrain
+                 max_steps_per_epoch: int | None = None, **changes: Any) -> tuple[Path, list[dict[str, str]], float]:
+    """``kebr.train.pretrain`` on the corpus, bf16 unless ``changes`` (settings) say otherwise; returns
+    (run dir, log.csv rows, wall seconds)."""
+    from kebr.train.pretrain import pretrain
+    from kebr.train.settings import PretrainSettings
 
     shards, lm, _ = corpus(work, dry_run, tokenizer)
     run = work / name
     config = KEBRConfig(d_audio=bench_loader.D_A, d_video=bench_loader.D_V, text_model=lm, freeze_text=True)
+    settings = PretrainSettings(epochs=epochs, batch_size=4 if dry_run else 32, device="cpu" if dry_run else "cuda",
+                                num_workers=1 if dry_run else 6, save_epochs=(), log_every_steps=0,
+                                **{"amp": True, **changes})
     started = time.perf_counter()
-    pretrain(shards, run, model_config=config, epochs=epochs, batch_size=4 if dry_run else 32, seed=0,
-             device="cpu" if dry_run else "cuda", num_workers=1 if dry_run else 6, save_epochs=(),
-             log_every_steps=0, lm_cache_dir=work / f"lm_cache-{name}", **overrides)
+    pretrain(shards, run, model_config=config, settings=settings, seed=0, max_steps_per_epoch=max_steps_per_epoch,
+             lm_cache_dir=work / f"lm_cache-{name}")
     seconds = time.perf_counter() - started
     with (run / "log.csv").open() as fh:
         return run, list(csv.DictReader(fh)), seconds

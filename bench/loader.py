@@ -50,6 +50,7 @@ from kebr.shards import MAX_OPEN_FILES, OpenFiles, ShardDataset, ShardRow, write
 from kebr.train.data import GroupReader, GroupSampler, make_loader
 from kebr.train.lm_cache import attach_lm_cache, build_sidecars
 from kebr.train.loop import Objective, Runtime, adam, train_epoch
+from kebr.train.settings import PretrainSettings
 
 T_A, D_A, T_V, D_V, L = 400, 33, 55, 94, 39
 CPU = Runtime(torch.device("cpu"), rank=0, world_size=1, amp=False)
@@ -189,7 +190,7 @@ def loader_vs_memory(model: KEBR, loader: Any, generator: torch.Generator, runti
                      rounds: int = 2) -> dict[str, float]:
     """Pretraining steps/s fed by ``loader`` and by the same ``steps`` batches already in host memory,
     alternated ``rounds`` times (the best round of each counts: a shared machine's noise only slows)."""
-    objective = Objective("pretrain", {"enabled": True, "variant": "reference", "g": 0.25, "weight": 0.5})
+    objective = Objective("pretrain", PretrainSettings().mcc)
     optimizer = adam(model.param_groups(1e-4, 1e-4))
     train_epoch(model, loader, optimizer, objective, runtime, max_steps=2)  # warm-up: workers start
     epoch = generator.get_state()

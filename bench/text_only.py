@@ -38,11 +38,11 @@ one final JSON line; writes the same JSON to ``--out``.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -149,35 +149,31 @@ def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
-def call_with(function: Any, settings: dict[str, Any], **fixed: Any) -> Any:
-    """``function`` with the recipe's settings it takes (the recipe has keys for the workflow too)."""
-    accepted = inspect.signature(function).parameters
-    return function(**{k: v for k, v in settings.items() if k in accepted and k not in fixed}, **fixed)
-
-
 def run_variant(config: dict[str, Any], variant: str, labelled: Path, unlabelled: Path, seeds: list[int],
                 work: Path, epochs: int | None) -> list[dict[str, Any]]:
     from kebr.variants import recipe
     from kebr.model import KEBRConfig
     from kebr.shards import read_attrs
-    from kebr.train import finetune, pretrain
+    from kebr.train.finetune import finetune
+    from kebr.train.pretrain import pretrain
+    from kebr.train.settings import FinetuneSettings, PretrainSettings
 
     attrs = read_attrs(labelled)
     widths = {"d_audio": len(attrs["audio_columns"]), "d_video": len(attrs["visual_columns"])}
     plan = recipe(config, variant, "demo_labelled")
     state = None
     if plan["uses_pretraining"]:
-        settings = recipe(config, variant, "demo_unlabelled")["pretrain"]
-        model = KEBRConfig(**widths, freeze_text=settings["freeze_text"], **plan["model"])
-        state = call_with(pretrain, {**settings, "device": "cpu", "save_epochs": []}, shard_paths=[unlabelled],
-                          out_dir=work / f"{variant}-pretrain", model_config=model, seed=config["seed"],
-                          lm_cache_dir=work / "lm_cache")
-    settings = dict(plan["finetune"])
+        settings = PretrainSettings.from_config(recipe(config, variant, "demo_unlabelled")["pretrain"])
+        model = KEBRConfig(**widths, freeze_text=settings.freeze_text, **plan["model"])
+        state = pretrain([unlabelled], work / f"{variant}-pretrain", model_config=model,
+                         settings=replace(settings, device="cpu", save_epochs=()), seed=config["seed"],
+                         lm_cache_dir=work / "lm_cache")
+    tuning = replace(FinetuneSettings.from_config(plan["finetune"]), device="cpu")
     if epochs is not None:
-        settings["epochs"], settings["t_max"] = epochs, min(settings["t_max"], epochs)
+        tuning = replace(tuning, epochs=epochs, t_max=min(tuning.t_max, epochs))
     model = KEBRConfig(**widths, freeze_text=False, **plan["model"])
-    return [call_with(finetune, {**settings, "device": "cpu"}, shard_paths=[labelled],
-                      out_dir=work / f"{variant}-seed{seed}", model_config=model, pretrained=state, seed=seed)
+    return [finetune([labelled], work / f"{variant}-seed{seed}", model_config=model, pretrained=state,
+                     settings=tuning, seed=seed)
             for seed in seeds]
 
 

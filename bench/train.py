@@ -47,13 +47,13 @@ from kebr.shards import ShardDataset, ShardRow, write_shard
 from kebr.train.data import make_loader, trimmed_length
 from kebr.train.lm_cache import attach_lm_cache, build_sidecars
 from kebr.train.loop import Objective, Runtime, adam, train_epoch
+from kebr.train.settings import FinetuneSettings, PretrainSettings
 
 # Dense bf16 tensor-core peaks, FLOP/s, by device name fragment.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 PEAK_FP32 = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12}  # SXM, without TF32
 T_A, D_A, T_V, D_V, L = 400, 33, 55, 709, 39
-PRETRAIN_MCC = {"enabled": True, "variant": "reference", "g": 0.25, "weight": 0.5}
-FINETUNE_MCC = {"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0}
+PRETRAIN_MCC, FINETUNE_MCC = PretrainSettings().mcc, FinetuneSettings().mcc  # each stage's default MCC
 
 
 def mosi_lengths(n: int, seed: int = 0) -> np.ndarray:
@@ -210,8 +210,8 @@ def step_throughput(text_model: str, stage: str, batch_size: int, steps: int, de
         inputs["video"] = inputs["video"][..., :d_video]
     kwargs = {k: v for k, v in inputs.items() if k != "target" and (stage == "pretrain" or k != "mask_index")}
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
-    mcc = MCCLoss(**{k: v for k, v in (PRETRAIN_MCC if stage == "pretrain" else FINETUNE_MCC).items()
-                     if k != "enabled"}, stage=stage)
+    settings = PRETRAIN_MCC if stage == "pretrain" else FINETUNE_MCC
+    mcc = MCCLoss(g=settings.g, variant=settings.variant, stage=stage, weight=settings.weight, scale=settings.scale)
     amp = device.type == "cuda" if amp is None else amp
 
     def step() -> None:
@@ -259,12 +259,12 @@ def bench_mcc(batch_size: int, d_text: int, device: torch.device, calls: int) ->
         fused = torch.randn(batch_size, L, d_text, generator=g).to(device).requires_grad_()
         audio = torch.randn(batch_size, T_A, D_A, generator=g).to(device)
         video = torch.randn(batch_size, T_V, D_V, generator=g).to(device)
-        ours = MCCLoss(g=mcc["g"], variant="reference", stage=stage, weight=mcc["weight"])
+        ours = MCCLoss(g=mcc.g, variant="reference", stage=stage, weight=mcc.weight)
         times = {"ours": [], "loop": []}
         for _ in range(3):  # alternate, keep the medians: drift in machine load hits both alike
             times["ours"].append(seconds_per_call(lambda: ours(fused, audio, video).backward(), calls, device))
             times["loop"].append(seconds_per_call(
-                lambda: reference_mcc(fused, audio, video, mcc["g"], mcc["weight"], stage).backward(), calls, device))
+                lambda: reference_mcc(fused, audio, video, mcc.g, mcc.weight, stage).backward(), calls, device))
         t_ours, t_loop = (statistics.median(times[k]) for k in ("ours", "loop"))
         out[stage] = {"mcc_ms": round(1e3 * t_ours, 3), "mcc_ms_reference_loop": round(1e3 * t_loop, 3),
                       "mcc_speedup": round(t_loop / t_ours, 2)}

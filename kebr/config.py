@@ -102,6 +102,25 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def default_config() -> dict[str, Any]:
+    """The config an empty config.yaml resolves to: every key at its schema default."""
+    return validate_config({})
+
+
+@functools.cache
+def _section_validator(name: str) -> jsonschema.protocols.Validator:
+    return jsonschema.Draft202012Validator(_schema()["$defs"][name])
+
+
+def check_section(name: str, values: dict[str, Any]) -> None:
+    """Raise ``ValueError`` listing every way ``values`` breaks the schema's ``$defs/<name>`` (the
+    training sections ``pretrain`` and ``finetune``: kebr/train/settings.py checks its settings so)."""
+    errors = sorted(_section_validator(name).iter_errors(values), key=lambda e: list(e.path))
+    if errors:
+        lines = [f"  {'/'.join(map(str, [name, *e.path]))}: {e.message}" for e in errors]
+        raise ValueError(f"invalid {name} settings:\n" + "\n".join(lines))
+
+
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file; a syntax error is one line naming the file, line and column."""
     path = Path(path)

@@ -15,12 +15,14 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kebr import paths
 from kebr.config import fingerprint
 from kebr.fingerprints import features_fingerprint
+from kebr.train.settings import STAGE_SETTINGS, FinetuneSettings, PretrainSettings
 from kebr.variants import pretraining_source, recipe, table_rows
 
 log = logging.getLogger("kebr")
@@ -41,9 +43,10 @@ def training_fingerprint(config: dict[str, Any], stage: str, variant: str, datas
     if stage not in ("pretrain", "finetune"):
         raise ValueError(f"unknown training stage {stage!r}")
     full = recipe(config, variant, dataset)
+    settings = STAGE_SETTINGS[stage].from_config(full[stage]).as_config()
     skip = FINETUNE_ONLY_MODEL_KEYS if stage == "pretrain" else frozenset()
     values = {"model": {k: v for k, v in full["model"].items() if k not in skip},
-              stage: {k: v for k, v in full[stage].items() if k not in NON_RESULT_KEYS},
+              stage: {k: v for k, v in settings.items() if k not in NON_RESULT_KEYS},
               "lm": lm_revision(config, full["model"]["text_model"])}
     if stage == "pretrain":
         values["seed"] = config["seed"]
@@ -93,15 +96,17 @@ def _file_identity(path: Path) -> list[Any]:
 
 
 def run_record(shards: list[Path], pretrained_state: Path | None, model: dict[str, Any],
-               settings: dict[str, Any]) -> dict[str, Any]:
+               settings: PretrainSettings | FinetuneSettings, seed: int, lm: dict[str, Any]) -> dict[str, Any]:
     """What a run is trained on: each shard (identity and feature fingerprint), the pretrained state's
-    weights, the model config and the training settings a resume may not change."""
+    weights, the model config, the training settings a resume may not change, the run's seed and its
+    LM's revision (``lm_revision``: states trained with another version of the LM are not resumed)."""
     from kebr.shards import read_attrs
     from kebr.train.checkpoint import WEIGHTS
 
+    kept = {k: v for k, v in settings.as_config().items() if k not in ("epochs", *NON_RESULT_KEYS)}
     record = {"shards": [_file_identity(p) + [read_attrs(p).get("fingerprint")] for p in shards],
               "pretrained": None if pretrained_state is None else _file_identity(pretrained_state / WEIGHTS),
-              "model": model, "settings": {k: v for k, v in settings.items() if k not in ("epochs", *NON_RESULT_KEYS)}}
+              "model": model, "settings": {**kept, "seed": seed, "lm": lm}}
     return json.loads(json.dumps(record))  # as read back from disk: tuples become lists
 
 
@@ -155,26 +160,20 @@ def run_pretraining(config: dict[str, Any], dataset: str, variant: str, out_dir:
     ``until_epoch``: one job of a chain (kebr/resources.py ``pretrain_chain``) stops after that
     epoch and writes ``until-epoch<N>.json`` instead; the next job resumes from its state, and the
     weights equal an uninterrupted run's (kebr/train/loop.py)."""
-    from kebr.train import pretrain
+    from kebr.train.pretrain import pretrain
 
-    settings = recipe(config, variant, dataset)["pretrain"]
-    if until_epoch is not None and not 1 <= until_epoch < settings["epochs"]:
+    settings = PretrainSettings.from_config(recipe(config, variant, dataset)["pretrain"])
+    if until_epoch is not None and not 1 <= until_epoch < settings.epochs:
         raise ValueError(f"--until-epoch {until_epoch}: must be between 1 and the run's last epoch "
-                         f"{settings['epochs']} (exclusive)")
+                         f"{settings.epochs} (exclusive)")
     shards = shard_paths(config, dataset)
-    kebr_config = model_config(config, variant, shards, settings["freeze_text"])
-    # The LM's revision in the record: states trained with another version of the LM are not resumed.
+    kebr_config = model_config(config, variant, shards, settings.freeze_text)
     lm = lm_revision(config, kebr_config.text_model)
-    prepare_run_dir(out_dir, run_record(shards, None, kebr_config.to_dict(),
-                                        {**settings, "seed": config["seed"], "lm": lm}), settings["epochs"])
-    final = pretrain(
-        shards, out_dir, model_config=kebr_config, epochs=until_epoch or settings["epochs"],
-        batch_size=settings["batch_size"], lr=settings["lr"], mcc=settings["mcc"],
-        save_epochs=settings["save_epochs"], seed=config["seed"], device=settings["device"],
-        num_workers=settings["num_workers"], amp=settings["amp"], compile=settings["compile"],
-        bucket_by_length=settings["bucket_by_length"], lm_cache=settings["lm_cache"],
-        frozen_lm_dropout=settings["frozen_lm_dropout"], log_every_steps=settings["log_every_steps"],
-        lm_cache_dir=Path(paths.lm_cache_dir(config["results"], dataset)))
+    prepare_run_dir(out_dir, run_record(shards, None, kebr_config.to_dict(), settings, config["seed"], lm),
+                    settings.epochs)
+    final = pretrain(shards, out_dir, model_config=kebr_config,
+                     settings=settings if until_epoch is None else replace(settings, epochs=until_epoch),
+                     seed=config["seed"], lm_cache_dir=Path(paths.lm_cache_dir(config["results"], dataset)))
     Path(paths.pretrain_marker(out_dir, until_epoch)).write_text(json.dumps({"state": final.name}) + "\n")
     return final
 
@@ -186,26 +185,20 @@ def run_finetuning(config: dict[str, Any], dataset: str, pretrained: Path | None
     Writes metrics.json and predictions.csv (kebr/train/finetune.py) and feature_config.json, the
     feature settings of the shards, so ``kebr predict`` extracts new clips the same way."""
     from kebr.shards import read_attrs
-    from kebr.train import finetune
+    from kebr.train.finetune import finetune
     from kebr.train.checkpoint import link, prune
 
     if (out_dir / "feature_config.json").exists():  # a finished run asked for again starts over: its pruned states cannot resume
         _clear_run(out_dir)
-    settings = recipe(config, variant, dataset)["finetune"]
+    settings = FinetuneSettings.from_config(recipe(config, variant, dataset)["finetune"])
     shards = shard_paths(config, dataset)
     state = None
     if pretrained is not None:
         state = pretrained / json.loads(Path(paths.pretrain_marker(pretrained)).read_text())["state"]
     kebr_config = model_config(config, variant, shards, freeze_text=False)
-    lm = lm_revision(config, kebr_config.text_model)  # as in run_pretraining
-    prepare_run_dir(out_dir, run_record(shards, state, kebr_config.to_dict(), {**settings, "seed": seed, "lm": lm}),
-                    settings["epochs"])
-    metrics = finetune(
-        shards, out_dir, model_config=kebr_config, pretrained=state, epochs=settings["epochs"],
-        batch_size=settings["batch_size"], lr_backbone=settings["lr_backbone"], lr_head=settings["lr_head"],
-        lr_fusion=settings["lr_fusion"], t_max=settings["t_max"], mcc=settings["mcc"], seed=seed, device=settings["device"],
-        num_workers=settings["num_workers"], amp=settings["amp"], bucket_by_length=settings["bucket_by_length"],
-        select_by=settings["select_by"], eval_amp=settings["eval_amp"], log_every_steps=settings["log_every_steps"])
+    lm = lm_revision(config, kebr_config.text_model)
+    prepare_run_dir(out_dir, run_record(shards, state, kebr_config.to_dict(), settings, seed, lm), settings.epochs)
+    metrics = finetune(shards, out_dir, model_config=kebr_config, pretrained=state, settings=settings, seed=seed)
     # A finished run needs only its best state (for `kebr predict`); the rest were for resuming.
     prune(out_dir, keep=[metrics["best_epoch"]])
     link(out_dir, "last", metrics["best_epoch"])

@@ -3,6 +3,7 @@ all-false frame mask) goes through the model, MCC and metrics without NaN, and c
 it does not have. Also: tables say how many test clips they scored against the official count."""
 
 import json
+from dataclasses import replace
 
 import torch
 
@@ -10,6 +11,7 @@ from kebr.mcc import MCCLoss, modality_cosines
 from kebr.model import KEBR, CrossModalAttention, KEBRConfig
 from kebr.tables import build_table
 from kebr.train.loop import Objective, Runtime
+from kebr.train.settings import FinetuneSettings
 
 
 def test_mcc_cosine_of_an_absent_modality_is_zero_with_finite_gradients():
@@ -47,8 +49,7 @@ def test_training_step_on_a_batch_with_absent_modalities_is_finite():
             if isinstance(module, CrossModalAttention):
                 module.mask_padding = mask_padding
         model.zero_grad()
-        objective = Objective("finetune", {"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0,
-                                           "text_positions": "real" if mask_padding else "all"})
+        objective = Objective("finetune", replace(FinetuneSettings().mcc, text_positions="real" if mask_padding else "all"))
         terms = objective(model, batch, runtime)
         terms["loss"].backward()
         assert all(torch.isfinite(v) for k, v in terms.items() if k != "n"), (mask_padding, terms)

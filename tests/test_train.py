@@ -15,6 +15,7 @@ import math
 import re
 import shutil
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -24,20 +25,25 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
+from kebr.config import fingerprint, load_config
 from kebr.masking import SentimentMasker, load_tokenizer
 from kebr.mcc import reference_modality_cosines
 from kebr.metrics import METRIC_KEYS, evaluate_predictions_csv
 from kebr.model import KEBR, KEBRConfig, TextEncoder
 from kebr.predict import evaluated_with_amp
 from kebr.shards import ShardDataset, ShardRow, write_shard
-from kebr.train import finetune, pretrain
+from kebr.train.finetune import finetune
+from kebr.train.pretrain import pretrain
 from kebr.train.checkpoint import WEIGHTS, load_weights, read_weights, state_name
 from kebr.train.data import GroupSampler, make_loader, text_keys, trim_text, trimmed_length
 from kebr.train.finetune import build_finetune_model
 from kebr.train.lm_cache import build_sidecars
 from kebr.train.loop import LOSS_TERMS, Objective, Runtime, batch_inputs, predict
 from kebr.train.progress import Progress
+from kebr.train.settings import STAGE_SETTINGS, FinetuneSettings, MCCSettings, PretrainSettings
+from kebr.variants import recipe
 
+REPO = Path(__file__).resolve().parents[1]
 SENTENCES = [  # (transcript, sentiment label in [-3, 3])
     ("I absolutely loved this movie, it was wonderful", 2.8),
     ("the plot was boring and the acting was terrible", -2.6),
@@ -69,9 +75,11 @@ D_A, T_A, D_V, T_V, L = 33, 20, 16, 8, 24
 CONFIG = KEBRConfig(d_audio=D_A, d_video=D_V, num_layers=1, d_embed=32, head_hidden=32, dropout=0.1,
                     freeze_text=True)
 FT_CONFIG = KEBRConfig(**{**CONFIG.to_dict(), "freeze_text": False})  # fine-tuning trains the LM
-PRETRAIN = dict(model_config=CONFIG, epochs=6, batch_size=8, lr=2e-3, save_epochs=(2,), seed=0, device="cpu")
-FINETUNE = dict(model_config=FT_CONFIG, epochs=8, batch_size=8, lr_backbone=2e-4, lr_head=2e-3, t_max=8,
-                seed=1, device="cpu")
+# No loader workers: the shards are tiny and held in memory.
+PRETRAIN = PretrainSettings(epochs=6, batch_size=8, lr=2e-3, save_epochs=(2,), device="cpu", num_workers=0)
+FINETUNE = FinetuneSettings(epochs=8, batch_size=8, lr_backbone=2e-4, lr_head=2e-3, t_max=8, device="cpu",
+                            num_workers=0)
+FINETUNE_SEED = 1
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +119,13 @@ def runs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pretrained(shards, runs) -> Path:
-    return pretrain(shards, runs / "pretrain", **PRETRAIN)
+    return pretrain(shards, runs / "pretrain", model_config=CONFIG, settings=PRETRAIN)
 
 
 @pytest.fixture(scope="module")
 def finetuned(shards, runs, pretrained) -> dict:
-    return finetune(shards, runs / "finetune", pretrained=pretrained, **FINETUNE)
+    return finetune(shards, runs / "finetune", model_config=FT_CONFIG, pretrained=pretrained, settings=FINETUNE,
+                    seed=FINETUNE_SEED)
 
 
 def read_log(run: Path) -> list[dict[str, float]]:
@@ -158,17 +167,17 @@ def test_pretrain_lowers_task_loss_and_keeps_states(pretrained, runs):
 
 
 def test_pretrain_same_seed_same_weights(shards, runs, pretrained):
-    again = pretrain(shards, runs / "pretrain_again", **PRETRAIN)
+    again = pretrain(shards, runs / "pretrain_again", model_config=CONFIG, settings=PRETRAIN)
     assert_same_weights(pretrained, again)
 
 
 def test_pretrain_resume_equals_uninterrupted_run(shards, runs, pretrained):
     run = runs / "pretrain_resumed"
-    pretrain(shards, run, **{**PRETRAIN, "epochs": 3})  # "killed" after epoch 3
+    pretrain(shards, run, model_config=CONFIG, settings=replace(PRETRAIN, epochs=3))  # "killed" after epoch 3
     broken = run / ".tmp-epoch-0004-12345"  # a save the kill interrupted
     broken.mkdir()
     (broken / WEIGHTS).write_bytes(b"half a file")
-    final = pretrain(shards, run, **PRETRAIN)
+    final = pretrain(shards, run, model_config=CONFIG, settings=PRETRAIN)
     assert_same_weights(pretrained, final)
     assert not broken.exists()
     assert [r["l_task"] for r in read_log(run)] == [r["l_task"] for r in read_log(runs / "pretrain")]
@@ -176,7 +185,46 @@ def test_pretrain_resume_equals_uninterrupted_run(shards, runs, pretrained):
 
 def test_resume_refuses_other_settings(shards, runs, pretrained):
     with pytest.raises(ValueError, match="lr"):
-        pretrain(shards, runs / "pretrain", **{**PRETRAIN, "lr": 1e-3, "epochs": 7})
+        pretrain(shards, runs / "pretrain", model_config=CONFIG, settings=replace(PRETRAIN, lr=1e-3, epochs=7))
+
+
+# The train config a state records for the demo config's settings (config.yaml; device cpu; shard_paths
+# left out: they name this test's files), hashed with kebr.config.fingerprint. Computed with the code
+# before the settings became dataclasses (commit f0e12e9: pretrain()/finetune() called with the keyword
+# arguments kebr/experiments.py mapped from the config, fit() intercepted). A state records it and
+# _check_resumable (kebr/train/loop.py) compares it, so a different value would stop existing runs resuming.
+RECORDED_TRAIN_CONFIG = {
+    ("pretrain", "full"): "181f4fcd4bfbf352", ("finetune", "full"): "452e66bc2ff09599",
+    ("pretrain", "paper-full"): "c35dbce4ecb96fae", ("finetune", "paper-full"): "bbab8415152c4a30",
+    ("pretrain", "reference-full"): "856caf5732e1e0a1", ("finetune", "reference-full"): "60fd804a3b5a9384",
+}
+
+
+class Intercepted(Exception):
+    """fit() was reached: the test has what it wanted (the train config) and trains nothing."""
+
+
+def test_states_record_the_train_config_they_did_before_settings_objects(shards, tmp_path, monkeypatch):
+    def intercept(*args, train_config, **kwargs):
+        raise Intercepted(train_config)
+
+    monkeypatch.setattr("kebr.train.pretrain.fit", intercept)
+    monkeypatch.setattr("kebr.train.finetune.fit", intercept)
+    config = load_config(REPO / "config.yaml")
+    recorded = {}
+    for stage, variant in RECORDED_TRAIN_CONFIG:
+        dataset = "demo_unlabelled" if stage == "pretrain" else "demo_labelled"
+        settings = STAGE_SETTINGS[stage].from_config(recipe(config, variant, dataset)[stage])
+        with pytest.raises(Intercepted) as reached:
+            if stage == "pretrain":
+                pretrain(shards, tmp_path / "pretrain", model_config=CONFIG, settings=replace(settings, device="cpu"),
+                         seed=config["seed"], lm_cache_dir=tmp_path / "lm_cache")
+            else:
+                finetune(shards, tmp_path / "finetune", model_config=FT_CONFIG, pretrained=None,
+                         settings=replace(settings, device="cpu"), seed=2)
+        train_config = {k: v for k, v in reached.value.args[0].items() if k != "shard_paths"}
+        recorded[stage, variant] = fingerprint(train_config)
+    assert recorded == RECORDED_TRAIN_CONFIG
 
 
 def test_pretrained_lm_and_tcmf_reach_finetuning_with_a_fresh_head(pretrained):
@@ -232,7 +280,7 @@ def test_finetune_learns_the_label(finetuned, runs):
 # ---- trimming, length buckets, the LM cache ------------------------------------------------------
 
 CPU = Runtime(torch.device("cpu"), rank=0, world_size=1, amp=False)
-MCC = {"enabled": True, "variant": "reference", "g": 0.25, "weight": 0.5}
+MCC = PRETRAIN.mcc  # the reference's pretraining form, g 0.25, lambda 0.5
 
 
 def first_batch(shards: list[Path], stage: str, split: str | None = None, size: int = 8) -> dict:
@@ -241,7 +289,7 @@ def first_batch(shards: list[Path], stage: str, split: str | None = None, size: 
 
 
 def loss_terms(model: KEBR, batch: dict, stage: str, positions: str, trim: bool) -> torch.Tensor:
-    objective = Objective(stage, {**MCC, "text_positions": positions})
+    objective = Objective(stage, replace(MCC, text_positions=positions))
     objective.trim = trim
     with torch.no_grad():
         terms = objective(model.eval(), batch, CPU)
@@ -253,9 +301,9 @@ def test_trimming_keeps_the_loss_where_padding_cannot_enter(shards, stage):
     batch = first_batch(shards, stage)
     _, mask_key = text_keys(stage)
     assert int(batch[mask_key].sum(1).max()) < L  # there is padding to cut
-    assert Objective(stage, {**MCC, "text_positions": "real"}).trim
-    assert not Objective(stage, {**MCC, "text_positions": "all"}).trim  # padding enters the MCC
-    assert not Objective("finetune", {**MCC, "text_positions": "real"}, masked_mean=False).trim
+    assert Objective(stage, replace(MCC, text_positions="real")).trim
+    assert not Objective(stage, replace(MCC, text_positions="all")).trim  # padding enters the MCC
+    assert not Objective("finetune", replace(MCC, text_positions="real"), masked_mean=False).trim
     model = KEBR(CONFIG if stage == "pretrain" else FT_CONFIG)
     # The same loss to float32 rounding (bitwise is not promised by float32 kernels: kebr/train/data.py).
     full = loss_terms(model, batch, stage, "real", trim=False)
@@ -348,9 +396,10 @@ def test_lm_cache_runs_match_the_uncached_run(shards, tmp_path, caplog):
     """float32 storage: the losses of the uncached run to float32 rounding; float16: to ~1e-3
     (kebr/train/lm_cache.py); LM dropout (the reference) changes the run. Also the progress lines."""
     copies = [Path(shutil.copy(s, tmp_path / s.name)) for s in shards]
-    short = {**PRETRAIN, "epochs": 2, "save_epochs": ()}
+    short = replace(PRETRAIN, epochs=2, save_epochs=())
     caplog.set_level(logging.INFO, logger="kebr")
-    runs = {cache: pretrain(copies, tmp_path / cache, **short, lm_cache=cache, log_every_steps=1)
+    runs = {cache: pretrain(copies, tmp_path / cache, model_config=CONFIG,
+                            settings=replace(short, lm_cache=cache, log_every_steps=1))
             for cache in ("none", "float32", "float16")}
     logs = {cache: read_log(tmp_path / cache) for cache in runs}
     gap = {cache: max(abs(row[k] / ref[k] - 1) for row, ref in zip(logs[cache], logs["none"])
@@ -366,8 +415,9 @@ def test_lm_cache_runs_match_the_uncached_run(shards, tmp_path, caplog):
         assert np.mean(steps[3 * epoch: 3 * epoch + 3]) == pytest.approx(row["loss"], rel=1e-3)
     # The reference's frozen LM in train mode: dropout on, so the run differs (no cache possible).
     with pytest.raises(ValueError, match="lm_cache"):
-        pretrain(copies, tmp_path / "dropout", **short, frozen_lm_dropout=True)
-    pretrain(copies, tmp_path / "dropout", **short, lm_cache="none", frozen_lm_dropout=True, log_every_steps=0)
+        replace(short, frozen_lm_dropout=True)
+    pretrain(copies, tmp_path / "dropout", model_config=CONFIG,
+             settings=replace(short, lm_cache="none", frozen_lm_dropout=True, log_every_steps=0))
     assert read_log(tmp_path / "dropout")[0]["l_task"] != logs["none"][0]["l_task"]
 
 
@@ -413,12 +463,16 @@ def test_mcc_text_positions_choose_what_the_cosines_flatten(shards):
                 "real": reference_modality_cosines(fused * real, audio * batch["audio_mask"][..., None],
                                                    video * batch["video_mask"][..., None])}
         for positions in ("real", "all"):
-            objective = Objective("finetune", {**MCC, "text_positions": positions})
+            objective = Objective("finetune", replace(MCC, text_positions=positions))
             inputs, _, length = objective.inputs(batch, CPU.device)
             got = objective.cosines(model(**inputs)["fused"], inputs, length)
             for g, w in zip(got, want[positions]):
                 torch.testing.assert_close(g, w, rtol=0, atol=2e-6)
     assert (want["real"][0] - want["all"][0]).abs().max() > 1e-3
+
+
+# Short runs of the frozen-LM model for the selection rules.
+QUICK_FINETUNE = replace(FINETUNE, epochs=3, lr_backbone=2e-3, t_max=3, log_every_steps=0)
 
 
 @pytest.mark.parametrize("mcc", [{"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0},
@@ -430,9 +484,10 @@ def test_select_by_valid_loss_ranks_by_the_runs_own_objective_in_fp32(shards, tm
     weight, and L1 alone when MCC is off; evaluation in fp32 (eval_amp false) follows to kebr predict."""
     frozen = KEBRConfig(**{**FT_CONFIG.to_dict(), "freeze_text": True})  # the LM frozen: a quick run
     run = tmp_path / "run"
-    metrics = finetune(shards, run, model_config=frozen, pretrained=None, epochs=3, batch_size=8, lr_backbone=2e-3,
-                       lr_head=2e-3, t_max=3, seed=2, device="cpu", select_by="valid_loss", eval_amp=False,
-                       mcc=mcc, log_every_steps=0)
+    # amp on (a no-op on the CPU) so that eval_amp false is what keeps kebr predict in fp32
+    settings = replace(QUICK_FINETUNE, select_by="valid_loss", amp=True, eval_amp=False,
+                       mcc=replace(QUICK_FINETUNE.mcc, **mcc))
+    metrics = finetune(shards, run, model_config=frozen, pretrained=None, settings=settings, seed=2)
     log = read_log(run)
     losses = [r["valid_loss"] for r in log]
     assert metrics["select_by"] == "valid_loss" and metrics["best_epoch"] == 1 + int(np.argmin(losses))
@@ -442,7 +497,7 @@ def test_select_by_valid_loss_ranks_by_the_runs_own_objective_in_fp32(shards, tm
     load_weights(run / state_name(metrics["best_epoch"]), model)
     batch = first_batch(shards, "finetune", split="valid")
     with torch.no_grad():
-        training_loss = Objective("finetune", mcc)(model, batch, CPU)["loss"].item()
+        training_loss = Objective("finetune", settings.mcc)(model, batch, CPU)["loss"].item()
     assert losses[metrics["best_epoch"] - 1] == pytest.approx(training_loss, rel=1e-5)
     if not mcc["enabled"]:  # no MCC term: the selection loss is the valid MAE
         assert [r["valid_loss"] for r in log] == pytest.approx([r["valid_mae"] for r in log], rel=1e-6)
@@ -455,7 +510,8 @@ def test_the_selection_loss_of_an_mcc_run_by_hand():
 
     predicted = {"prediction": np.array([1.0, -0.5], np.float32), "target": np.array([0.5, 0.5], np.float32),
                  "cos_a": np.array([0.2, 0.6], np.float32), "cos_v": np.array([0.4, 0.0], np.float32)}
-    objective = Objective("finetune", {"enabled": True, "variant": "reference", "g": 0.4, "weight": 0.5})
+    objective = Objective("finetune", MCCSettings(enabled=True, variant="reference", g=0.4, weight=0.5, scale=1.0,
+                                                  text_positions="real"))
     f = [abs(math.cos(math.pi * ((a + b) / 2 + 0.4) * math.exp(abs(a - b) / 2))) for a, b in ((0.2, 0.4), (0.6, 0.0))]
     assert score(predicted, objective)["loss"] == pytest.approx(0.75 + 0.5 * np.mean(f), rel=1e-6)
     objective.enabled = False
@@ -529,10 +585,10 @@ def test_finetuning_gives_tcmf_its_own_learning_rate_when_lr_fusion_is_set(shard
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
 
     run = tmp_path / "run"
-    finetune(shards, run, **{**FINETUNE, "epochs": 2, "t_max": 2}, pretrained=None, lr_fusion=lr_fusion,
-             max_steps_per_epoch=1, log_every_steps=0)
+    finetune(shards, run, model_config=FT_CONFIG, pretrained=None, seed=FINETUNE_SEED, max_steps_per_epoch=1,
+             settings=replace(FINETUNE, epochs=2, t_max=2, lr_fusion=lr_fusion, log_every_steps=0))
     log = read_log(run)
-    assert log[0]["lr_backbone"] == pytest.approx(FINETUNE["lr_backbone"])
+    assert log[0]["lr_backbone"] == pytest.approx(FINETUNE.lr_backbone)
     if lr_fusion is None:
         assert "lr_fusion" not in log[0]
     else:  # the cosine schedule steps TCMF's rate like the others: half of it after one of two epochs
@@ -549,7 +605,7 @@ def test_the_reference_codes_selection_loss_by_hand():
                  "cos_a": np.array([0.2, 0.6, -0.5], np.float32), "cos_v": np.array([0.4, 0.0, 0.1], np.float32)}
     by_hand = [abs(math.cos(math.pi * (0.3 + 0.2))), abs(math.cos(math.pi * (0.3 + 0.2))), 1 - (-0.2)]
     for enabled in (True, False):
-        objective = Objective("finetune", {"enabled": enabled, "variant": "paper", "g": 0.2, "weight": 0.5})
+        objective = Objective("finetune", replace(FINETUNE.mcc, enabled=enabled, weight=0.5))  # paper form, g 0.2
         scored = score(predicted, objective)
         assert scored["loss_reference"] == pytest.approx(0.5 + np.mean(by_hand), rel=1e-6)
         assert (scored["loss"] == pytest.approx(0.5)) is not enabled  # the run's own objective differs
@@ -558,9 +614,9 @@ def test_the_reference_codes_selection_loss_by_hand():
 def test_select_by_valid_loss_reference_ranks_by_the_codes_rule(shards, tmp_path):
     frozen = KEBRConfig(**{**FT_CONFIG.to_dict(), "freeze_text": True})  # the LM frozen: a quick run
     run = tmp_path / "run"
-    metrics = finetune(shards, run, model_config=frozen, pretrained=None, epochs=3, batch_size=8, lr_backbone=2e-3,
-                       lr_head=2e-3, t_max=3, seed=2, device="cpu", select_by="valid_loss_reference",
-                       mcc={"enabled": True, "variant": "reference", "g": 0.4, "weight": 1.0}, log_every_steps=0)
+    settings = replace(QUICK_FINETUNE, select_by="valid_loss_reference",
+                       mcc=replace(QUICK_FINETUNE.mcc, variant="reference", g=0.4, weight=1.0))
+    metrics = finetune(shards, run, model_config=frozen, pretrained=None, settings=settings, seed=2)
     log = read_log(run)
     chosen = [r["valid_loss_reference"] for r in log]
     assert metrics["select_by"] == "valid_loss_reference" and metrics["best_epoch"] == 1 + int(np.argmin(chosen))

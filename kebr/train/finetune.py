@@ -24,13 +24,15 @@ kebr.metrics key), ``metrics.json`` (test metrics of the best epoch + best_epoch
 seed, n_test; an undefined metric such as corr of constant predictions is NaN) and
 ``predictions.csv`` (clip_id, split, prediction, label; one row per test clip). Calling again on
 the same ``out_dir`` resumes after the last saved epoch. ``bucket_by_length`` and
-``log_every_steps`` as in pretraining.
+``log_every_steps`` as in pretraining. The settings (kebr/train/settings.py ``FinetuneSettings``)
+mean what the schema's ``finetune:`` says.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,15 +53,12 @@ from kebr.train.loop import (
     adam,
     check_shards,
     fit,
-    mcc_settings,
     predict,
     setup,
     write_csv,
 )
+from kebr.train.settings import FinetuneSettings
 
-# The paper's MCC (Eq. 11-12) with its reported g = 0.2 and lambda = 1 (the reference: g = 0.4).
-DEFAULT_MCC = {"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0}
-SELECT_BY = ("valid_mae", "valid_loss", "valid_loss_reference")
 # Model config fields that may differ between pretraining and fine-tuning; all others must match.
 STAGE_SPECIFIC = {"freeze_text", "masked_mean", "dropout"}
 
@@ -123,44 +122,21 @@ def finetune(
     *,
     model_config: KEBRConfig,
     pretrained: str | Path | None,
-    epochs: int,
-    batch_size: int = 32,
-    lr_backbone: float = 5e-6,
-    lr_head: float = 1e-4,
-    lr_fusion: float | None = None,
-    t_max: int = 20,
-    mcc: dict[str, Any] | None = None,
+    settings: FinetuneSettings,
     seed: int = 0,
-    device: str = "auto",
-    num_workers: int = 0,
-    amp: bool = True,
     compile: bool | str = False,
     max_steps_per_epoch: int | None = None,
     save_epochs: Sequence[int] = (),
-    bucket_by_length: bool = True,
-    select_by: str = "valid_mae",
-    eval_amp: bool = True,
-    log_every_steps: int = 50,
 ) -> dict[str, Any]:
     """Fine-tune on the labelled train split, select on valid, and return the test metrics of the
-    best epoch (also written to ``metrics.json``). ``mcc`` keys as in ``pretrain`` (defaults
-    DEFAULT_MCC); ``lr_fusion``: TCMF's own learning rate (None: ``lr_backbone``, with the LM);
-    ``batch_size`` is per process under DDP; ``amp``: bf16 autocast, CUDA only."""
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if select_by not in SELECT_BY:
-        raise ValueError(f"select_by must be one of {SELECT_BY}, got {select_by!r}")
+    best epoch (also written to ``metrics.json``). ``seed``: this run's (one of ``settings.seeds``)."""
     out_dir = Path(out_dir)
-    mcc = mcc_settings(mcc, DEFAULT_MCC)
+    # The seed list is the workflow's (one run per seed); a run records its own seed.
     train_config = {"stage": "finetune", "shard_paths": [str(p) for p in shard_paths],
-                    "pretrained": None if pretrained is None else str(pretrained), "epochs": epochs,
-                    "batch_size": batch_size, "lr_backbone": lr_backbone, "lr_head": lr_head, "lr_fusion": lr_fusion,
-                    "t_max": t_max,
-                    "mcc": mcc, "save_epochs": list(save_epochs), "seed": seed, "device": device,
-                    "num_workers": num_workers, "amp": amp, "compile": compile,
-                    "max_steps_per_epoch": max_steps_per_epoch, "bucket_by_length": bucket_by_length,
-                    "select_by": select_by, "eval_amp": eval_amp, "log_every_steps": log_every_steps}
-    runtime = setup(device, seed, amp)
+                    "pretrained": None if pretrained is None else str(pretrained),
+                    **{k: v for k, v in asdict(settings).items() if k != "seeds"}, "seed": seed,
+                    "compile": compile, "max_steps_per_epoch": max_steps_per_epoch, "save_epochs": list(save_epochs)}
+    runtime = setup(settings.device, seed, settings.amp)
     splits = {s: ShardDataset(shard_paths, split=s, labelled=True, stage="finetune", in_memory="auto")
               for s in ("train", "valid", "test")}
     for name, dataset in splits.items():
@@ -168,26 +144,27 @@ def finetune(
 
     model = build_finetune_model(model_config, pretrained).to(runtime.device)
     model.pretrain_head.requires_grad_(False)
-    optimizer = adam(optimizer_groups(model, lr_backbone, lr_head, lr_fusion))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max)
+    optimizer = adam(optimizer_groups(model, settings.lr_backbone, settings.lr_head, settings.lr_fusion))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.t_max)
     generator = torch.Generator().manual_seed(seed)
+    batch_size, num_workers, eval_amp = settings.batch_size, settings.num_workers, settings.eval_amp
     train_loader = make_loader(splits["train"], batch_size, runtime, shuffle=True, num_workers=num_workers,
-                               generator=generator, bucket_by_length=bucket_by_length)
+                               generator=generator, bucket_by_length=settings.bucket_by_length)
     valid_loader, test_loader = (make_loader(splits[s], batch_size, runtime, shuffle=False, num_workers=num_workers)
                                  for s in ("valid", "test"))
-    objective = Objective("finetune", mcc, model_config.masked_mean)
+    objective = Objective("finetune", settings.mcc, model_config.masked_mean)
     state = fit(out_dir, model=model, train_loader=train_loader, optimizer=optimizer, scheduler=scheduler,
                 objective=objective, runtime=runtime,
-                epochs=epochs, max_steps_per_epoch=max_steps_per_epoch, compile=compile,
+                epochs=settings.epochs, max_steps_per_epoch=max_steps_per_epoch, compile=compile,
                 save_epochs=tuple(save_epochs), model_config=model_config, train_config=train_config,
                 generator=generator, evaluate=lambda m: score(predict(m, valid_loader, objective, runtime, eval_amp), objective),
-                select_by=select_by.removeprefix("valid_"), log_every_steps=log_every_steps)
+                select_by=settings.select_by.removeprefix("valid_"), log_every_steps=settings.log_every_steps)
 
     best = state["extra"]["best_epoch"]
     load_weights(out_dir / state_name(best), model)
     tested = predict(model, test_loader, objective, runtime, eval_amp)
     preds, labels = tested["prediction"], tested["target"]
-    metrics = {**regression_metrics(preds, labels), "best_epoch": best, "select_by": select_by,
+    metrics = {**regression_metrics(preds, labels), "best_epoch": best, "select_by": settings.select_by,
                "best_valid_mae": state["extra"]["best_valid_mae"],
                "best_valid_loss": state["extra"]["best_valid_loss"], "seed": seed, "n_test": len(labels)}
     if runtime.is_main:

@@ -50,11 +50,10 @@ from kebr.model import KEBRConfig
 from kebr.train.checkpoint import latest_state, link, load_state, prune, read_configs, save_state
 from kebr.train.data import Batches, text_keys, trim_text
 from kebr.train.progress import Progress
+from kebr.train.settings import MCCSettings
 
 log = logging.getLogger("kebr")
 
-MCC_KEYS = {"enabled", "variant", "g", "weight", "scale", "text_positions"}
-TEXT_POSITIONS = ("real", "all")
 # Training settings a resumed run may change (how long, which states to keep, where data and compute
 # live, how often to log).
 RESUMABLE_CHANGES = {"epochs", "save_epochs", "device", "num_workers", "shard_paths", "pretrained",
@@ -103,16 +102,6 @@ def setup(device: str, seed: int, amp: bool) -> Runtime:
     if target.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     return Runtime(target, rank, world_size, amp=amp and target.type == "cuda", distributed=distributed)
-
-
-def mcc_settings(given: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(given or {}) - MCC_KEYS
-    if unknown:
-        raise ValueError(f"unknown mcc keys {sorted(unknown)}: expected {sorted(MCC_KEYS)}")
-    settings = {"text_positions": "real", "scale": 1.0, **defaults, **(given or {})}
-    if settings["text_positions"] not in TEXT_POSITIONS:
-        raise ValueError(f"mcc text_positions must be one of {TEXT_POSITIONS}, got {settings['text_positions']!r}")
-    return settings
 
 
 def check_shards(dataset: Any, model_config: KEBRConfig, what: str) -> None:
@@ -178,18 +167,16 @@ class Objective:
     """L = L1(prediction, target) + weight * L_mcc (when MCC is enabled).
 
     The modality cosines and the unweighted MCC term are computed (and logged) even with MCC
-    disabled, so runs with and without it can be compared. ``mcc["text_positions"]`` (module
+    disabled, so runs with and without it can be compared. ``mcc.text_positions`` (module
     docstring) says whether padded text positions enter the cosines; where they cannot enter the
     result, batches are trimmed (``self.trim``; fine-tuning also needs ``masked_mean``).
     """
 
-    def __init__(self, stage: str, mcc: dict[str, Any], masked_mean: bool = True) -> None:
+    def __init__(self, stage: str, mcc: MCCSettings, masked_mean: bool = True) -> None:
         self.stage = stage
-        self.enabled = bool(mcc["enabled"])
-        # scale: mcc_settings and the schema default it to 1; hand-built dicts (benchmarks) may leave it out
-        self.mcc = MCCLoss(g=mcc["g"], variant=mcc["variant"], stage=stage, weight=mcc["weight"],
-                           scale=mcc.get("scale", 1.0))
-        self.real_positions = mcc.get("text_positions", "real") == "real"
+        self.enabled = mcc.enabled
+        self.mcc = MCCLoss(g=mcc.g, variant=mcc.variant, stage=stage, weight=mcc.weight, scale=mcc.scale)
+        self.real_positions = mcc.text_positions == "real"
         self.trim = self.real_positions and (stage == "pretrain" or masked_mean)
 
     def inputs(self, batch: dict[str, torch.Tensor], device: torch.device

@@ -1,0 +1,112 @@
+"""Training settings (kebr/train/settings.py): the schema's pretrain/finetune keys and the dataclasses'
+fields are the same, the defaults are the schema's, unknown or invalid settings fail loudly, and what
+is hashed from them (the training fingerprint, the run record) is what it was before they were
+dataclasses, so no existing run retrains or restarts."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import kebr.experiments
+from kebr.config import SCHEMA_PATH, fingerprint, load_config
+from kebr.experiments import run_record, training_fingerprint
+from kebr.train.settings import STAGE_SETTINGS, FinetuneSettings, MCCSettings, PretrainSettings
+from kebr.variants import recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_every_schema_key_is_a_field_and_every_field_a_schema_key(stage):
+    section = yaml.safe_load(SCHEMA_PATH.read_text())["$defs"][stage]["properties"]
+    settings = STAGE_SETTINGS[stage]
+    assert {f.name for f in dataclasses.fields(settings)} == set(section)
+    assert {f.name for f in dataclasses.fields(MCCSettings)} == set(section["mcc"]["properties"])
+    # ... and each default is the schema's (lists as tuples).
+    defaults = settings()
+    for name, spec in section.items():
+        if name == "mcc":
+            assert dataclasses.asdict(defaults.mcc) == {k: v["default"] for k, v in spec["properties"].items()}
+        else:
+            default = spec["default"]
+            assert getattr(defaults, name) == (tuple(default) if isinstance(default, list) else default), name
+
+
+def test_from_config_takes_a_resolved_section_and_refuses_unknown_keys():
+    section = recipe(load_config(REPO / "config.yaml"), "full", "demo_labelled")["finetune"]
+    settings = FinetuneSettings.from_config(section)
+    assert settings.as_config() == section  # the dataset's own keys included (config.yaml: epochs 30)
+    assert settings.epochs == 30 and settings.seeds == (0, 1, 2, 3, 4)
+    # A partial section, mcc included, takes the schema defaults for the rest.
+    partial = PretrainSettings.from_config({"epochs": 3, "mcc": {"g": 0.1}})
+    assert partial == dataclasses.replace(PretrainSettings(epochs=3), mcc=dataclasses.replace(PretrainSettings().mcc, g=0.1))
+    with pytest.raises(ValueError, match=r"unknown finetune settings \['lr'\]"):
+        FinetuneSettings.from_config({**section, "lr": 1e-4})
+    with pytest.raises(ValueError, match=r"unknown pretrain.mcc settings \['gamma'\]"):
+        PretrainSettings.from_config({"mcc": {"gamma": 0.1}})
+
+
+def test_settings_are_checked_against_the_schema():
+    with pytest.raises(ValueError, match="pretrain/epochs: 0 is less than the minimum of 1"):
+        PretrainSettings(epochs=0)
+    with pytest.raises(ValueError, match="finetune/select_by"):
+        FinetuneSettings(select_by="valid_acc")
+    with pytest.raises(ValueError, match="finetune/mcc/text_positions"):
+        FinetuneSettings.from_config({"mcc": {"text_positions": "some"}})
+    with pytest.raises(ValueError, match="lm_cache needs a fixed LM"):
+        PretrainSettings(freeze_text=False)  # the default lm_cache float16 needs the LM frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PretrainSettings().epochs = 3  # type: ignore[misc]
+
+
+# kebr.config.fingerprint of training_fingerprint and of run_record for config.yaml (the demo config),
+# with the LM revision held at {"revision": None} (it depends on the installed LM package, not on the
+# settings). Computed with the code before the settings became dataclasses (commit f0e12e9:
+# training_fingerprint as it was; run_record(shards=[], None, model={}, {**recipe section, "seed": seed,
+# "lm": {"revision": None}}); seed: config.yaml's for pretraining, 3 for fine-tuning). The workflow reruns a
+# run whose fingerprint changed and a run whose record changed starts over, so these must not move.
+BEFORE = {
+    ("pretrain", "full"): ("6a9e93462ca39e8b", "0b5c5099e802f018"),
+    ("finetune", "full"): ("e6ba69391bc22f42", "31dcf70004ffe256"),
+    ("pretrain", "no_mcc"): ("dd67bf11f38d2d33", "bca946982e0e8c4a"),
+    ("finetune", "no_mcc"): ("48f4dd0edc54d30f", "e26acb4e0f7406bb"),
+    ("pretrain", "g0.5"): ("6a9e93462ca39e8b", "0b5c5099e802f018"),
+    ("finetune", "g0.5"): ("0b36cb5601e717a7", "ba97c89a52feb7ed"),
+    ("pretrain", "paper-full"): ("d9046590d5579c04", "0d49c05fe4d14af2"),
+    ("finetune", "paper-full"): ("1bde3b7343b6f147", "0dd67f5496bdf9a4"),
+    ("pretrain", "reference-full"): ("bf8aec7f159926cc", "0ed4b238fde05cd9"),
+    ("finetune", "reference-full"): ("90b4fe2a06c7f534", "4d25c816ed119fbc"),
+    ("pretrain", "paper-bert_base"): ("92d828ba28228d87", "0d49c05fe4d14af2"),
+    ("finetune", "paper-bert_base"): ("611dbb1a197378f5", "0dd67f5496bdf9a4"),
+}
+
+
+def test_training_fingerprints_and_run_records_of_the_demo_config_are_unchanged(monkeypatch):
+    lm = {"revision": None}
+    monkeypatch.setattr(kebr.experiments, "lm_revision", lambda config, name: lm)
+    config = load_config(REPO / "config.yaml")
+    now = {}
+    for stage, variant in BEFORE:
+        dataset = "demo_unlabelled" if stage == "pretrain" else "demo_labelled"
+        settings = STAGE_SETTINGS[stage].from_config(recipe(config, variant, dataset)[stage])
+        seed = config["seed"] if stage == "pretrain" else 3
+        now[stage, variant] = (training_fingerprint(config, stage, variant, dataset),
+                               fingerprint(run_record([], None, {}, settings, seed, lm)))
+    assert now == BEFORE
+
+
+def test_the_training_fingerprint_needs_no_torch():
+    """The Snakefile computes training fingerprints while it builds the DAG: kebr.train.settings and the
+    kebr.train package it lives in load no torch."""
+    code = ("import sys; from kebr.config import load_config; from kebr.experiments import training_fingerprint; "
+            "training_fingerprint(load_config('config.yaml'), 'finetune', 'full', 'demo_labelled'); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
