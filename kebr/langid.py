@@ -258,17 +258,12 @@ class LanguageIdentifier:
 # The encoder window in mel frames (100 per second) of both Whisper models a clip meets, the language
 # ID's and the ASR's: the clip's length rounded up to a whole second, at least MIN_ENCODER_FRAMES and
 # at most Whisper's 30 s. The encoder's cost grows with its input (attention with its square), and a
-# few-second clip padded to 30 s is mostly padding. Language ID: 20 s instead of 30 s costs 0.30 CPU-s
-# per clip instead of 0.67 (bench/langid.py) and cut the ASR stage from 1.15 to 0.80 CPU-s per 6 s clip
-# (bench/asr.py, same machine and day), with every keep or drop of the English filter on
-# bench/langid.py's 208 clips unchanged (7 changed kind between not_english and low_confidence). ASR
-# (tiny.en): 20 s instead of 30 s takes 40 % off its CPU (bench/asr.py, the window comparison in
-# bench/results/asr.json) at the same word error rate, and bench/langid.py --compare-30s counts the
-# English filter's keeps and drops that change when both models read their windows instead of 30 s.
+# few-second clip padded to 30 s is mostly padding: 20 s halves the language ID's CPU and takes a
+# quarter off the ASR stage's (bench/langid.py --compare-30s and bench/asr.py measure both windows and
+# what the English filter decides in each; docs/corpora.md "What each stage does" has the numbers).
 # Not shorter: the models were trained on 30 s windows, and the further from them, the further their
-# scores move (the language ID at 20 s already moves P(English) by up to 0.20 and names another top
-# language for 19 of the 208 clips, all misidentified eSpeak voices; tiny.en at 10 s doubles its word
-# error rate on 8.8 s clips).
+# scores move (the language ID at 20 s already moves P(English) by up to 0.20; tiny.en at 10 s doubled
+# its word error rate on 8.8 s clips in a one-off check).
 MIN_ENCODER_FRAMES = 2000
 MAX_ENCODER_FRAMES = 3000
 

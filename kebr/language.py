@@ -56,22 +56,14 @@ decodes confidently but is not English, and never dropped English here. On real 
 language ID should do better than on eSpeak voices, which are far from Whisper's training data;
 that is not measured here (no real multilingual corpus offline).
 
-Cost (CPU, int8, 2 threads, a shared 2-core machine; ``python bench/asr.py``): the language ID adds
-one Whisper base encoder pass per clip over the clip padded to 20 s (not 30 s:
-kebr.langid.encoder_frames), on the log-mel the ASR computes anyway: 0.30 CPU-s per clip, 0.67
-at 30 s (bench/langid.py). The whole ASR stage (decode, log-mel, language ID, tiny.en with beam 5,
-word alignment) costs 0.80 CPU-s per 6 s clip (1.15 with the 30 s window, same day), 1.07x its bare
-model calls. On a GPU the detection is
-batched like the ASR (``asr.batch_size`` windows per encoder pass, one decoder step for all).
-
-Why tiny.en + base and not the multilingual base alone (``asr.model: bundled-base``: ASR and
-language ID from one encoder pass, no second model): on the same English eSpeak clips the base
-alone costs 1.27x the CPU time of tiny.en + base since the language ID reads a 20 s window (1.02
-against 0.80 CPU-s per clip; it was 0.81 to 0.84x when both read 30 s) at about the same word error
-rate (4.9 % vs 5.8 % on 24 clips), and these filter rules, tuned on tiny.en's scores, then kept 8 of
-the 120 non-English clips above and dropped 3 of the 32 noisy English clips (0 with tiny.en + base):
-base decodes accented or noisy speech with lower confidence, and foreign speech it misidentifies as
-English in English. So the default stays tiny.en + base: cheaper and the better filter.
+Cost: the language ID adds one Whisper base encoder pass per clip over the clip padded to 20 s
+(kebr.langid.encoder_frames), on the log-mel the ASR computes anyway; on a GPU it is batched like the
+ASR (``asr.batch_size`` windows per encoder pass, one decoder step for all). Why tiny.en + base and
+not the multilingual base alone (``asr.model: bundled-base``, one encoder pass for both): these
+rules, tuned on tiny.en's scores, kept 8 of the 120 non-English clips above and dropped 3 of the 32
+noisy English clips with the base alone (0 with tiny.en + base): the base decodes accented or noisy
+speech with lower confidence, and foreign speech it misidentifies as English in English. The costs
+and word error rates of both: docs/corpora.md "What each stage does".
 """
 
 from __future__ import annotations
