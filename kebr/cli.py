@@ -1,6 +1,8 @@
 """The ``kebr`` command: a thin argparse layer over the library, one subcommand per stage.
 
-Each Snakemake rule runs exactly one of these; every one also works by hand.
+Each Snakemake rule runs exactly one of these; every one also works by hand. kebr's modules are
+imported here at the top, except by the commands whose module brings torch, matplotlib or
+scikit-learn (each import says which), so that the many short jobs of a run start without them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kebr import paths, stages
 from kebr.config import load_config
-from kebr.variants import TABLES
+from kebr.democorpus import write_demo_corpora
+from kebr.deviations import describe, table_header
+from kebr.experiments import run_finetuning, run_pretraining, shard_paths, table_runs
+from kebr.ingest import plan_clips, read_clip_table, write_plan
+from kebr.mmsa import export_mmsa, import_shard, supervised_pickle, write_plan_arrays
+from kebr.model_cache import check_cached, fetch_models, use_cache
+from kebr.resources import PICKLE_MB_PER_MB, configured_mem_mb
+from kebr.stages import StageFailed, run_media_stage, write_report
+from kebr.status import corpus_status, format_status
+from kebr.variants import TABLES, table_of_file
+from kebr.worker import MB, Interrupted, WorkerFailed, job_memory_limit_mb
 
 EXAMPLES = """examples:
   kebr config-check config.yaml      # the validated config, every default filled in
@@ -40,18 +53,12 @@ def _shard_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from kebr.ingest import plan_clips, write_plan
-
     config = load_config(args.config)
     if args.dataset not in config["datasets"]:
         raise ValueError(f"dataset {args.dataset!r} is not in the config's datasets {sorted(config['datasets'])}")
     dataset = config["datasets"][args.dataset]
     with contextlib.ExitStack() as stack:
         if dataset["layout"] == "mmsa_pickle" and dataset.get("trust_pickle"):
-            from kebr.mmsa import supervised_pickle
-            from kebr.resources import PICKLE_MB_PER_MB, configured_mem_mb
-            from kebr.worker import MB, job_memory_limit_mb
-
             # one supervised unpickling for the clips and the arrays, under the plan job's memory
             job_mb = configured_mem_mb(config, "plan", args.dataset, os.path.getsize(dataset["pickle"]) / MB,
                                        PICKLE_MB_PER_MB)
@@ -61,16 +68,12 @@ def cmd_plan(args: argparse.Namespace) -> None:
                            test_fraction=config["split"]["test_fraction"])
         shards = write_plan(clips, args.out)
         if dataset["layout"] == "mmsa_pickle":  # its features come with it, from this one unpickling
-            from kebr.mmsa import write_plan_arrays
 
             write_plan_arrays(dataset, clips, args.out)
     print(json.dumps({"dataset": args.dataset, "clips": len(clips), "shards": len(shards)}))
 
 
 def cmd_stage(args: argparse.Namespace) -> None:
-    from kebr.ingest import read_clip_table
-    from kebr.stages import run_media_stage
-
     config = load_config(args.config)
     if args.dataset not in config["datasets"]:
         raise KeyError(f"dataset {args.dataset!r} is not in config datasets: {sorted(config['datasets'])}")
@@ -78,32 +81,21 @@ def cmd_stage(args: argparse.Namespace) -> None:
 
 
 def cmd_assemble(args: argparse.Namespace) -> None:
-    from kebr import stages
-    from kebr.ingest import read_clip_table
-
     config = load_config(args.config)
     stages.run_assemble(config, args.dataset, args.plan.stem, read_clip_table(args.plan), args.asr, args.audio,
                         args.visual, args.out, args.status)
 
 
 def cmd_mmsa_import(args: argparse.Namespace) -> None:
-    from kebr.ingest import read_clip_table
-    from kebr.mmsa import import_shard
-
     import_shard(read_clip_table(args.plan), args.arrays, args.asr, args.audio, args.visual)
 
 
 def cmd_export_mmsa(args: argparse.Namespace) -> None:
-    from kebr.experiments import shard_paths
-    from kebr.mmsa import export_mmsa
-
     counts = export_mmsa(shard_paths(load_config(args.config), args.dataset), args.out, device=args.device)
     print(json.dumps({"out": str(args.out), **counts}))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from kebr.stages import write_report
-
     plans = sorted(args.plan_dir.glob("*.tsv"))
     statuses = [args.status_dir / p.name for p in plans]
     dataset = args.dataset or args.plan_dir.resolve().parent.name
@@ -112,38 +104,28 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from kebr.status import corpus_status, format_status
-
     status = corpus_status(args.results)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
 
 
 def cmd_demo_corpus(args: argparse.Namespace) -> None:
-    from kebr.democorpus import write_demo_corpora
-
     paths = write_demo_corpora(args.out, seed=args.seed)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from kebr.experiments import run_pretraining
-
     final = run_pretraining(load_config(args.config), args.dataset, args.variant, args.out, args.until_epoch)
     print(json.dumps({"final_state" if args.until_epoch is None else "state": str(final)}))
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from kebr.experiments import run_finetuning
-
     pretrained = None if args.pretrained in (None, "none") else Path(args.pretrained)
     metrics = run_finetuning(load_config(args.config), args.dataset, pretrained, args.variant, args.seed, args.out)
     print(json.dumps(metrics))
 
 
 def cmd_table(args: argparse.Namespace) -> None:
-    from kebr.experiments import table_runs
-    from kebr.deviations import table_header
-    from kebr.tables import build_table
+    from kebr.tables import build_table  # scikit-learn, scipy: only this command pays for them
 
     config = load_config(args.config)
     rows = table_runs(args.name, config)
@@ -153,7 +135,7 @@ def cmd_table(args: argparse.Namespace) -> None:
 
 
 def cmd_plots(args: argparse.Namespace) -> None:
-    from kebr import paths, plots
+    from kebr import plots  # matplotlib: only this command pays for it
 
     if args.kind == "training":
         plots.plot_training(args.runs, args.out, args.title or os.path.commonpath(args.runs))
@@ -164,8 +146,6 @@ def cmd_plots(args: argparse.Namespace) -> None:
             clips = args.clips or Path(paths.clips(config["results"], args.dataset))
             written = plots.dataset_figures(config, args.dataset, clips, args.out_dir, args.max_shards)
         elif args.kind == "table":
-            from kebr.variants import table_of_file
-
             tables = args.tables or paths.tables_dir(config["results"])
             written = plots.table_figures(table_of_file(args.name, config), config,
                                           Path(paths.table_in(tables, args.name, "md")),
@@ -176,13 +156,13 @@ def cmd_plots(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from kebr.metrics import evaluate_predictions_csv
+    from kebr.metrics import evaluate_predictions_csv  # scikit-learn, scipy: only this command pays for them
 
     print(json.dumps(evaluate_predictions_csv(args.predictions), indent=2))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from kebr.predict import predict_videos
+    from kebr.predict import predict_videos  # torch and the media models: only this command pays for them
 
     results = predict_videos(args.videos, args.checkpoint, device=args.device, amp=args.amp)
     for row in results:
@@ -195,16 +175,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_fetch_models(args: argparse.Namespace) -> None:
-    from kebr.model_cache import fetch_models
-
     print(json.dumps(fetch_models(load_config(args.config), args.out), indent=2))
 
 
 def cmd_config_check(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     if args.recipe:
-        from kebr.deviations import describe
-
         print(describe(config, args.recipe))
     else:
         print(json.dumps(config, indent=2))
@@ -378,8 +354,6 @@ MODEL_KINDS = {"asr": ("asr", "langid"), "visual": ("pyfeat",), "assemble": ("te
 
 
 def _offline_models(args: argparse.Namespace) -> None:
-    from kebr.model_cache import check_cached, use_cache
-
     config = load_config(args.config)
     use_cache(config)
     check_cached(config, MODEL_KINDS.get(args.command, ()))
@@ -389,8 +363,6 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from kebr.stages import StageFailed
-    from kebr.worker import Interrupted, WorkerFailed
 
     try:
         if getattr(args, "config", None) and args.command not in ("fetch-models", "config-check"):

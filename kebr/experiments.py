@@ -22,6 +22,7 @@ from typing import Any
 from kebr import paths
 from kebr.config import fingerprint
 from kebr.fingerprints import features_fingerprint
+from kebr.model_cache import model_revision, text_model
 from kebr.train.settings import STAGE_SETTINGS, FinetuneSettings, PretrainSettings
 from kebr.variants import pretraining_source, recipe, table_rows
 
@@ -55,15 +56,13 @@ def training_fingerprint(config: dict[str, Any], stage: str, variant: str, datas
 
 def lm_revision(config: dict[str, Any], name: str) -> dict[str, Any]:
     """The resolved revision of the LM ``name`` (kebr/model_cache.py ``model_revision``)."""
-    from kebr.model_cache import model_revision, text_model
-
     return model_revision(config, text_model(name))
 
 
 def shard_paths(config: dict[str, Any], dataset: str) -> list[Path]:
     """The dataset's shards as its plan lists them (leftovers of an earlier plan are never read),
     each checked to carry this config's ``features_fingerprint``."""
-    from kebr.shards import read_attrs
+    from kebr.shards import read_attrs  # torch: the Snakefile imports this module
 
     if dataset not in config["datasets"]:
         raise KeyError(f"dataset {dataset!r} is not in config datasets: {sorted(config['datasets'])}")
@@ -100,8 +99,8 @@ def run_record(shards: list[Path], pretrained_state: Path | None, model: dict[st
     """What a run is trained on: each shard (identity and feature fingerprint), the pretrained state's
     weights, the model config, the training settings a resume may not change, the run's seed and its
     LM's revision (``lm_revision``: states trained with another version of the LM are not resumed)."""
-    from kebr.shards import read_attrs
-    from kebr.train.checkpoint import WEIGHTS
+    from kebr.shards import read_attrs  # torch: the Snakefile imports this module
+    from kebr.train.checkpoint import WEIGHTS  # torch: the Snakefile imports this module
 
     kept = {k: v for k, v in settings.as_config().items() if k not in ("epochs", *NON_RESULT_KEYS)}
     record = {"shards": [_file_identity(p) + [read_attrs(p).get("fingerprint")] for p in shards],
@@ -112,7 +111,7 @@ def run_record(shards: list[Path], pretrained_state: Path | None, model: dict[st
 
 def _clear_run(out_dir: Path) -> None:
     """Delete what a run wrote (nothing else). Tolerant of a second process (a DDP rank) doing the same."""
-    from kebr.train.checkpoint import PREFIX, TMP_PREFIX
+    from kebr.train.checkpoint import PREFIX, TMP_PREFIX  # torch: the Snakefile imports this module
 
     for entry in out_dir.iterdir() if out_dir.is_dir() else ():
         if entry.name.startswith((PREFIX, TMP_PREFIX)) or entry.name in RUN_FILES:
@@ -125,7 +124,7 @@ def _clear_run(out_dir: Path) -> None:
 def prepare_run_dir(out_dir: Path, record: dict[str, Any], epochs: int) -> None:
     """Keep ``out_dir``'s states for a resume only if they were trained on exactly ``record`` and
     none is past ``epochs``; otherwise the run starts over. Then write the record."""
-    from kebr.train.checkpoint import saved_epochs
+    from kebr.train.checkpoint import saved_epochs  # torch: the Snakefile imports this module
 
     path = out_dir / RUN_RECORD
     stored = json.loads(path.read_text()) if path.is_file() else None
@@ -143,8 +142,8 @@ def prepare_run_dir(out_dir: Path, record: dict[str, Any], epochs: int) -> None:
 
 def model_config(config: dict[str, Any], variant: str, shards: list[Path], freeze_text: bool):
     """KEBRConfig of a variant, feature widths read from the shards."""
-    from kebr.model import KEBRConfig
-    from kebr.shards import read_attrs
+    from kebr.model import KEBRConfig  # torch: the Snakefile imports this module
+    from kebr.shards import read_attrs  # torch: the Snakefile imports this module
 
     attrs = read_attrs(shards[0])
     return KEBRConfig(d_audio=len(attrs["audio_columns"]), d_video=len(attrs["visual_columns"]),
@@ -160,7 +159,7 @@ def run_pretraining(config: dict[str, Any], dataset: str, variant: str, out_dir:
     ``until_epoch``: one job of a chain (kebr/resources.py ``pretrain_chain``) stops after that
     epoch and writes ``until-epoch<N>.json`` instead; the next job resumes from its state, and the
     weights equal an uninterrupted run's (kebr/train/loop.py)."""
-    from kebr.train.pretrain import pretrain
+    from kebr.train.pretrain import pretrain  # torch: the Snakefile imports this module
 
     settings = PretrainSettings.from_config(recipe(config, variant, dataset)["pretrain"])
     if until_epoch is not None and not 1 <= until_epoch < settings.epochs:
@@ -184,9 +183,9 @@ def run_finetuning(config: dict[str, Any], dataset: str, pretrained: Path | None
 
     Writes metrics.json and predictions.csv (kebr/train/finetune.py) and feature_config.json, the
     feature settings of the shards, so ``kebr predict`` extracts new clips the same way."""
-    from kebr.shards import read_attrs
-    from kebr.train.finetune import finetune
-    from kebr.train.checkpoint import link, prune
+    from kebr.shards import read_attrs  # torch: the Snakefile imports this module
+    from kebr.train.finetune import finetune  # torch: the Snakefile imports this module
+    from kebr.train.checkpoint import link, prune  # torch: the Snakefile imports this module
 
     if (out_dir / "feature_config.json").exists():  # a finished run asked for again starts over: its pruned states cannot resume
         _clear_run(out_dir)

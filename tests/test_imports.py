@@ -2,6 +2,7 @@
 contract of each kind catches its violation (a cycle, an import of a protected module, an import
 from the bottom module) in a package built for the test."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -76,3 +77,30 @@ def test_contracts_catch_a_cycle_an_import_of_the_demo_and_one_from_config(tmp_p
     result = lint_imports(tmp_path, extra_path=tmp_path, config=config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Contracts: 3 kept, 0 broken." in result.stdout
+
+
+def function_level_kebr_imports(source: str) -> list[tuple[int, str]]:
+    """(line, text) of every import of kebr's own modules inside a function or method of ``source``."""
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and (inner.module or "").split(".")[0] == "kebr" or \
+                        isinstance(inner, ast.Import) and any(a.name.split(".")[0] == "kebr" for a in inner.names):
+                    found.append((inner.lineno, lines[inner.lineno - 1]))
+    return sorted(set(found))
+
+
+def test_kebr_imports_its_modules_at_the_top_unless_a_comment_says_why():
+    # Issue 16: an import inside a function only where the module would bring a heavy library
+    # (torch, librosa, mediapipe, matplotlib, scikit-learn) into a process that does not need it,
+    # with a comment on the line saying so.
+    uncommented = [f"{path.relative_to(REPO)}:{line}: {text.strip()}"
+                   for path in sorted((REPO / "kebr").rglob("*.py"))
+                   for line, text in function_level_kebr_imports(path.read_text(encoding="utf-8"))
+                   if "#" not in text]
+    assert uncommented == []
+    # The check sees both kinds of import, with and without a comment.
+    sample = "def f():\n    from kebr.shards import x  # torch\n    import kebr.paths\n"
+    assert [line for line, _ in function_level_kebr_imports(sample)] == [2, 3]

@@ -45,8 +45,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from kebr.masking import load_tokenizer
 from kebr.mcc import MCCLoss, modality_cosines
 from kebr.model import KEBRConfig
+from kebr.shards import vocab_sha1
 from kebr.train.checkpoint import latest_state, link, load_state, prune, read_configs, save_state
 from kebr.train.data import Batches, text_keys, trim_text
 from kebr.train.progress import Progress
@@ -106,9 +108,6 @@ def setup(device: str, seed: int, amp: bool) -> Runtime:
 
 def check_shards(dataset: Any, model_config: KEBRConfig, what: str) -> None:
     """The shards must match the model: feature widths and the tokenizer's vocabulary."""
-    from kebr.masking import load_tokenizer
-    from kebr.shards import vocab_sha1
-
     if len(dataset) == 0:
         raise ValueError(f"no {what} clips in the shards")
     attrs = dataset.attrs
