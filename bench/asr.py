@@ -6,7 +6,7 @@ Whisper base alone against tiny.en + base, the pipeline end to end, and the stag
     python bench/asr.py --device cuda [--clips 1024]     # the ASR stage through its worker on a GPU
     python bench/asr.py --dry-run                        # the --device cuda code, tiny, on the CPU (a test runs it)
 
-Speech: eSpeak NG reads two demo sentences per clip with the English voices (kebr.tts), written to
+Speech: eSpeak NG reads two demo sentences per clip with the English voices (kebr.demo.tts), written to
 MP4 (AAC) and decoded by the stage as any clip is. CPU mode, for each setup (tiny.en + the base for
 language ID; the multilingual base alone, ASR and language ID from one encoder pass):
 
@@ -57,9 +57,9 @@ SETUPS = {  # name -> (asr.model, language.id_model)
 def make_clips(folder: Path, n: int, video: bool = False, sentences: int = 2) -> list[tuple[Any, str]]:
     """``n`` spoken English clips as MP4 files, ``sentences`` demo sentences each: (kebr Clip, the text read)."""
     from kebr.clips import Clip
-    from kebr.democorpus import SENTENCES
+    from kebr.demo.corpus import SENTENCES
     from kebr.media import write_clip
-    from kebr.tts import ENGLISH_VOICES, synthesize
+    from kebr.demo.tts import ENGLISH_VOICES, synthesize
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []
@@ -372,7 +372,7 @@ print(len(clips), time.perf_counter() - started)
 
 def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
     from kebr import paths
-    from kebr.democorpus import write_demo_corpora
+    from kebr.demo.corpus import write_demo_corpora
 
     work = Path(tempfile.mkdtemp(prefix="kebr-bench-e2e-"))
     try:

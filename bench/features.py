@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kebr import stages
 from kebr.config import validate_config
-from kebr.democorpus import write_demo_corpora
+from kebr.demo.corpus import write_demo_corpora
 from kebr.ingest import plan_clips
 
 

@@ -3,7 +3,7 @@
     python bench/langid.py [--id-model bundled-base] [--compute-type auto] [--cpu-threads 0]
                            [--compare-30s] [--rows clips.jsonl] [--from-rows clips.jsonl]
 
-eSpeak NG (kebr.tts) speaks 4 sentences in each of 10 languages with 3 voices each (120 clips),
+eSpeak NG (kebr.demo.tts) speaks 4 sentences in each of 10 languages with 3 voices each (120 clips),
 8 English sentences of the demo corpus with the 7 English voices (56 clips), and the same English
 with white noise at 10 and 5 dB SNR (2 voices, 32 clips). Every clip goes through the pipeline's
 media path (AAC in MP4, decoded and resampled to 16 kHz) and is transcribed once by the ASR default
@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from kebr.asr import SAMPLE_RATE, Transcript, exec_with_worker_env, make_language_identifier, make_transcriber
-from kebr.democorpus import SENTENCES
+from kebr.demo.corpus import SENTENCES
 from kebr.langid import MAX_ENCODER_FRAMES, WINDOW_SAMPLES, log_mel
 from kebr.language import english_decision, english_filter
 from kebr.media import load_audio, write_clip
-from kebr.tts import ENGLISH_VOICES, synthesize
+from kebr.demo.tts import ENGLISH_VOICES, synthesize
 
 # Whisper's language code -> everyday sentences (films, family, travel: what talking heads say).
 SPOKEN: dict[str, tuple[str, ...]] = {

@@ -5,7 +5,7 @@ carry no sentiment (issue 15, item 6).
                               [--set model.dropout=0.1 ...] [--out bench/results/text_only.json]
 
 The corpus. Every clip shows ONE face video (the demo's photograph with the demo's head motion, one
-fixed take; kebr/democorpus.py) and speaks one sentence with eSpeak NG (kebr/tts.py, offline), one
+fixed take; kebr/demo/corpus.py) and speaks one sentence with eSpeak NG (kebr/demo/tts.py, offline), one
 voice, rate and pitch per video as in the demo. The sentences are "<opening> the <noun> was
 <degree> <adjective>": the label is the adjective's VADER valence scaled to the MOSI range
 (kebr.masking.lexicon_label) times the degree's factor ("a bit" 0.5, none 1, "extremely" 1.5), clipped
@@ -83,7 +83,7 @@ def face_video_features(folder: Path, config: dict[str, Any]) -> tuple[np.ndarra
     from skimage import data
 
     from kebr.clips import Clip
-    from kebr.democorpus import _PHOTO_REGION, _frames, _new_speaker
+    from kebr.demo.corpus import _PHOTO_REGION, _frames, _new_speaker
     from kebr.features.visual import make_visual_extractor
     from kebr.media import write_clip
 
@@ -100,11 +100,11 @@ def face_video_features(folder: Path, config: dict[str, Any]) -> tuple[np.ndarra
 def build_shard(path: Path, n_videos: int, clips_per_video: int, seed: int, face: np.ndarray,
                 visual_columns: list[str], config: dict[str, Any], labelled: bool) -> Path:
     """One shard of ``n_videos`` x ``clips_per_video`` clips (the module docstring)."""
-    from kebr.democorpus import PAD_S, _new_speaker
+    from kebr.demo.corpus import PAD_S, _new_speaker
     from kebr.features.audio import AudioFeatureExtractor
     from kebr.masking import SentimentMasker, load_tokenizer, load_vader_lexicon
     from kebr.shards import ShardRow, write_shard
-    from kebr.tts import synthesize
+    from kebr.demo.tts import synthesize
 
     import librosa
 

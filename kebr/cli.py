@@ -18,7 +18,7 @@ from typing import Any
 
 from kebr import paths, stages
 from kebr.config import load_config
-from kebr.democorpus import write_demo_corpora
+from kebr.demo.corpus import write_demo_corpora
 from kebr.deviations import describe, table_header
 from kebr.experiments import run_finetuning, run_pretraining, shard_paths, table_runs
 from kebr.ingest import plan_clips, read_clip_table, write_plan

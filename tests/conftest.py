@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kebr.democorpus import write_demo_corpora
+from kebr.demo.corpus import write_demo_corpora
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

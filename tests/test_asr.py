@@ -30,7 +30,7 @@ from kebr.clips import Clip, SkipKind
 from kebr.langid import MAX_ENCODER_FRAMES
 from kebr.language import english_filter, english_word_fraction
 from kebr.media import load_audio, write_clip
-from kebr.tts import synthesize
+from kebr.demo.tts import synthesize
 
 SPOKEN = {
     "english": ("This movie was really wonderful.", "en-us"),

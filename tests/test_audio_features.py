@@ -12,7 +12,7 @@ import kebr.features.audio as audio
 from kebr.clips import Clip, ClipError
 from kebr.features.audio import LIBROSA33_COLUMNS, AudioFeatureExtractor, librosa33
 from kebr.media import load_audio, write_clip
-from kebr.tts import synthesize
+from kebr.demo.tts import synthesize
 
 SR = 22050
 CHROMA_A = 9  # C, C#, D, D#, E, F, F#, G, G#, A

@@ -18,7 +18,7 @@ from kebr.features.audio import REFERENCE_KAISER_BEST, _reference_kaiser_best, l
 from kebr.masking import _package_path, load_tokenizer, load_vader_lexicon
 from kebr.media import load_audio, write_clip
 from kebr.stages import audio_extractor_for, masker_for
-from kebr.tts import synthesize
+from kebr.demo.tts import synthesize
 
 SR = 22050
 

@@ -23,7 +23,7 @@ from kebr.config import validate_config
 from kebr.journal import read_stage_output
 from kebr.language import MAX_LANGUAGE_NO_SPEECH_PROB, Drop, english_decision, english_filter, filter_settings
 from kebr.media import load_audio, write_clip
-from kebr.tts import synthesize
+from kebr.demo.tts import synthesize
 
 SPOKEN = {
     "english": ("This movie was really wonderful.", "en-us"),
@@ -139,7 +139,7 @@ def test_asr_stage_keeps_english_and_drops_german_and_spanish_by_language_id(
         assert t.text and t.english_prob < 0.1, t  # tiny.en still wrote English words
         assert reasons[name] == f"language: detected {t.language!r} (p={t.language_prob:.2f}, English p={t.english_prob:.2f})"
     # German is named (p > 0.9); eSpeak's Spanish is not English but not always Spanish either: its
-    # samples depend on eSpeak's earlier calls (kebr/tts.py), and the base has taken it for Thai.
+    # samples depend on eSpeak's earlier calls (kebr/demo/tts.py), and the base has taken it for Thai.
     assert transcripts["german"].language == "de"
 
 

@@ -25,7 +25,7 @@ from kebr.ingest import plan_clips
 from kebr.masking import load_tokenizer
 from kebr.media import write_clip
 from kebr.mmsa import load_pickle
-from kebr.tts import synthesize
+from kebr.demo.tts import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

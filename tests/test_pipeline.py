@@ -19,7 +19,7 @@ import pytest
 from skimage import data
 
 from kebr.clips import SkipKind
-from kebr.democorpus import write_dirty_clips
+from kebr.demo.corpus import write_dirty_clips
 from kebr.journal import Journal, read_stage_output
 from kebr.masking import load_tokenizer
 from kebr.shards import ShardDataset

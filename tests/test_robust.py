@@ -28,7 +28,7 @@ from skimage import data
 from kebr.clips import Clip, ClipError, SkipKind, input_digest
 from kebr.config import load_config
 from kebr.fingerprints import stage_fingerprint
-from kebr.democorpus import write_dirty_clips
+from kebr.demo.corpus import write_dirty_clips
 from kebr.ingest import read_clip_table, write_clip_table
 from kebr.journal import read_stage_output
 from kebr.stages import CRASHED_TWICE, StageFailed, check_error_fraction

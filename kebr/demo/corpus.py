@@ -5,7 +5,7 @@ They must be real signals, not noise or drawn shapes: the visual stage runs a fa
 landmark model, and the ASR, acoustic and language stages run speech and text models, which all
 return nothing useful on synthetic patterns. So every clip is a real photograph of a face
 (``skimage.data.astronaut()``) moving slightly over time, with a real spoken English opinion
-sentence from eSpeak NG (``kebr.tts``). Labels come from the sentences, which span strongly negative
+sentence from eSpeak NG (``kebr.demo.tts``). Labels come from the sentences, which span strongly negative
 to strongly positive, so fine-tuning has a learnable (if easy) target.
 
 - ``<out>/voxceleb2/dev/mp4/<id000NN>/<youtube id>/<00001>.mp4``: unlabelled, several speakers, each
@@ -28,7 +28,7 @@ import numpy as np
 from skimage import data, transform
 
 from kebr.media import write_clip
-from kebr.tts import ENGLISH_VOICES, synthesize
+from kebr.demo.tts import ENGLISH_VOICES, synthesize
 
 FPS = 25
 FRAME_SIZE = 224  # VoxCeleb2's frame size
@@ -90,7 +90,7 @@ _FACE_SIDE = 250.0
 _ID_ALPHABET = np.array(list(string.ascii_letters + string.digits))
 
 README = """\
-kebr demo corpora (written by kebr.democorpus.write_demo_corpora)
+kebr demo corpora (written by kebr.demo.corpus.write_demo_corpora)
 
 voxceleb2/  Unlabelled pretraining corpus in the VoxCeleb2 layout:
             dev/mp4/<speaker id>/<youtube id>/<utterance>.mp4 (224x224, 25 fps, H.264 + AAC).
@@ -236,7 +236,7 @@ def write_dirty_clips(folder: Path, photo: np.ndarray, rng: np.random.Generator)
 def _write_mosi(root: Path, n_videos: int, clips_per_video: int, photo: np.ndarray,
                 rng: np.random.Generator) -> None:
     if n_videos < 5:
-        raise ValueError("democorpus: need at least 5 labelled videos (2 valid, 2 test, 1 train)")
+        raise ValueError("demo corpus: need at least 5 labelled videos (2 valid, 2 test, 1 train)")
     video_ids = _youtube_ids(rng, n_videos)
     n_held_out = max(2, round(0.2 * n_videos))
     modes = ["test"] * n_held_out + ["valid"] * n_held_out + ["train"] * (n_videos - 2 * n_held_out)
@@ -262,7 +262,7 @@ def write_demo_corpora(out_dir: Path, seed: int = 0, n_unlabelled: int = 24, n_l
     """Write both demo corpora and a README under ``out_dir``.
 
     The same seed gives the same sentences, ids, splits, voices and motion; the audio is identical
-    run to run from a fresh process (see ``kebr.tts.synthesize``). Needs ``n_labelled_videos >= 5``
+    run to run from a fresh process (see ``kebr.demo.tts.synthesize``). Needs ``n_labelled_videos >= 5``
     (at least 2 valid, 2 test and 1 train video).
 
     Returns the corpus roots as the config's ``datasets.<name>.root`` expects them:

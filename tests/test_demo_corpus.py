@@ -1,4 +1,4 @@
-"""eSpeak NG speech (kebr.tts) and the demo corpora built from it (kebr.democorpus)."""
+"""eSpeak NG speech (kebr.demo.tts) and the demo corpora built from it (kebr.demo.corpus)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from skimage import data
 from skimage.transform import resize
 
-from kebr.democorpus import FRAME_SIZE, SENTENCES, write_demo_corpora
+from kebr.demo.corpus import FRAME_SIZE, SENTENCES, write_demo_corpora
 from kebr.media import load_audio, read_frames
-from kebr.tts import ENGLISH_VOICES, synthesize
+from kebr.demo.tts import ENGLISH_VOICES, synthesize
 
 SENTENCE = "The acting was brilliant and the script is excellent."
 
