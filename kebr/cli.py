@@ -135,23 +135,23 @@ def cmd_table(args: argparse.Namespace) -> None:
 
 
 def cmd_plots(args: argparse.Namespace) -> None:
-    from kebr import plots  # matplotlib: only this command pays for it
+    from kebr.plots import clips, html, tables, training  # matplotlib: only this command pays for it
 
     if args.kind == "training":
-        plots.plot_training(args.runs, args.out, args.title or os.path.commonpath(args.runs))
+        training.plot_training(args.runs, args.out, args.title or os.path.commonpath(args.runs))
         written = [str(args.out) + s for s in (".png", ".svg")]
     else:
         config = load_config(args.config)
         if args.kind == "dataset":
-            clips = args.clips or Path(paths.clips(config["results"], args.dataset))
-            written = plots.dataset_figures(config, args.dataset, clips, args.out_dir, args.max_shards)
+            clips_tsv = args.clips or Path(paths.clips(config["results"], args.dataset))
+            written = clips.dataset_figures(config, args.dataset, clips_tsv, args.out_dir, args.max_shards)
         elif args.kind == "table":
-            tables = args.tables or paths.tables_dir(config["results"])
-            written = plots.table_figures(table_of_file(args.name, config), config,
-                                          Path(paths.table_in(tables, args.name, "md")),
-                                          Path(paths.table_in(tables, args.name, "csv")), args.out)
+            tables_dir = args.tables or paths.tables_dir(config["results"])
+            written = tables.table_figures(table_of_file(args.name, config), config,
+                                           Path(paths.table_in(tables_dir, args.name, "md")),
+                                           Path(paths.table_in(tables_dir, args.name, "csv")), args.out)
         else:
-            written = [plots.write_text(args.out, plots.config_html(config, args.config))]
+            written = [html.write_text(args.out, html.config_html(config, args.config))]
     print(json.dumps({"written": [str(p) for p in written]}))
 
 

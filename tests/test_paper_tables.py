@@ -12,7 +12,7 @@ import pytest
 from kebr.config import validate_config
 from kebr.experiments import table_runs
 from kebr.variants import DEMO_TABLES, G_SWEEPS, PAPER, PAPER_TABLES, TABLES, table_file, table_rows
-from kebr.plots import plot_gsweep
+from kebr.plots.tables import plot_gsweep
 from kebr.tables import AVG_METRICS, average_improvement, build_table, paper_numbers
 
 FOUR_CORPORA = {

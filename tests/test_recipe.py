@@ -17,7 +17,7 @@ from kebr import paths
 from kebr.experiments import NON_RESULT_KEYS, table_runs, training_fingerprint
 from kebr.variants import canonical_variant, pretrain_variant, recipe, table_file, table_of_file, table_rows
 from kebr.model_cache import required_models
-from kebr.plots import table_figures
+from kebr.plots.tables import table_figures
 from kebr.deviations import describe, table_header
 from kebr.recipe import SPEED_KEYS
 from kebr.recipe_files import load_recipe, recipe_names

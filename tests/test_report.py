@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kebr import plots
+from kebr.plots import clips, tables, training
 from kebr.clips import SkipKind
 from kebr.config import load_config
 from kebr.experiments import table_runs
@@ -106,9 +106,9 @@ def test_durations_come_from_clips_tsv_when_it_records_them(demo_run, tmp_path):
         rows[0].update(status="skipped", reason="media: zero-byte file: /x/1.mp4", kind="zero_byte")
         for row in rows:
             writer.writerow({**row, "duration_s": "" if row["clip_id"] == unreadable else durations[row["clip_id"]]})
-    summary = plots.summarize_clips(clips_tsv)
+    summary = clips.summarize_clips(clips_tsv)
     assert summary["counts"][("skipped", SkipKind.ZERO_BYTE, "media: zero-byte file")] == 1
-    drawn = plots.plot_durations(summary, [], tmp_path / "durations", "demo_labelled")
+    drawn = clips.plot_durations(summary, [], tmp_path / "durations", "demo_labelled")
     expected = [d for clip_id, d in durations.items() if clip_id not in (skipped, unreadable)]
     assert drawn["source"] == "clips.tsv" and sorted(drawn["ok"]) == pytest.approx(sorted(expected))
     assert drawn["not ok"] == pytest.approx([durations[skipped]]) and summary["no_duration"] == 1
@@ -117,7 +117,7 @@ def test_durations_come_from_clips_tsv_when_it_records_them(demo_run, tmp_path):
 
 def test_feature_statistics_are_over_real_frames(demo_run):
     shards = sorted((demo_run / "out/demo_labelled/shards").glob("*.h5"))
-    stats = plots.feature_stats(shards, max_shards=20)
+    stats = clips.feature_stats(shards, max_shards=20)
     frames = []
     for path in shards:
         with h5py.File(path) as f:
@@ -131,13 +131,13 @@ def test_feature_statistics_are_over_real_frames(demo_run):
 
 def test_training_and_gsweep_figures_draw_the_runs(demo_run, tmp_path):
     seeds = sorted((demo_run / "out/finetune/demo_labelled/demo_unlabelled/full").glob("seed*"))
-    drawn = plots.plot_training(seeds, tmp_path / "curves", "test")
+    drawn = training.plot_training(seeds, tmp_path / "curves", "test")
     for seed in seeds:
         metrics = json.loads((seed / "metrics.json").read_text())
         assert min(drawn[seed.name]["valid_mae"]) == pytest.approx(metrics["best_valid_mae"])
     config = load_config(demo_run / "config.yaml")
     config["results"] = str(demo_run / "out")
-    sweep = plots.plot_gsweep(demo_run / "out/tables/demo_gsweep.csv", tmp_path / "g", "t")
+    sweep = tables.plot_gsweep(demo_run / "out/tables/demo_gsweep.csv", tmp_path / "g", "t")
     assert sweep["MOSEI"] is None  # the demo plays MOSI only: its MOSEI panel says "no runs"
     assert "MOSEI: no runs" in (tmp_path / "g.svg").read_text()
     for g, row in sorted(zip(config["demo_gsweep"], table_runs("demo_gsweep", config))):
@@ -145,6 +145,6 @@ def test_training_and_gsweep_figures_draw_the_runs(demo_run, tmp_path):
         i = sweep["MOSI"]["g"].index(g)
         assert sweep["MOSI"]["f1_has0"]["mean"][i] == pytest.approx(np.mean(f1))
         assert sweep["MOSI"]["f1_has0"]["std"][i] == pytest.approx(np.std(f1))
-    table = plots.plot_table(demo_run / "out/tables/demo.csv", tmp_path / "t", "t")
+    table = tables.plot_table(demo_run / "out/tables/demo.csv", tmp_path / "t", "t")
     # the third row, text_only, is a reference row: not the paper's, so without paper numbers
     assert table["mae"]["paper"] == [0.702, 0.705, None] and table["acc2_has0"]["paper"] == [84.4, 84.11, None]
