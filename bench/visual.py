@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))  # the face video helper lives in the tests
 from kebr.clips import Clip  # noqa: E402
 from kebr.config import validate_config  # noqa: E402
 from kebr.media import read_frames, write_clip  # noqa: E402
-from kebr.stages import visual_extractor_for  # noqa: E402
+from kebr.stages.work import visual_extractor_for  # noqa: E402
 from tests.test_visual import FPS_IN, moving_face  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "visual.json"

@@ -109,7 +109,7 @@ AUDIO_BANKS_PER_JOB = 100 * 7
 # `python bench/voxceleb2.py --measure` (same day and machine): the visual stage's work (VisualWork, MediaPipe
 # at 6 fps) over the same clips: 7.14 and 6.97 CPU-s. Used only while visual.json (bench/visual.py) is missing.
 VISUAL_CPU_S_PER_MEDIA_S = 7.144 / 188.1
-# Same run: `kebr.stages.run_assemble` of the 63 demo clips as one shard: 2.47 CPU-s the first time in a
+# Same run: `kebr.stages.assemble.run_assemble` of the 63 demo clips as one shard: 2.47 CPU-s the first time in a
 # process (imports, tokenizer), 0.142 the second: per clip the warm cost, per shard job the difference.
 # (--measure runs it after the other stages have imported what it needs, so there both runs are warm.)
 ASSEMBLE_CPU_S_PER_CLIP = 0.142 / 63
@@ -710,7 +710,7 @@ def measure(work: Path) -> dict[str, Any]:
     from features import demo_clips  # bench/features.py
     from train import D_A, D_V, PRETRAIN_MCC, write_bench_shard  # bench/train.py
 
-    from kebr import stages
+    from kebr.stages import assemble, supervise, work
     from kebr.model import KEBR, KEBRConfig
     from kebr.shards import ShardDataset
     from kebr.train.data import make_loader
@@ -732,7 +732,7 @@ def measure(work: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     config, clips, folder = demo_clips(work)
-    audio = stages.AudioWork(config)
+    audio = work.AudioWork(config)
     audio.process(clips[:2], 0)  # numba compiles on first use: warm it, as a job does once
     # chroma_cqt's filter banks are memoised per tuning (kebr/features/audio.py): the first pass builds
     # the banks of the tunings these clips have, the second is a job's steady state once its banks exist.
@@ -754,7 +754,7 @@ def measure(work: Path) -> dict[str, Any]:
                                "media_s": round(sum(r["duration_s"] or 0 for r in records), 2),
                                "filter_banks": len(banks)}
     out["audio_memo_speedup_warm"] = round(out["audio_unmemoised"]["cpu_s"] / out["audio_warm"]["cpu_s"], 2)
-    visual = stages.VisualWork(config)
+    visual = work.VisualWork(config)
     visual.process(clips[:2], 0)
     start = time.process_time()
     records = visual.process(clips, 0)
@@ -763,12 +763,12 @@ def measure(work: Path) -> dict[str, Any]:
     paths = {s: folder / f"{s}.h5" for s in ("asr", "audio", "visual")}
     for name, path in paths.items():
         if not path.exists():
-            stages.run_media_stage(name, config, "demo_unlabelled", clips, path)
+            supervise.run_media_stage(name, config, "demo_unlabelled", clips, path)
     for run in ("first", "second"):
         for p in (folder / "shard.h5", folder / "status.tsv"):
             p.unlink(missing_ok=True)
         start = time.process_time()
-        stages.run_assemble(config, "demo_unlabelled", "00000", clips, paths["asr"], paths["audio"], paths["visual"],
+        assemble.run_assemble(config, "demo_unlabelled", "00000", clips, paths["asr"], paths["audio"], paths["visual"],
                             folder / "shard.h5", folder / "status.tsv")
         out[f"assemble_{run}_cpu_s"] = round(time.process_time() - start, 3)
 

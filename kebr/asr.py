@@ -26,6 +26,7 @@ calls; kebr/language.py says why tiny.en + base, not the base alone, is the defa
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -225,8 +226,9 @@ class FasterWhisperTranscriber:
     Every clip is cut into 30 s windows (almost every clip is a single window) and each window's
     log-mel is computed once (``prepare``, which the ASR stage runs in its decode thread, ahead of the
     model). The windows of a batch of clips are laid end to end in one time line, each starting on a
-    whole second, and decoded ``batch_size`` windows per encoder pass, each padded to the batch's
-    encoder window (``kebr.langid.encoder_frames``: a short clip reads 20 s, not 30); the library's timestamp and
+    whole second, and decoded ``batch_size`` windows per encoder pass, each padded to its own encoder
+    window (``kebr.langid.encoder_frames``: a short clip reads 20 s, not 30; a batch is cut where the
+    length changes, so a clip's window never depends on its companions); the library's timestamp and
     word-alignment code maps each window's words back by its offset. The language ID reads the same
     features: a multilingual ASR model takes every window's language scores from its own encoder
     pass (``_pipeline_class``), an English-only one hands the first window's log-mel to
@@ -299,12 +301,17 @@ class FasterWhisperTranscriber:
         windows: list[_Window] = []
         window_languages: list[dict[str, float]] = []
         self.pipeline.last_speech_timestamp = 0.0  # the library's word-timing heuristic, per call as before
-        for first in range(0, len(layout), self.batch_size):
-            batch = layout[first : first + self.batch_size]
-            # The library drops each log-mel's last frame and pads to 30 s; here to the batch's window.
-            frames = self.window_frames or max(encoder_frames(mel.shape[-1]) for *_, mel in batch)
+        # Each window is encoded in its own window length (kebr.langid.encoder_frames), whatever its batch
+        # holds: a batch is cut, in order, where the length changes (a talking-head shard's windows are
+        # all 20 s: one cut). The library drops each log-mel's last frame and pads to 30 s; here to the window.
+        def window_length(item: tuple) -> int:
+            return self.window_frames or encoder_frames(item[4].shape[-1])
+
+        runs = [list(run) for first in range(0, len(layout), self.batch_size)
+                for _, run in itertools.groupby(layout[first : first + self.batch_size], key=window_length)]
+        for batch in runs:
             segments = self.pipeline.forward(
-                np.stack([pad_or_trim(mel[..., :-1], frames) for *_, mel in batch]), tokenizer,
+                np.stack([pad_or_trim(mel[..., :-1], window_length(batch[0])) for *_, mel in batch]), tokenizer,
                 [{"offset": off, "duration": len(piece) / SAMPLE_RATE} for _, _, off, piece, _ in batch], options)
             window_languages += self.pipeline.language_scores
             for (_, start, off, piece, _), window in zip(batch, segments):
@@ -599,7 +606,7 @@ def decode_clip(clip: Clip, transcriber: Transcriber, max_seconds: float | None 
 
 class Prefetcher:
     """Decodes clips in one background thread, in the order asked, so the model never waits on FFmpeg:
-    the ASR worker asks for the next batch while the model runs this one (kebr/stages.py AsrWork).
+    the ASR worker asks for the next batch while the model runs this one (kebr/stages/work.py AsrWork).
 
     One thread: decoding a clip takes a few ms of one core against the model's hundreds on all of
     them, so one keeps ahead, and more would only take cores from the model (PyAV's AAC decoder and

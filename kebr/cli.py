@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kebr import paths, stages
+from kebr import paths
+
+from kebr.stages import assemble
 from kebr.config import load_config
 from kebr.demo.corpus import write_demo_corpora
 from kebr.deviations import describe, table_header
@@ -25,8 +27,9 @@ from kebr.ingest import plan_clips, read_clip_table, write_plan
 from kebr.mmsa import export_mmsa, import_shard, supervised_pickle, write_plan_arrays
 from kebr.model_cache import check_cached, fetch_models, use_cache
 from kebr.resources import PICKLE_MB_PER_MB, configured_mem_mb
-from kebr.stages import StageFailed, run_media_stage, write_report
-from kebr.status import corpus_status, format_status
+from kebr.stages.clips_report import write_report
+from kebr.stages.supervise import StageFailed, run_media_stage
+from kebr.stages.status import corpus_status, format_status
 from kebr.variants import TABLES, table_of_file
 from kebr.worker import MB, Interrupted, WorkerFailed, job_memory_limit_mb
 
@@ -82,7 +85,7 @@ def cmd_stage(args: argparse.Namespace) -> None:
 
 def cmd_assemble(args: argparse.Namespace) -> None:
     config = load_config(args.config)
-    stages.run_assemble(config, args.dataset, args.plan.stem, read_clip_table(args.plan), args.asr, args.audio,
+    assemble.run_assemble(config, args.dataset, args.plan.stem, read_clip_table(args.plan), args.asr, args.audio,
                         args.visual, args.out, args.status)
 
 

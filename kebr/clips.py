@@ -8,7 +8,7 @@ Three kinds of failure, three outcomes (docs/corpora.md "Bad input, crashes and 
 - a transient error (``is_transient``): I/O errors of a network file system and GPU errors. They say
   nothing about the clip, so they are retried with backoff and, if they persist, fail the job
   (Snakemake retries it later). A clip whose transient error persists in two job runs is skipped as
-  ``persistent_error`` with the error (kebr/stages.py; the journal counts the runs), so no single
+  ``persistent_error`` with the error (kebr/stages/supervise.py; the journal counts the runs), so no single
   file can block its shard forever.
 - Content versus storage is decided by evidence. FFmpeg reports many broken files as EIO (a
   Matroska file cut to 58 bytes raises ``OSError(errno=5)`` in PyAV), which would otherwise be
@@ -173,7 +173,7 @@ class Clip:
     @property
     def kept_whole(self) -> bool:
         """A labelled valid/test clip with its gold transcript: never dropped for a missing modality
-        (the test set must stay the corpus's official one; see kebr/stages.py run_assemble)."""
+        (the test set must stay the corpus's official one; see kebr/stages/assemble.py run_assemble)."""
         return self.label is not None and self.split in ("valid", "test") and self.has_gold_text
 
     def to_row(self) -> dict[str, str]:

@@ -42,7 +42,7 @@ and records the clip as ``crashed_worker`` with the signal or exit code (kebr/wo
 - Transient errors (storage, GPU) that outlast a job's retries fail the job; each such job run is
   counted per group (``transient``). A group that failed so once runs one clip at a time, and a
   single clip whose transient error persists in its second job run is skipped as
-  ``persistent_error`` with the error and the count (kebr/stages.py), so no file blocks its shard.
+  ``persistent_error`` with the error and the count (kebr/stages/supervise.py), so no file blocks its shard.
 - Every record, start and transient line carries the input digest of its clips
   (``kebr.clips.input_digest``: the clip's plan row and its media's size and mtime when the job
   started). A record, strike or transient count made under another digest than the clip's now is

@@ -12,7 +12,7 @@ to clips.tsv. The rules, in order:
    the clip's RMS level is below min_signal_dbfs (-60 dBFS) -> no_speech, "language: no speech
    (signal -75.2 dBFS < -60)";
 2. with a language model: its own no-speech probability > 0.3 (``MAX_LANGUAGE_NO_SPEECH_PROB``), and
-   the ASR heard nothing either (no word, or Whisper's silence rule: no_speech_prob > max_no_speech_prob and
+   the ASR heard nothing either (no word, or its no-speech probability above the same 0.3 with
    avg_logprob < min_avg_logprob) -> no_speech, "language: no speech detected by either model ...";
 3. with a language model: English has p < min_english_prob (0.1) -> not_english, "language:
    detected 'de' (p=0.99, English p=0.01)";
@@ -85,7 +85,11 @@ MIN_SIGNAL_DBFS = -60.0
 # 0.41 to 0.70), so a noise clip's kind was a coin toss. Speech sits below 0.3: bench/langid.py's 208
 # clips, 10 languages and English (noisy too), at most 0.21 but for one French clip at 0.44 that the
 # ASR decoded (words, not silent); 21 clips of 7 more languages at most 0.19. Speech near the
-# threshold is not dropped as silent unless the ASR also wrote no word or met Whisper's silence rule.
+# threshold is not dropped as silent unless the ASR also wrote no word or heard no speech either:
+# its own no-speech probability above the same threshold, with an unconfident transcript. That
+# French clip: tiny.en's 0.10. White noise read in tiny.en's 20 s window (kebr.langid.encoder_frames)
+# in a batch of speech: 0.41 to 0.69, with the words it made up at avg_logprob -1.2 to -2.4 (the
+# 0.6 of Whisper's own silence rule, ``max_no_speech_prob``, left loud noise low_confidence there).
 MAX_LANGUAGE_NO_SPEECH_PROB = 0.3
 
 
@@ -150,13 +154,13 @@ def english_decision(
         return None if has_words else Drop(SkipKind.EMPTY_TRANSCRIPT, "language: empty transcript (no speech)")
     if t.signal_dbfs is not None and t.signal_dbfs < min_signal_dbfs:
         return Drop(SkipKind.NO_SPEECH, f"language: no speech (signal {t.signal_dbfs:.1f} dBFS < {min_signal_dbfs:g})")
-    asr_silent = t.no_speech_prob > max_no_speech_prob and t.avg_logprob < min_avg_logprob
     if t.language_model is not None:
         # The language model decides first: tiny.en's no-speech token means nothing on foreign speech,
         # so silence needs the language model's own no-speech token too (an older record without it:
         # the language ID alone).
+        asr_heard_none = t.no_speech_prob > max_language_no_speech_prob and t.avg_logprob < min_avg_logprob
         if t.language_no_speech_prob is not None and t.language_no_speech_prob > max_language_no_speech_prob and (
-                asr_silent or not has_words):
+                asr_heard_none or not has_words):
             return Drop(SkipKind.NO_SPEECH, f"language: no speech detected by either model ({t.language_model} "
                         f"no_speech_prob={t.language_no_speech_prob:.2f}; ASR no_speech_prob={t.no_speech_prob:.2f}, "
                         f"avg_logprob={t.avg_logprob:.2f})")
@@ -165,6 +169,7 @@ def english_decision(
                         f"English p={t.english_prob or 0.0:.2f})")
     if not has_words:
         return Drop(SkipKind.EMPTY_TRANSCRIPT, "language: empty transcript (no speech)")
+    asr_silent = t.no_speech_prob > max_no_speech_prob and t.avg_logprob < min_avg_logprob
     if t.language_model is None and asr_silent:  # English assumed: the ASR model's own silence rule
         return Drop(SkipKind.NO_SPEECH, f"language: no speech detected (no_speech_prob={t.no_speech_prob:.2f}, "
                     f"avg_logprob={t.avg_logprob:.2f})")

@@ -25,7 +25,7 @@ from kebr.language import english_decision, filter_settings
 from kebr.masking import load_tokenizer
 from kebr.model import KEBR
 from kebr.shards import encode_raw_text, pad_frames, pad_ids
-from kebr.stages import audio_extractor_for, transcriber_for, visual_extractor_for
+from kebr.stages.work import audio_extractor_for, transcriber_for, visual_extractor_for
 from kebr.train.checkpoint import load_weights, read_configs
 
 

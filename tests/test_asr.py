@@ -169,8 +169,8 @@ def _transcript_of(**fields) -> Transcript:
 
 
 def test_asr_encodes_the_clips_window_and_transcribes_as_at_30_s(clips: dict[str, Clip], tiny_en) -> None:
-    # tiny.en reads a short clip padded to 20 s, not 30 s (kebr.langid.encoder_frames; a batch pads to
-    # its longest window); a long clip's full windows stay 30 s. On clean English the words are the
+    # tiny.en reads a short clip padded to 20 s, not 30 s (kebr.langid.encoder_frames), whatever else its
+    # batch holds; a long clip's full windows stay 30 s. On clean English the words are the
     # ones the 30 s window gives, with the English filter's scores close to them.
     names = ("english", "english2", "long")
     audios = [load_audio(clips[name].media, SAMPLE_RATE) for name in names]
@@ -186,8 +186,9 @@ def test_asr_encodes_the_clips_window_and_transcribes_as_at_30_s(clips: dict[str
         tiny_en.window_frames = None
     seconds = [len(a) / SAMPLE_RATE for a in audios]
     assert seconds[0] < 20 and seconds[1] < 20
-    # the 36 s clip: one batch of its two windows, 30 s and 6 s, padded to the longer
-    assert calls == [(1, 80, 2000), (1, 80, 2000), (2, 80, 3000), (1, 80, 3000), (1, 80, 3000), (2, 80, 3000)]
+    # the 36 s clip's two windows, 30 s and 6 s, each in its own length (a batch is cut where it changes)
+    assert calls == [(1, 80, 2000), (1, 80, 2000), (1, 80, 3000), (1, 80, 2000), (1, 80, 3000), (1, 80, 3000),
+                     (2, 80, 3000)]
     for name, a, b in zip(names, short, padded):
         assert a.text == b.text, name
         assert abs(a.avg_logprob - b.avg_logprob) < 0.05 and abs(a.no_speech_prob - b.no_speech_prob) < 0.05, name

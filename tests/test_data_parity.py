@@ -17,7 +17,7 @@ from kebr.fingerprints import features_fingerprint, stage_fingerprint
 from kebr.features.audio import REFERENCE_KAISER_BEST, _reference_kaiser_best, librosa33, resample_kaiser_best
 from kebr.masking import _package_path, load_tokenizer, load_vader_lexicon
 from kebr.media import load_audio, write_clip
-from kebr.stages import audio_extractor_for, masker_for
+from kebr.stages.work import audio_extractor_for, masker_for
 from kebr.demo.tts import synthesize
 
 SR = 22050

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kebr import langid, stages
+from kebr import langid
+
+from kebr.stages import supervise
 from kebr.asr import SAMPLE_RATE, FasterWhisperTranscriber, Transcript, make_language_identifier
 from kebr.clips import Clip, SkipKind
 from kebr.config import validate_config
@@ -125,7 +127,7 @@ def test_asr_stage_keeps_english_and_drops_german_and_spanish_by_language_id(
                               "datasets": {"spoken": {"layout": "manifest", "manifest": str(tmp_path / "m.csv")}}})
     assert (config["asr"]["model"], config["language"]["id_model"]) == ("bundled", "bundled-base")
     out = tmp_path / "asr.h5"
-    stages.run_media_stage("asr", config, "spoken", list(spoken.values()), out)
+    supervise.run_media_stage("asr", config, "spoken", list(spoken.values()), out)
     meta, records = read_stage_output(out)
     assert meta["language_id"] == "bundled-base"
     transcripts = {name: Transcript.from_json(r) for name, r in records.items()}
@@ -214,7 +216,7 @@ def test_multilingual_asr_identifies_the_language_itself(identifier, spoken: dic
         (german,) = transcriber.transcribe_batch([audio])
     finally:
         del identifier.model.encode
-    assert calls == [(1, 80, 3000)], "one encoder pass for language ID and ASR"
+    assert calls == [(1, 80, 2000)], "one encoder pass for language ID and ASR, over the clip's 20 s window"
     assert (german.language, german.language_model) == ("de", "bundled-base")
     assert german.english_prob < 0.1 and english_filter(german).startswith("language: detected 'de'")
     assert "familie" in german.text.lower(), german.text  # decoded as German, not translated
@@ -254,7 +256,7 @@ def test_skip_kinds_name_the_cause_per_clip(tmp_path: Path) -> None:
              for name, samples in audio.items()]
     config = validate_config({"results": str(tmp_path),
                               "datasets": {"spoken": {"layout": "manifest", "manifest": str(tmp_path / "m.csv")}}})
-    stages.run_media_stage("asr", config, "spoken", clips, tmp_path / "asr.h5")
+    supervise.run_media_stage("asr", config, "spoken", clips, tmp_path / "asr.h5")
     _, records = read_stage_output(tmp_path / "asr.h5")
     transcripts = {name: Transcript.from_json(r) for name, r in records.items()}
     drops = {name: english_decision(t, **filter_settings(config["language"])) for name, t in transcripts.items()}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kebr.media import write_clip
-from kebr.stages import read_status
+from kebr.stages.assemble import read_status
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

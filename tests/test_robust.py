@@ -31,7 +31,7 @@ from kebr.fingerprints import stage_fingerprint
 from kebr.demo.corpus import write_dirty_clips
 from kebr.ingest import read_clip_table, write_clip_table
 from kebr.journal import read_stage_output
-from kebr.stages import CRASHED_TWICE, StageFailed, check_error_fraction
+from kebr.stages.supervise import CRASHED_TWICE, StageFailed, check_error_fraction
 
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 ENV.pop("KEBR_TEST_FAULTS", None)

@@ -10,7 +10,7 @@ import pytest
 
 from kebr.clips import ClipError, SkipKind, skip_record
 from kebr.journal import Journal, read_journal_counts, read_stage_output, write_stage_output
-from kebr.stages import read_status, write_status
+from kebr.stages.assemble import read_status, write_status
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from kebr.clips import Clip, SkipKind
 from kebr.ingest import PLAN_FIELDS, plan_clips, read_clip_table, write_clip_table, write_plan
-from kebr.stages import read_status, write_report, write_status
-from kebr.status import dataset_status
+from kebr.stages.assemble import read_status, write_status
+from kebr.stages.clips_report import write_report
+from kebr.stages.status import dataset_status
 from kebr.tsv import TableError, counted_rows, read_table, write_table
 
 # Any Unicode text (control characters, \r, \n, \t, quotes, NUL included), and any bytes as a file

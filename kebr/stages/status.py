@@ -15,7 +15,7 @@ from typing import Any
 
 from kebr import paths
 from kebr.journal import read_journal_counts
-from kebr.stages import read_status
+from kebr.stages.assemble import read_status
 from kebr.tsv import counted_rows
 
 
