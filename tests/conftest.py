@@ -1,6 +1,7 @@
 """Fixtures several test modules share. The small demo chain (shards -> pretraining -> fine-tuning
 over two seeds -> the demo table and g sweep, and every figure) is run once per session: the
-demo, report and SLURM tests all read its outputs, and running it again for each would cost minutes."""
+demo, report and SLURM tests all read its outputs, and running it again for each would cost minutes.
+So are the tiny training runs (tests/tiny_training.py) that the kebr/train tests read."""
 
 import os
 import re
@@ -61,3 +62,41 @@ def demo_run(tmp_path_factory):
     result = subprocess.run(SNAKEMAKE + ["--cores", "2", "demo"], cwd=root, env=ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-4000:]
     return root
+
+
+# The tiny training runs (tests/tiny_training.py): session fixtures, so that the pretraining and the
+# fine-tuning run several test files read are trained once. tiny_training is imported in the fixtures,
+# not here, so that test files that train nothing do not import torch for them.
+@pytest.fixture(scope="session")
+def train_shards(tmp_path_factory) -> list[Path]:
+    """Two shards of 12 clips (tiny_training.write_train_shards)."""
+    from tiny_training import write_train_shards
+
+    return write_train_shards(tmp_path_factory.mktemp("shards"))
+
+
+@pytest.fixture(scope="session")
+def train_runs(tmp_path_factory) -> Path:
+    """The folder of the shared runs (``pretrain``, ``finetune``) and of runs compared with them."""
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="session")
+def pretrained(train_shards, train_runs) -> Path:
+    """The newest state of a pretraining run with tiny_training.PRETRAIN (``train_runs/pretrain``)."""
+    from tiny_training import CONFIG, PRETRAIN
+
+    from kebr.train.pretrain import pretrain
+
+    return pretrain(train_shards, train_runs / "pretrain", model_config=CONFIG, settings=PRETRAIN)
+
+
+@pytest.fixture(scope="session")
+def finetuned(train_shards, train_runs, pretrained) -> dict:
+    """The metrics of fine-tuning ``pretrained`` with tiny_training.FINETUNE (``train_runs/finetune``)."""
+    from tiny_training import FINETUNE, FINETUNE_SEED, FT_CONFIG
+
+    from kebr.train.finetune import finetune
+
+    return finetune(train_shards, train_runs / "finetune", model_config=FT_CONFIG, pretrained=pretrained,
+                    settings=FINETUNE, seed=FINETUNE_SEED)

@@ -43,6 +43,16 @@ def test_resolved_config_is_content_addressed_and_never_rewritten(tmp_path):
     assert len(list((tmp_path / "config").iterdir())) == 3
 
 
+def test_config_validation_fills_defaults_and_names_bad_keys():
+    resolved = validate_config({"datasets": {"x": {"layout": "manifest", "manifest": "m.csv"}}})
+    assert resolved["shard_size"] == 1000 and resolved["visual"]["max_frames"] == 55
+    assert resolved["audio"]["feature_sets"] == ["librosa33"] and resolved["datasets"]["x"]["demo"] is False
+    with pytest.raises(ValueError, match="visual/backend"):
+        validate_config({"visual": {"backend": "openface"}})
+    with pytest.raises(ValueError, match="needs `root`"):
+        validate_config({"datasets": {"v": {"layout": "voxceleb2"}}})
+
+
 def test_names_and_overrides_are_checked():
     for name in ("a b;cmd", "../x", "x/y", "", "mosi-2", "none", "pretrain", "logs"):
         with pytest.raises(ValueError, match="does not match|should not be valid"):

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from kebr.config import validate_config
 from kebr.ingest import plan_clips, read_clip_table, write_plan
 
 
@@ -79,16 +78,6 @@ def test_manifest_needs_media_column(tmp_path):
     manifest.write_text("clip_id,text\nc1,hello\n")
     with pytest.raises(ValueError, match=r"bad.csv: missing column audio or video; its columns are \['clip_id', 'text'\]"):
         plan_clips({"layout": "manifest", "manifest": str(manifest)}, 0, 10, 0.1, 0.1)
-
-
-def test_config_validation_fills_defaults_and_names_bad_keys():
-    config = validate_config({"datasets": {"x": {"layout": "manifest", "manifest": "m.csv"}}})
-    assert config["shard_size"] == 1000 and config["visual"]["max_frames"] == 55
-    assert config["audio"]["feature_sets"] == ["librosa33"] and config["datasets"]["x"]["demo"] is False
-    with pytest.raises(ValueError, match="visual/backend"):
-        validate_config({"visual": {"backend": "openface"}})
-    with pytest.raises(ValueError, match="needs `root`"):
-        validate_config({"datasets": {"v": {"layout": "voxceleb2"}}})
 
 
 def test_voxceleb1_audio_with_face_track_folders(tmp_path):

@@ -323,3 +323,18 @@ def test_a_zero_fusion_gate_starts_as_the_lm_alone_and_learns_to_open(batch: dic
         louder = {**batch, "audio": batch["audio"] * 10}
         assert not torch.equal(run(gated, batch, pretrain=False)["prediction"],
                                run(gated, louder, pretrain=False)["prediction"])
+
+
+def test_frozen_lm_dropout_switch(batch: dict) -> None:
+    model = KEBR(KEBRConfig(d_audio=D_A, d_video=D_V, freeze_text=True)).train()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        fixed = model.text(ids, mask)
+        assert torch.equal(model.text(ids, mask), fixed)  # frozen: a fixed feature extractor
+        model.text.frozen_dropout = True
+        model.train()
+        noisy = model.text(ids, mask)
+        assert not torch.equal(noisy, fixed) and not torch.equal(model.text(ids, mask), noisy)
+        model.eval()
+        assert torch.equal(model.text(ids, mask), fixed)
+    assert not any(p.requires_grad for p in model.text.parameters())

@@ -202,7 +202,7 @@ def test_table_header_names_the_recipe_the_forced_deviations_and_the_extra_rows(
 def test_paper_recipe_trains_through_pretraining_and_finetuning(tmp_path):
     """The recipe's switches together on real shards (the bundled MiniLM in place of BERT-large, an
     override, and 2 epochs): both runs finish, record the recipe, and read the config's own shards."""
-    from test_train import D_A, D_V, L, SENTENCES, SPLITS, T_A, T_V
+    from tiny_training import D_A, D_V, L, SENTENCES, SPLITS, T_A, T_V
 
     from kebr.fingerprints import features_fingerprint
     from kebr.experiments import run_finetuning, run_pretraining

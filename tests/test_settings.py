@@ -16,8 +16,11 @@ import yaml
 import kebr.experiments
 from kebr.config import SCHEMA_PATH, fingerprint, load_config
 from kebr.experiments import run_record, training_fingerprint
+from kebr.train.finetune import finetune
+from kebr.train.pretrain import pretrain
 from kebr.train.settings import STAGE_SETTINGS, FinetuneSettings, MCCSettings, PretrainSettings
 from kebr.variants import recipe
+from tiny_training import CONFIG, FT_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,3 +113,43 @@ def test_the_training_fingerprint_needs_no_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# The train config a state records for the demo config's settings (config.yaml; device cpu; shard_paths
+# left out: they name this test's files), hashed with kebr.config.fingerprint. Computed with the code
+# before the settings became dataclasses (commit f0e12e9: pretrain()/finetune() called with the keyword
+# arguments kebr/experiments.py mapped from the config, fit() intercepted). A state records it and
+# _check_resumable (kebr/train/loop.py) compares it, so a different value would stop existing runs resuming.
+RECORDED_TRAIN_CONFIG = {
+    ("pretrain", "full"): "181f4fcd4bfbf352", ("finetune", "full"): "452e66bc2ff09599",
+    ("pretrain", "paper-full"): "c35dbce4ecb96fae", ("finetune", "paper-full"): "bbab8415152c4a30",
+    ("pretrain", "reference-full"): "856caf5732e1e0a1", ("finetune", "reference-full"): "60fd804a3b5a9384",
+}
+
+
+class Intercepted(Exception):
+    """fit() was reached: the test has what it wanted (the train config) and trains nothing."""
+
+
+def test_states_record_the_train_config_they_did_before_settings_objects(train_shards, tmp_path, monkeypatch):
+    def intercept(*args, train_config, **kwargs):
+        raise Intercepted(train_config)
+
+    monkeypatch.setattr("kebr.train.pretrain.fit", intercept)
+    monkeypatch.setattr("kebr.train.finetune.fit", intercept)
+    config = load_config(REPO / "config.yaml")
+    recorded = {}
+    for stage, variant in RECORDED_TRAIN_CONFIG:
+        dataset = "demo_unlabelled" if stage == "pretrain" else "demo_labelled"
+        settings = STAGE_SETTINGS[stage].from_config(recipe(config, variant, dataset)[stage])
+        with pytest.raises(Intercepted) as reached:
+            if stage == "pretrain":
+                pretrain(train_shards, tmp_path / "pretrain", model_config=CONFIG,
+                         settings=dataclasses.replace(settings, device="cpu"), seed=config["seed"],
+                         lm_cache_dir=tmp_path / "lm_cache")
+            else:
+                finetune(train_shards, tmp_path / "finetune", model_config=FT_CONFIG, pretrained=None,
+                         settings=dataclasses.replace(settings, device="cpu"), seed=2)
+        train_config = {k: v for k, v in reached.value.args[0].items() if k != "shard_paths"}
+        recorded[stage, variant] = fingerprint(train_config)
+    assert recorded == RECORDED_TRAIN_CONFIG

@@ -35,7 +35,7 @@ padding cannot enter the result:
 So a trimmed batch gives the same loss in exact arithmetic, and in float32 the same to rounding: CPU
 matrix-product kernels (MKL, and PyTorch's SDPA attention, which blocks over the key length) may
 add a row's terms in another order when the number of rows or keys differs, which moves the last
-bit or two (tests/test_train.py: rtol 1e-5). Bitwise equality across batch shapes is not something
+bit or two (tests/test_train_data.py: rtol 1e-5). Bitwise equality across batch shapes is not something
 float32 kernels promise, so it is not claimed. Where padding does enter the result (MCC over all
 positions, the reference; fine-tuning's mean over padding, ``masked_mean: false``) the batch keeps
 its full length.

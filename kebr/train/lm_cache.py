@@ -27,7 +27,7 @@ Storage and "identical". The cached path computes what the uncached one does, in
 With ``float32`` storage the two runs agree to float32 rounding: the cache computes a clip's states
 in another batch (the shard's order, full length) than training draws it in, and CPU matrix-product
 kernels may round a row differently in another batch shape (kebr/train/data.py), so bitwise equality
-is not claimed; tests/test_train.py finds the epoch losses of two epochs equal to ~1e-7 relative.
+is not claimed; tests/test_lm_cache.py finds the epoch losses of two epochs equal to ~1e-7 relative.
 ``float16`` (the default) halves the disk and read volume and rounds every state to 11 significant
 bits (relative error <= 2^-11 = 4.9e-4); losses then agree with the uncached run to ~1e-4 relative
 (tested: < 1e-3), well below the spread of one more seed. States too large for float16 (|x| > 65504) stop
