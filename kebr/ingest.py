@@ -37,7 +37,6 @@ from typing import Any, Iterable, Iterator
 
 from kebr import paths
 from kebr.clips import Clip, media_stat
-from kebr.mmsa import read_mmsa_pickle
 from kebr.tsv import TableError, read_table, write_table
 
 SPLITS = ("train", "valid", "test")
@@ -236,6 +235,8 @@ def read_layout(dataset: dict[str, Any]) -> Iterator[dict[str, Any]]:
     if layout == "manifest":
         return read_manifest(Path(dataset["manifest"]))
     if layout == "mmsa_pickle":
+        from kebr.mmsa import read_mmsa_pickle  # h5py: the Snakefile imports this module in the submit venv
+
         return read_mmsa_pickle(Path(dataset["pickle"]), trusted=dataset.get("trust_pickle", False))
     raise ValueError(f"unknown layout {layout!r}")
 

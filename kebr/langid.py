@@ -85,7 +85,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kebr"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 22):
@@ -101,7 +101,7 @@ def check_model_dir(path: Path, files: dict[str, tuple[int, str]]) -> str | None
         if (path / name).stat().st_size != size:
             return f"{name} has {(path / name).stat().st_size} bytes, not {size}"
     for name, (_, sha256) in files.items():
-        if _sha256(path / name) != sha256:
+        if file_sha256(path / name) != sha256:
             return f"{name} does not have the pinned SHA-256"
     return None
 

@@ -50,7 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from kebr.config import fingerprint
-from kebr.langid import BUNDLED_MODELS, _sha256, bundled_model_dir, cache_dir as kebr_cache_dir
+from kebr.langid import BUNDLED_MODELS, bundled_model_dir, file_sha256
+from kebr.langid import cache_dir as kebr_cache_dir
 from kebr.masking import bundled_text_model_path
 from kebr.variants import PAPER_TABLES, recipe, table_rows
 
@@ -435,7 +436,7 @@ def files_sha256(paths: list[Path]) -> str:
     for name, path, sig in files:
         entry = known.get(path)
         if entry is None or tuple(entry[:3]) != sig:
-            entry = known[path] = [*sig, _sha256(Path(path))]
+            entry = known[path] = [*sig, file_sha256(Path(path))]
             added = True
         digest.update(f"{name}\0{entry[3]}\n".encode())
     if added:

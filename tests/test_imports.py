@@ -4,6 +4,7 @@ from the bottom module) in a package built for the test."""
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -104,3 +105,30 @@ def test_kebr_imports_its_modules_at_the_top_unless_a_comment_says_why():
     # The check sees both kinds of import, with and without a comment.
     sample = "def f():\n    from kebr.shards import x  # torch\n    import kebr.paths\n"
     assert [line for line, _ in function_level_kebr_imports(sample)] == [2, 3]
+
+
+# The submit venv (.venv-slurm: Snakemake with numpy >= 2 and the SLURM plugin, scripts/setup.sh) loads
+# the Snakefile, so every kebr module the Snakefile and its rules import must load without these.
+NOT_IN_SUBMIT_VENV = ("h5py", "torch", "av", "librosa", "mediapipe", "faster_whisper", "ctranslate2",
+                      "matplotlib", "sklearn", "scipy", "transformers", "tqdm", "opensmile")
+
+
+def test_the_snakefile_imports_nothing_the_submit_venv_lacks():
+    sources = [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]
+    modules = sorted({m for path in sources for m in re.findall(r"^from (kebr[\w.]*) import", path.read_text(), re.M)} |
+                     {f"kebr.{name.strip()}" for path in sources
+                      for names in re.findall(r"^from kebr import ([\w, ]+)$", path.read_text(), re.M)
+                      for name in names.split(",")})
+    assert {"kebr.config", "kebr.ingest", "kebr.experiments", "kebr.model_cache"} <= set(modules)
+    script = textwrap.dedent(f"""
+        import importlib, sys
+        class Absent:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {NOT_IN_SUBMIT_VENV!r}:
+                    raise ImportError(f"{{name}} is not in the submit venv")
+        sys.meta_path.insert(0, Absent())
+        for module in {modules!r}:
+            importlib.import_module(module)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -141,7 +141,7 @@ def test_model_files_are_hashed_once_per_file_version(tmp_path, monkeypatch):
     store.write_text(json.dumps(cached))
     monkeypatch.setattr(model_cache, "_hash_memo", {})
     reads = []
-    monkeypatch.setattr("kebr.langid._sha256", lambda path: reads.append(path) or "x")
+    monkeypatch.setattr("kebr.model_cache.file_sha256", lambda path: reads.append(path) or "x")
     assert files_sha256([folder]) != expected and reads == []
     # An in-place edit (new mtime) is hashed again, and only that file.
     monkeypatch.setattr(model_cache, "_hash_memo", {})
