@@ -18,6 +18,7 @@ from kebr.resources import (
     pretrain_runtime,
     previous_pretrain_part,
     runtime,
+    threads,
 )
 
 min_version("8.0")

@@ -29,9 +29,11 @@ from kebr.variants import pretraining_source, recipe, table_rows
 log = logging.getLogger("kebr")
 
 # Recipe keys that do not change what a run learns: each seed is its own run (a wildcard), the
-# device and loader workers change speed only, save_epochs only which states are kept and
+# device and loader workers change speed only, save_epochs only which states are kept,
+# checkpoint_minutes only how often one is written (a resume gives the same weights) and
 # log_every_steps only how often progress is logged.
-NON_RESULT_KEYS = frozenset({"seeds", "device", "num_workers", "save_epochs", "log_every_steps"})
+NON_RESULT_KEYS = frozenset({"seeds", "device", "num_workers", "save_epochs", "checkpoint_minutes",
+                             "log_every_steps"})
 # Model keys only fine-tuning reads (pooling over tokens): editing them leaves pretraining valid.
 FINETUNE_ONLY_MODEL_KEYS = frozenset({"masked_mean"})
 

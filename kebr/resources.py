@@ -1,4 +1,4 @@
-"""What each Snakemake job asks a scheduler for: runtime, memory and GPUs from the config's
+"""What each Snakemake job asks a scheduler for: runtime, memory, threads and GPUs from the config's
 ``resources:`` section, and the chain of jobs a long pretraining run is cut into.
 
 The rules call these as ``resources: runtime=runtime(config, "asr")``; each returns a function of
@@ -39,6 +39,15 @@ def runtime(config: dict[str, Any], rule: str, parts: int = 1) -> Callable[..., 
         return min(base * attempt, cap)
 
     return minutes
+
+
+def threads(config: dict[str, Any], rule: str) -> Callable[..., int]:
+    """CPU threads for a training job of ``rule``: ``resources.threads``, or its dataset's own."""
+
+    def count(wildcards: Any) -> int:
+        return _setting(config, "threads", rule, wildcards.get("dataset"))
+
+    return count
 
 
 def pretrain_runtime(config: dict[str, Any]) -> Callable[..., int]:

@@ -25,7 +25,7 @@ rule pretrain_part:
         )
     conda:
         "../envs/kebr.yaml"
-    threads: 4
+    threads: threads(config, "pretrain")
     resources:
         mem_mb=mem_mb(config, "pretrain"),
         runtime=pretrain_runtime(config),
@@ -52,7 +52,7 @@ rule pretrain:
         paths.benchmark(RESULTS, "pretrain", "{dataset}", "{pvariant}")
     conda:
         "../envs/kebr.yaml"
-    threads: 4
+    threads: threads(config, "pretrain")
     resources:
         mem_mb=mem_mb(config, "pretrain"),
         runtime=pretrain_runtime(config),
@@ -86,7 +86,7 @@ rule finetune:
         )
     conda:
         "../envs/kebr.yaml"
-    threads: 2
+    threads: threads(config, "finetune")
     resources:
         mem_mb=mem_mb(config, "finetune"),
         runtime=runtime(config, "finetune"),

@@ -31,11 +31,13 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 
 @pytest.fixture(scope="module")
 def demo(demo_run) -> Path:
-    """The demo folder with kill.yaml: its config plus a progress line per step (to kill on), and
-    fine-tuning shortened to 2 epochs."""
+    """The demo folder with kill.yaml: its config plus a progress line per step (to kill on), a state
+    after every epoch, and fine-tuning shortened to 2 epochs."""
     config = yaml.safe_load((demo_run / "config.yaml").read_text())
-    config["datasets"]["demo_unlabelled"].setdefault("pretrain", {})["log_every_steps"] = 1
-    config["datasets"]["demo_labelled"].setdefault("finetune", {}).update(log_every_steps=1, epochs=2)
+    # A state after every epoch (checkpoint_minutes 0), so a kill can land mid-save and a rerun resumes.
+    config["datasets"]["demo_unlabelled"].setdefault("pretrain", {}).update(log_every_steps=1, checkpoint_minutes=0)
+    config["datasets"]["demo_labelled"].setdefault("finetune", {}).update(log_every_steps=1, epochs=2,
+                                                                         checkpoint_minutes=0)
     (demo_run / "kill.yaml").write_text(yaml.safe_dump(config))
     return demo_run
 

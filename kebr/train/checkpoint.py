@@ -6,10 +6,14 @@ A run directory holds one directory per saved epoch::
     <run>/epoch-0005/state.pt            optimizer, scheduler, epoch, global step, history, extra,
                                          RNG states (torch, CUDA, numpy, python, DataLoader generator)
     <run>/last -> epoch-0005             symlink to the newest state (finetune also keeps ``best``)
+    <run>/epoch-0003/model.safetensors   a weights-only state: fine-tuning's best epoch, held in memory
+                                         until the next full state is written (``save_weights``)
 
-A state is written into ``.tmp-epoch-0005-<pid>`` and renamed into place only when both files are
+A state is written into ``.tmp-epoch-0005-<pid>`` and renamed into place only when its files are
 complete, so a process killed mid-save leaves at most a temporary directory, which is ignored and
-later removed: every ``epoch-*`` directory is whole. Resuming never depends on the symlinks.
+later removed: every ``epoch-*`` directory is whole. A run resumes from the newest full state
+(``saved_epochs``: those with ``state.pt``), never from a weights-only one, and never through the
+symlinks. How often ``fit`` writes one: the settings' ``checkpoint_minutes`` (kebr/train/loop.py).
 
 ``state.pt`` holds only tensors and plain Python values (the numpy RNG state is converted), so it
 loads with ``torch.load(weights_only=True)``: no arbitrary pickled code.
@@ -78,6 +82,28 @@ def save_state(run_dir: Path, epoch: int, *, model: nn.Module, optimizer: torch.
     ``model`` is the plain module (not a DDP or compiled wrapper). Tied tensors are written once
     (safetensors' ``save_model``) and re-tied by ``load_model``.
     """
+    final = _write_state_dir(run_dir, epoch, model, model_config, train_config, {
+        "epoch": epoch,
+        "global_step": global_step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "history": history,
+        "extra": extra,
+        "rng": rng_states(generator),
+    })
+    link(run_dir, "last", epoch)
+    return final
+
+
+def save_weights(run_dir: Path, epoch: int, *, model: nn.Module, model_config: dict[str, Any],
+                 train_config: dict[str, Any]) -> Path:
+    """Write ``model``'s weights alone as ``run_dir/epoch-NNNN`` (atomically): a state to load
+    (``load_weights``, ``kebr predict``), not to resume from."""
+    return _write_state_dir(run_dir, epoch, model, model_config, train_config, None)
+
+
+def _write_state_dir(run_dir: Path, epoch: int, model: nn.Module, model_config: dict[str, Any],
+                     train_config: dict[str, Any], state: dict[str, Any] | None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / state_name(epoch)
     tmp = run_dir / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
@@ -87,19 +113,17 @@ def save_state(run_dir: Path, epoch: int, *, model: nn.Module, optimizer: torch.
     metadata = {"kebr_config": json.dumps(model_config, sort_keys=True),
                 "train_config": json.dumps(train_config, sort_keys=True), "epoch": str(epoch)}
     save_model(model, str(tmp / WEIGHTS), metadata=metadata)
-    torch.save({
-        "epoch": epoch,
-        "global_step": global_step,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "history": history,
-        "extra": extra,
-        "rng": rng_states(generator),
-    }, tmp / STATE)
-    for name in (WEIGHTS, STATE):
+    names = [WEIGHTS]
+    if state is not None:
+        torch.save(state, tmp / STATE)
+        names.append(STATE)
+    for name in names:
         _fsync(tmp / name)
+    if final.exists():
+        # Only a weights-only state can be here: one a killed run wrote past the full state it resumed
+        # from (a full state is never written twice). It is the same epoch's weights again.
+        shutil.rmtree(final)
     os.replace(tmp, final)
-    link(run_dir, "last", epoch)
     return final
 
 
@@ -111,11 +135,16 @@ def link(run_dir: Path, name: str, epoch: int) -> None:
     os.replace(tmp, run_dir / name)
 
 
-def saved_epochs(run_dir: Path) -> list[int]:
-    """Epochs with a complete state in ``run_dir``, ascending."""
+def _state_dirs(run_dir: Path) -> dict[int, Path]:
+    """Every ``epoch-*`` directory of ``run_dir`` (full and weights-only states) by epoch."""
     if not run_dir.is_dir():
-        return []
-    return sorted(int(p.name[len(PREFIX):]) for p in run_dir.iterdir() if p.name.startswith(PREFIX) and p.is_dir())
+        return {}
+    return {int(p.name[len(PREFIX):]): p for p in run_dir.iterdir() if p.name.startswith(PREFIX) and p.is_dir()}
+
+
+def saved_epochs(run_dir: Path) -> list[int]:
+    """Epochs with a complete state to resume from in ``run_dir`` (weights-only states left out), ascending."""
+    return sorted(epoch for epoch, path in _state_dirs(run_dir).items() if (path / STATE).is_file())
 
 
 def latest_state(run_dir: Path) -> Path | None:
@@ -124,11 +153,12 @@ def latest_state(run_dir: Path) -> Path | None:
 
 
 def prune(run_dir: Path, keep: Iterable[int]) -> None:
-    """Delete every saved epoch not in ``keep`` and any temporary directory a killed save left."""
+    """Delete every state (full or weights-only) not in ``keep`` and any temporary directory a killed
+    save left."""
     keep = set(keep)
-    for epoch in saved_epochs(run_dir):
+    for epoch, path in _state_dirs(run_dir).items():
         if epoch not in keep:
-            shutil.rmtree(run_dir / state_name(epoch))
+            shutil.rmtree(path)
     for p in run_dir.glob(f"{TMP_PREFIX}*"):
         if p.is_symlink() or not p.is_dir():
             p.unlink()

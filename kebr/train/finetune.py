@@ -18,9 +18,9 @@ form it trains with, main.py:122-128). All three values are logged every epoch; 
 epoch. At the end that epoch's weights are scored on the test split. ``eval_amp=False`` evaluates in fp32 where training uses bf16 autocast (the
 paper's precision); ``kebr predict`` follows the run's setting.
 
-Outputs in ``out_dir``: ``epoch-NNNN/`` states (the newest, the best, ``save_epochs``), ``last`` and
-``best`` symlinks, ``log.csv`` (training terms as in pretraining plus ``valid_<metric>`` for every
-kebr.metrics key), ``metrics.json`` (test metrics of the best epoch + best_epoch, best_valid_mae,
+Outputs in ``out_dir``: ``epoch-NNNN/`` states (the newest, the best, ``save_epochs``; written every
+``checkpoint_minutes``, the best epoch's weights held in memory until then), ``last`` and ``best``
+symlinks, ``log.csv`` (training terms as in pretraining plus ``valid_<metric>`` for every kebr.metrics key), ``metrics.json`` (test metrics of the best epoch + best_epoch, best_valid_mae,
 seed, n_test; an undefined metric such as corr of constant predictions is NaN) and
 ``predictions.csv`` (clip_id, split, prediction, label; one row per test clip). Calling again on
 the same ``out_dir`` resumes after the last saved epoch. ``bucket_by_length`` and
@@ -131,10 +131,11 @@ def finetune(
     """Fine-tune on the labelled train split, select on valid, and return the test metrics of the
     best epoch (also written to ``metrics.json``). ``seed``: this run's (one of ``settings.seeds``)."""
     out_dir = Path(out_dir)
-    # The seed list is the workflow's (one run per seed); a run records its own seed.
+    # The seed list is the workflow's (one run per seed); a run records its own seed. How often it
+    # writes its state is no part of what it trained with (it resumes to the same weights).
     train_config = {"stage": "finetune", "shard_paths": [str(p) for p in shard_paths],
                     "pretrained": None if pretrained is None else str(pretrained),
-                    **{k: v for k, v in asdict(settings).items() if k != "seeds"}, "seed": seed,
+                    **{k: v for k, v in asdict(settings).items() if k not in ("seeds", "checkpoint_minutes")}, "seed": seed,
                     "compile": compile, "max_steps_per_epoch": max_steps_per_epoch, "save_epochs": list(save_epochs)}
     runtime = setup(settings.device, seed, settings.amp)
     splits = {s: ShardDataset(shard_paths, split=s, labelled=True, stage="finetune", in_memory="auto")
@@ -158,7 +159,8 @@ def finetune(
                 epochs=settings.epochs, max_steps_per_epoch=max_steps_per_epoch, compile=compile,
                 save_epochs=tuple(save_epochs), model_config=model_config, train_config=train_config,
                 generator=generator, evaluate=lambda m: score(predict(m, valid_loader, objective, runtime, eval_amp), objective),
-                select_by=settings.select_by.removeprefix("valid_"), log_every_steps=settings.log_every_steps)
+                select_by=settings.select_by.removeprefix("valid_"), log_every_steps=settings.log_every_steps,
+                checkpoint_minutes=settings.checkpoint_minutes)
 
     best = state["extra"]["best_epoch"]
     load_weights(out_dir / state_name(best), model)

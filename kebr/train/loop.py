@@ -28,6 +28,7 @@ several GPUs is untested.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -49,7 +50,7 @@ from kebr.masking import load_tokenizer
 from kebr.mcc import MCCLoss, modality_cosines
 from kebr.model import KEBRConfig
 from kebr.shards import vocab_sha1
-from kebr.train.checkpoint import latest_state, link, load_state, prune, read_configs, save_state
+from kebr.train.checkpoint import latest_state, link, load_state, prune, read_configs, save_state, save_weights
 from kebr.train.data import Batches, text_keys, trim_text
 from kebr.train.progress import Progress
 from kebr.train.settings import MCCSettings
@@ -304,19 +305,56 @@ def compile_mode(compile: bool | str, runtime: Runtime) -> str | None | bool:
     return None if compile is True else compile
 
 
+class _Checkpoints:
+    """When ``fit`` writes a state, and fine-tuning's best weights until it does (``fit``'s docstring)."""
+
+    def __init__(self, run_dir: Path, model: nn.Module, minutes: float, save_epochs: tuple[int, ...],
+                 epochs: int) -> None:
+        self.run_dir, self.model, self.seconds = run_dir, model, minutes * 60
+        self.save_epochs, self.epochs = set(save_epochs), epochs
+        self.last_write = time.monotonic()
+        self.best_copy: nn.Module | None = None  # the best epoch's weights while they are not on disk
+        self.best_held = False
+
+    def due(self, epoch: int) -> bool:
+        return (epoch == self.epochs or epoch in self.save_epochs
+                or time.monotonic() - self.last_write >= self.seconds)
+
+    def hold_best(self) -> None:
+        """The epoch just trained is the best and is not written now: copy its weights to the CPU."""
+        if self.best_copy is None:
+            self.best_copy = copy.deepcopy(self.model).to("cpu")
+        else:
+            self.best_copy.load_state_dict(self.model.state_dict())
+        self.best_held = True
+
+    def write_best(self, best: int | None, epoch: int, model_config: dict[str, Any],
+                   train_config: dict[str, Any]) -> None:
+        """Before the state of ``epoch``: the held best epoch's weights, if it is an earlier one."""
+        if self.best_held and best is not None and best != epoch:
+            save_weights(self.run_dir, best, model=self.best_copy, model_config=model_config,
+                         train_config=train_config)
+
+    def written(self) -> None:
+        self.last_write, self.best_held = time.monotonic(), False
+
+
 def fit(run_dir: Path, *, model: nn.Module, train_loader: Batches, optimizer: torch.optim.Optimizer,
         scheduler: Any | None, objective: Objective, runtime: Runtime, epochs: int,
         max_steps_per_epoch: int | None, compile: bool | str, save_epochs: tuple[int, ...], model_config: KEBRConfig,
         train_config: dict[str, Any], generator: torch.Generator,
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None, select_by: str = "mae",
-        log_every_steps: int = 0) -> dict[str, Any]:
+        log_every_steps: int = 0, checkpoint_minutes: float = 0) -> dict[str, Any]:
     """Train up to ``epochs``, resuming from the latest state in ``run_dir`` if there is one.
 
     After every epoch: ``evaluate`` (if given) scores the model on held-out data; the best epoch is the
     one with the lowest ``select_by`` value of it (``mae`` or ``loss``; ties keep the earlier epoch);
-    the scheduler steps; the state is saved (kept: ``save_epochs``, the newest, the best) and
-    ``log.csv`` is rewritten from the history held in the state, so it always matches the state a
-    resume starts from. ``log_every_steps``: progress lines within an epoch (kebr/train/progress.py).
+    the scheduler steps; ``log.csv`` is rewritten from the history. The state is written (kept:
+    ``save_epochs``, the newest, the best) after the last epoch, after a save epoch, and after any
+    epoch once ``checkpoint_minutes`` have passed since the last write (0: every epoch); until then
+    the best epoch's weights wait in a CPU copy of the model and are written with the next state. A
+    resumed run rewrites ``log.csv`` from its state's history, so it matches what the run trained.
+    ``log_every_steps``: progress lines within an epoch (kebr/train/progress.py).
 
     ``generator`` must be the one ``train_loader`` draws its order from. Returns the final state
     (epoch, global_step, history, extra = {"best_epoch", "best_valid_<key>" for every key of
@@ -342,6 +380,9 @@ def fit(run_dir: Path, *, model: nn.Module, train_loader: Batches, optimizer: to
     steps_per_epoch = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)
     progress = Progress(str(run_dir), terms=LOSS_TERMS, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         every=log_every_steps, world_size=runtime.world_size, enabled=runtime.is_main)
+    checkpoints = _Checkpoints(run_dir, model, checkpoint_minutes, save_epochs, epochs)
+    if runtime.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(state["epoch"] + 1, epochs + 1):
         lrs = {f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups}
         started = time.perf_counter()
@@ -354,25 +395,32 @@ def fit(run_dir: Path, *, model: nn.Module, train_loader: Batches, optimizer: to
         seconds = time.perf_counter() - started
         row: dict[str, Any] = {"epoch": epoch, **means, **lrs, "seconds": round(seconds, 3),
                                "samples_per_s": round(samples / seconds, 3)}
+        new_best = False
         if evaluate is not None:
             valid = evaluate(model)
             row.update({f"valid_{k}": v for k, v in valid.items()})
             best = state["extra"].get(f"best_valid_{select_by}")
             if "best_epoch" not in state["extra"] or valid[select_by] < best:
                 state["extra"] = {"best_epoch": epoch, **{f"best_valid_{k}": v for k, v in valid.items()}}
+                new_best = True
         if scheduler is not None:
             scheduler.step()
         state["history"].append(row)
         state["epoch"], state["global_step"] = epoch, state["global_step"] + steps
         log.info("%s epoch %d: %s", run_dir, epoch, {k: float(f"{v:.4g}") for k, v in row.items() if k != "epoch"})
         if runtime.is_main:
-            save_state(run_dir, epoch, model=model, optimizer=optimizer, scheduler=scheduler,
-                       generator=generator, global_step=state["global_step"], history=state["history"],
-                       extra=state["extra"], model_config=config, train_config=train_config)
             best = state["extra"].get("best_epoch")
-            if best is not None:
-                link(run_dir, "best", best)
-            prune(run_dir, {*save_epochs, epoch, *([best] if best is not None else [])})
+            if checkpoints.due(epoch):
+                checkpoints.write_best(best, epoch, config, train_config)
+                save_state(run_dir, epoch, model=model, optimizer=optimizer, scheduler=scheduler,
+                           generator=generator, global_step=state["global_step"], history=state["history"],
+                           extra=state["extra"], model_config=config, train_config=train_config)
+                checkpoints.written()
+                if best is not None:
+                    link(run_dir, "best", best)
+                prune(run_dir, {*save_epochs, epoch, *([best] if best is not None else [])})
+            elif new_best:
+                checkpoints.hold_best()
             write_csv(run_dir / "log.csv", state["history"])
             if writer is not None:
                 for key, value in row.items():

@@ -12,8 +12,8 @@ sidecar per shard in ``lm_cache_dir`` (``lm_cache``: "float16", "float32" or "no
 kebr/train/lm_cache.py), and every epoch trains TCMF + head from them. ``bucket_by_length``: batches of similar text length
 (kebr/train/data.py); ``log_every_steps``: progress lines within an epoch.
 
-Outputs in ``out_dir``: ``epoch-NNNN/`` states (``save_epochs`` and the newest; see
-kebr/train/checkpoint.py), ``last`` -> newest, ``log.csv`` (one row per epoch: loss, l_task, l_mcc,
+Outputs in ``out_dir``: ``epoch-NNNN/`` states (``save_epochs`` and the newest, written every
+``checkpoint_minutes``; see kebr/train/checkpoint.py), ``last`` -> newest, ``log.csv`` (one row per epoch: loss, l_task, l_mcc,
 cos_a, cos_v, lr_backbone, lr_head, seconds, samples_per_s) and ``tensorboard/`` when tensorboard is
 installed. Calling again on the same ``out_dir`` resumes after the last saved epoch.
 """
@@ -52,9 +52,10 @@ def pretrain(
         raise ValueError(f"the model config has freeze_text {model_config.freeze_text}, the pretraining "
                          f"settings {settings.freeze_text}")
     out_dir = Path(out_dir)
-    # freeze_text is recorded with the model config, so the train config leaves it out.
+    # freeze_text is recorded with the model config, so the train config leaves it out; how often the
+    # run writes its state is no part of what it trained with (it resumes to the same weights).
     train_config = {"stage": "pretrain", "shard_paths": [str(p) for p in shard_paths], "split": split,
-                    **{k: v for k, v in asdict(settings).items() if k != "freeze_text"}, "seed": seed,
+                    **{k: v for k, v in asdict(settings).items() if k not in ("freeze_text", "checkpoint_minutes")}, "seed": seed,
                     "max_steps_per_epoch": max_steps_per_epoch}
     runtime = setup(settings.device, seed, settings.amp)
     # A corpus whose frames fit in IN_MEMORY_AUTO_BYTES (the demo, MOSI-sized) is held in RAM.
@@ -76,5 +77,6 @@ def pretrain(
                 objective=Objective("pretrain", settings.mcc), runtime=runtime,
                 epochs=settings.epochs, max_steps_per_epoch=max_steps_per_epoch, compile=settings.compile,
                 save_epochs=settings.save_epochs, model_config=model_config, train_config=train_config,
-                generator=generator, log_every_steps=settings.log_every_steps)
+                generator=generator, log_every_steps=settings.log_every_steps,
+                checkpoint_minutes=settings.checkpoint_minutes)
     return out_dir / state_name(state["epoch"])

@@ -100,6 +100,7 @@ class PretrainSettings(_Section):
     batch_size: int  # per process under DDP
     lr: float
     save_epochs: tuple[int, ...]
+    checkpoint_minutes: float
     device: str
     num_workers: int
     amp: bool
@@ -128,6 +129,7 @@ class FinetuneSettings(_Section):
     lr_head: float
     lr_fusion: float | None
     t_max: int
+    checkpoint_minutes: float
     seeds: tuple[int, ...]
     device: str
     num_workers: int
