@@ -31,6 +31,7 @@ directories, so neither overwrites the other.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -266,7 +267,7 @@ def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
 
     # Rows are labelled with the config's datasets, the paper row they stand for in its own column.
     def row(f: str, p: str, v: str, extra: str | None = None) -> dict[str, Any]:
-        variant = canonical_variant(config, prefix + v)
+        variant = canonical_variant(config, prefix + v, names[f])
         match = G_VARIANT.match(v)
         return {"label": f"{names[f]} / {pretraining_source(names[p], variant)} / {variant}",
                 "paper_row": f"extra: {extra}" if extra else f"{f.upper()} / {p} / {v}",
@@ -286,10 +287,27 @@ def table_rows(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def canonical_variant(config: dict[str, Any], variant: str) -> str:
-    """``full`` (or ``<recipe>-full``) for a variant whose recipe equals the full one under this config
-    (bert_large when the LM is bert-large-uncased, g0.2 when fine-tuning g is 0.2), so no run is
-    trained twice."""
-    name, _ = split_variant(variant)
-    full = f"{name}-full" if name else "full"
-    return full if variant != full and recipe(config, variant) == recipe(config, full) else variant
+# Fine-tuning MCC forms in which g enters only as |cos(pi * (x + g))| (kebr/mcc.py ``MCCLoss``; the
+# dissimilar branch has no g): the loss has period 1 in g, so g and g + 1 (the g sweep's -0.5 and 0.5)
+# train the same model (tests/test_mcc.py). The reference's fine-tuning form multiplies g by
+# exp(|cos_a - cos_v| / 2) and has no period.
+G_PERIODIC_FINETUNE_FORMS = frozenset({"paper"})
+
+
+def canonical_variant(config: dict[str, Any], variant: str, dataset: str | None = None) -> str:
+    """The variant whose runs stand for ``variant`` (runs on ``dataset``), so no run is trained twice:
+    ``full`` (or ``<recipe>-full``) where the recipes are equal under this config (bert_large when the LM
+    is bert-large-uncased, g0.2 when fine-tuning g is 0.2), and for a g whose fine-tuning MCC form has
+    period 1 in g (G_PERIODIC_FINETUNE_FORMS), the variant of the same g in [-0.5, 0.5) (g0.5: g-0.5)."""
+    name, base = split_variant(variant)
+    prefix = f"{name}-" if name else ""
+    full = f"{prefix}full"
+    if variant != full and recipe(config, variant, dataset) == recipe(config, full, dataset):
+        return full
+    match = G_VARIANT.match(base)
+    if match and recipe(config, variant, dataset)["finetune"]["mcc"]["variant"] in G_PERIODIC_FINETUNE_FORMS:
+        g = float(match.group(1))
+        wrapped = round(g - math.floor(g + 0.5), 10)
+        if wrapped != g:
+            return canonical_variant(config, f"{prefix}g{wrapped:g}", dataset)
+    return variant

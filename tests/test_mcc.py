@@ -266,3 +266,18 @@ def test_half_precision_inputs_are_computed_in_float32():
     for g, w in zip(got, want):
         assert g.dtype == torch.float32
         torch.testing.assert_close(g, w, atol=5e-3, rtol=0)
+
+
+@pytest.mark.parametrize("g", [-0.5, -0.05, 0.2, 0.25])
+def test_g_sweeps_share_runs_exactly_where_the_finetuning_form_has_period_one(g):
+    """kebr.variants G_PERIODIC_FINETUNE_FORMS: where the fine-tuning form's loss (and so its
+    gradient) is the same at g and g + 1, the g sweep trains one run set for both (its -0.5 and 0.5)."""
+    from kebr.variants import G_PERIODIC_FINETUNE_FORMS
+
+    cos = torch.linspace(-0.99, 0.99, 41, dtype=torch.float64)
+    cos_a, cos_v = (c.reshape(-1) for c in torch.meshgrid(cos, cos, indexing="ij"))
+    for variant in ("paper", "reference"):
+        f = [MCCLoss(g=g + shift, variant=variant, stage="finetune", scale=1.5).per_sample(cos_a, cos_v)
+             for shift in (0.0, 1.0)]
+        periodic = torch.allclose(f[0], f[1], atol=1e-9)
+        assert periodic == (variant in G_PERIODIC_FINETUNE_FORMS), variant
