@@ -16,6 +16,12 @@ fi
 # Every package at its version in requirements.lock (written by `python scripts/lock.py`), then kebr.
 .venv/bin/python -m pip install --quiet -r requirements.lock
 .venv/bin/python -m pip install --quiet --no-deps -e .
+# librosa's numba kernels, compiled into its cache by one process before any job runs: processes that
+# each compile some of them can leave a cache that segfaults every later audio worker (numba #10128;
+# kebr/features/audio.py). Clearing it first also repairs a cache an earlier version left broken.
+find $(.venv/bin/python -c 'import librosa, resampy, os; print(*(os.path.dirname(m.__file__) for m in (librosa, resampy)))') \
+    -path '*/__pycache__/*' \( -name '*.nbi' -o -name '*.nbc' \) -delete
+.venv/bin/python -c "from kebr.features.audio import compile_kernels; compile_kernels()"
 .venv/bin/python -c "import kebr, torch, mediapipe, faster_whisper, h5py; print('kebr', kebr.__version__, 'torch', torch.__version__)"
 
 # A CUDA machine (nvidia-smi answers): CTranslate2's GPU build (faster-whisper ASR) loads cuBLAS 12 and

@@ -36,7 +36,13 @@ cache the same ``@guvectorize`` kernels at once can leave a cache that segfaults
 (numba issue #10128). That is exactly what a parallel Snakemake run on a fresh install does. The lock
 file sits in the directory numba caches librosa's kernels in (``NUMBA_CACHE_DIR``, else librosa's
 own ``__pycache__`` when writable, else ``~/.cache/numba``), so processes on other nodes that share
-that directory over NFS wait for it too.
+that directory over NFS wait for it too. The lock is not enough: numba tags each cached kernel with a
+counter of the functions its process compiled before it (fixed by numba PR #10545, unreleased), so
+two processes that compile different kernels first, one after the other, can still leave a cache
+whose gufunc wrappers point at the wrong kernels (seen here: a test process computed features
+in-process, then every audio worker segfaulted in ``piptrack``). So scripts/setup.sh clears librosa's
+cache and fills it in one process (``compile_kernels``): every kernel the stage runs, real clips
+included, is then read from the cache and never written again.
 """
 
 from __future__ import annotations
@@ -95,6 +101,14 @@ def _reference_kaiser_best() -> tuple[np.ndarray, int, float]:
     return resampy.filters.sinc_window(
         num_zeros=p["num_zeros"], precision=p["precision"], rolloff=p["rolloff"],
         window=lambda n: scipy.signal.get_window(("kaiser", p["beta"]), n, fftbins=False))
+
+
+def compile_kernels() -> None:
+    """Compile and cache, in this one process and in a fixed order, every numba kernel the audio stage
+    runs (librosa33 straight at 22,050 Hz and through 16 kHz with kaiser_best), so that no later
+    process writes to the cache (the module docstring says why). scripts/setup.sh calls it."""
+    for resample_via, resampler in ((None, "soxr_hq"), (16000, "kaiser_best")):
+        AudioFeatureExtractor(resample_via=resample_via, resampler=resampler).warm()
 
 
 def resample_kaiser_best(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
