@@ -244,3 +244,29 @@ def test_parallel_workers_compile_one_at_a_time(tmp_path, monkeypatch):
     expected = librosa33(y)
     for i in range(2):
         np.testing.assert_allclose(np.load(tmp_path / f"out{i}.npy"), expected, atol=1e-5)
+
+
+def test_after_compile_kernels_no_process_writes_the_numba_cache(tmp_path):
+    """scripts/setup.sh fills librosa's numba cache in one process (``compile_kernels``); extracting
+    real speech afterwards, straight and through 16 kHz, loads every kernel and writes none (a process
+    that compiles kernels of its own can break the cache for every later one: numba #10128)."""
+    import subprocess
+    import sys
+
+    wav = tmp_path / "speech.wav"
+    samples, sr = synthesize("the movie was wonderful and the cast was great")
+    soundfile.write(wav, samples, sr)
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    compile_step = "from kebr.features.audio import compile_kernels; compile_kernels()"
+    subprocess.run([sys.executable, "-c", compile_step], env=env, check=True, timeout=300)
+    cached = {p: p.stat().st_mtime_ns for p in (tmp_path / "numba").rglob("*.nb*")}
+    assert any(p.name.startswith("guf-") for p in cached)  # librosa's gufuncs are what breaks
+    extract = ("import sys; from kebr.features.audio import AudioFeatureExtractor as A; from kebr.media import load_audio\n"
+               "for via, res in ((None, 'soxr_hq'), (16000, 'kaiser_best')):\n"
+               "    a = A(resample_via=via, resampler=res)\n"
+               "    y = load_audio(sys.argv[1], via or 22050)\n"
+               "    print(a.from_waveform(y if via is None else a.resample(y)).shape)")
+    result = subprocess.run([sys.executable, "-c", extract, str(wav)], env=env, check=True, timeout=300,
+                            capture_output=True, text=True)
+    assert result.stdout.count(", 33)") == 2
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "numba").rglob("*.nb*")} == cached
