@@ -32,8 +32,9 @@ class KEBRConfig:
     text_only: no TCMF at all: the head reads the LM's own states and the audio and video inputs are
         ignored (variant ``text_only``, the text-only baseline every multimodal sentiment paper compares
         against; not one of the paper's ablations).
-    fusion_gate: X_K = X_0 + gate * (TCMF(X_0) - X_0) with a learned scalar gate, zero at initialisation
-        (neither the paper nor the reference has it). An untrained gated model is its LM alone; see
+    fusion_gate: the head reads X_0 + gate * (TCMF(X_0) - X_0) with a learned scalar gate, zero at
+        initialisation (neither the paper nor the reference has it); the MCC takes TCMF's own X_K unless
+        ``mcc.sequence`` says ``gated``. An untrained gated model is its LM alone; see
         docs/benchmarks.md "KEBR against text only" for what it changes. Off here, so that a
         KEBRConfig is the paper's network unless asked (and a run recorded before the key existed loads
         as it trained); the pipeline's config turns it on by default (kebr/schemas/config.schema.yaml),
@@ -112,12 +113,15 @@ class KEBR(nn.Module):
         ``text_hidden`` (B, L, d_t): the frozen LM's states of ``input_ids`` computed beforehand
         (kebr/train/lm_cache.py), in which case the LM is not run.
 
-        Returns fused = X_K (B, L, d_t), pooled (B, d_t), prediction (B,). With ``text_only`` there is
-        no fusion: ``fused`` is the LM's states themselves, and audio and video are not read.
+        Returns fused (B, L, d_t), what the head reads: X_K, or with ``fusion_gate`` X_0 + gate (X_K - X_0);
+        x_k = X_K, TCMF's own output (the same tensor without the gate); pooled (B, d_t), prediction
+        (B,). With ``text_only`` there is no fusion: both are the LM's states themselves, and audio and
+        video are not read.
         """
         if text_hidden is None:
             text_hidden = self.text(input_ids, attention_mask)
         fused = text_hidden if self.tcmf is None else self.tcmf(text_hidden, audio, video, audio_mask, video_mask)
+        x_k = fused
         if self.fusion_gate is not None:
             fused = text_hidden + self.fusion_gate * (fused - text_hidden)
         if mask_index is not None:
@@ -126,7 +130,7 @@ class KEBR(nn.Module):
         else:
             pooled = masked_mean(fused, attention_mask, use_mask=self.config.masked_mean)
             prediction = self.finetune_head(pooled)
-        return {"fused": fused, "pooled": pooled, "prediction": prediction}
+        return {"fused": fused, "x_k": x_k, "pooled": pooled, "prediction": prediction}
 
     def param_groups(self, lr_backbone: float, lr_head: float) -> list[dict]:
         """Adam parameter groups: LM (when trainable) + TCMF at ``lr_backbone``, heads at ``lr_head``

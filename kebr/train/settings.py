@@ -35,6 +35,7 @@ class MCCSettings:
     weight: float
     scale: float
     text_positions: str  # real | all
+    sequence: str  # tcmf | gated
 
 
 def _from_schema(section: str) -> Callable[[type], type]:
