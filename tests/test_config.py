@@ -75,7 +75,7 @@ def test_names_and_overrides_are_checked():
     mosi = recipe(c, "full", "mosi")["finetune"]
     assert (mosi["epochs"], mosi["seeds"], mosi["mcc"]) == (3, [4], {"enabled": True, "variant": "paper", "g": 0.3,
                                                                      "weight": 0.5, "scale": 1.0,
-                                                                     "text_positions": "real", "sequence": "tcmf"})
+                                                                     "text_positions": "real", "sequence": "tcmf", "trains_lm": False})
 
 
 def test_yaml_syntax_error_is_one_line_naming_file_line_and_column(tmp_path):

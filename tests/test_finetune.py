@@ -165,7 +165,7 @@ def test_the_selection_loss_of_an_mcc_run_by_hand():
     predicted = {"prediction": np.array([1.0, -0.5], np.float32), "target": np.array([0.5, 0.5], np.float32),
                  "cos_a": np.array([0.2, 0.6], np.float32), "cos_v": np.array([0.4, 0.0], np.float32)}
     objective = Objective("finetune", MCCSettings(enabled=True, variant="reference", g=0.4, weight=0.5, scale=1.0,
-                                                  text_positions="real"))
+                                                  text_positions="real", sequence="tcmf", trains_lm=False))
     f = [abs(math.cos(math.pi * ((a + b) / 2 + 0.4) * math.exp(abs(a - b) / 2))) for a, b in ((0.2, 0.4), (0.6, 0.0))]
     assert score(predicted, objective)["loss"] == pytest.approx(0.75 + 0.5 * np.mean(f), rel=1e-6)
     objective.enabled = False

@@ -325,6 +325,32 @@ def test_a_zero_fusion_gate_starts_as_the_lm_alone_and_learns_to_open(batch: dic
                                run(gated, louder, pretrain=False)["prediction"])
 
 
+def test_the_mcc_input_is_tcmfs_output_and_trains_the_lm_only_when_asked(batch: dict) -> None:
+    """mcc.sequence: the MCC takes TCMF's X_K ("tcmf") or the gated sequence the head reads ("gated");
+    mcc.trains_lm: False recomputes it from the LM's states with their gradient stopped: the same values,
+    a gradient that reaches TCMF and the gate but not the LM; True lets it reach the LM."""
+    torch.manual_seed(0)
+    model = KEBR(KEBRConfig(d_audio=D_A, d_video=D_V, fusion_gate=True)).eval()  # no dropout: equal values
+    with torch.no_grad():
+        model.fusion_gate.fill_(0.25)
+    keys = ("input_ids", "attention_mask", "audio", "audio_mask", "video", "video_mask")
+    inputs = {k: batch[k] for k in keys}
+    text = model.text(batch["input_ids"], batch["attention_mask"])
+    x_k = model.tcmf(text, batch["audio"], batch["video"], batch["audio_mask"], batch["video_mask"])
+    gated = text + 0.25 * (x_k - text)
+    for sequence, expected in (("tcmf", x_k), ("gated", gated)):
+        for trains_lm in (True, False):
+            model.zero_grad()
+            out = model(**inputs, mcc_sequence=sequence, mcc_trains_lm=trains_lm)
+            torch.testing.assert_close(out["mcc_input"], expected)
+            torch.testing.assert_close(out["fused"], gated)
+            out["mcc_input"].square().sum().backward()
+            lm_grad = sum(float(p.grad.abs().sum()) for p in model.text.parameters() if p.grad is not None)
+            assert (lm_grad > 0) == trains_lm, (sequence, trains_lm)
+            assert any(float(p.grad.abs().sum()) > 0 for p in model.tcmf.parameters())
+            assert (model.fusion_gate.grad is not None and float(model.fusion_gate.grad) != 0) == (sequence == "gated")
+
+
 def test_frozen_lm_dropout_switch(batch: dict) -> None:
     model = KEBR(KEBRConfig(d_audio=D_A, d_video=D_V, freeze_text=True)).train()
     ids, mask = batch["input_ids"], batch["attention_mask"]

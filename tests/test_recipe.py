@@ -50,7 +50,7 @@ def test_paper_targets_train_the_recipe_beside_the_configs_own_runs():
     assert (tuned["eval_amp"], tuned["amp"], tuned["bucket_by_length"], tuned["select_by"]) == (False, False, False,
                                                                                                "valid_loss")
     assert tuned["mcc"] == {"enabled": True, "variant": "paper", "g": 0.2, "weight": 1.0, "scale": 1.0,
-                            "text_positions": "all", "sequence": "tcmf"}
+                            "text_positions": "all", "sequence": "tcmf", "trains_lm": True}
     # The paper states one MCC for both stages (3.4, Eq. 17 unweighted, g = 0.2 in 4.2), not the code's 0.25 / 0.5.
     assert pre["mcc"] == tuned["mcc"]
     assert pre["save_epochs"] == [1, 5, 10, 20, 50, 100, 150, 200] and pre["frozen_lm_dropout"] is True
@@ -251,7 +251,7 @@ def test_paper_recipe_trains_through_pretraining_and_finetuning(tmp_path):
     settings = json.loads((out / "trained_on.json").read_text())["settings"]
     assert (settings["select_by"], settings["eval_amp"], settings["bucket_by_length"]) == ("valid_loss", False, False)
     assert settings["mcc"] == {"enabled": True, "variant": "reference", "g": 0.4, "weight": 1.0, "scale": 1.0,
-                               "text_positions": "all", "sequence": "tcmf"}
+                               "text_positions": "all", "sequence": "tcmf", "trains_lm": True}
     assert metrics["n_test"] == 4 and math.isfinite(metrics["mae"])
 
 

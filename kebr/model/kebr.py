@@ -107,6 +107,8 @@ class KEBR(nn.Module):
         video_mask: torch.Tensor | None,
         mask_index: torch.Tensor | None = None,
         text_hidden: torch.Tensor | None = None,
+        mcc_sequence: str = "tcmf",
+        mcc_trains_lm: bool = True,
     ) -> dict[str, torch.Tensor]:
         """input_ids, attention_mask (B, L); audio (B, T_a, d_a), video (B, T_v, d_v) with bool masks
         (B, T) True = valid frame; mask_index (B,) for pretraining, None for fine-tuning;
@@ -114,23 +116,36 @@ class KEBR(nn.Module):
         (kebr/train/lm_cache.py), in which case the LM is not run.
 
         Returns fused (B, L, d_t), what the head reads: X_K, or with ``fusion_gate`` X_0 + gate (X_K - X_0);
-        x_k = X_K, TCMF's own output (the same tensor without the gate); pooled (B, d_t), prediction
-        (B,). With ``text_only`` there is no fusion: both are the LM's states themselves, and audio and
-        video are not read.
+        mcc_input (B, L, d_t), the sequence the MCC takes (training settings ``mcc.sequence``: X_K itself,
+        TCMF's own output, or the gated ``fused``; with ``mcc_trains_lm`` False and a trainable LM, the
+        same from a second TCMF pass over the LM's states with their gradient stopped, so the MCC trains
+        the fusion and not the LM); pooled (B, d_t), prediction (B,). With ``text_only`` there is no
+        fusion: fused and mcc_input are the LM's states themselves, and audio and video are not read.
         """
         if text_hidden is None:
             text_hidden = self.text(input_ids, attention_mask)
-        fused = text_hidden if self.tcmf is None else self.tcmf(text_hidden, audio, video, audio_mask, video_mask)
-        x_k = fused
-        if self.fusion_gate is not None:
-            fused = text_hidden + self.fusion_gate * (fused - text_hidden)
+        x_k, fused = self._fuse(text_hidden, audio, video, audio_mask, video_mask)
+        mcc_input = x_k if mcc_sequence == "tcmf" else fused
+        if not mcc_trains_lm and self.tcmf is not None and text_hidden.requires_grad:
+            x_k_fixed_text, fused_fixed_text = self._fuse(text_hidden.detach(), audio, video, audio_mask, video_mask)
+            mcc_input = x_k_fixed_text if mcc_sequence == "tcmf" else fused_fixed_text
         if mask_index is not None:
             pooled = gather_at(fused, mask_index)
             prediction = self.pretrain_head(pooled)
         else:
             pooled = masked_mean(fused, attention_mask, use_mask=self.config.masked_mean)
             prediction = self.finetune_head(pooled)
-        return {"fused": fused, "x_k": x_k, "pooled": pooled, "prediction": prediction}
+        return {"fused": fused, "mcc_input": mcc_input, "pooled": pooled, "prediction": prediction}
+
+    def _fuse(self, text_hidden: torch.Tensor, audio: torch.Tensor, video: torch.Tensor,
+              audio_mask: torch.Tensor | None, video_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(X_K, what the head reads): TCMF's output, and with the gate X_0 + gate (X_K - X_0)."""
+        if self.tcmf is None:
+            return text_hidden, text_hidden
+        x_k = self.tcmf(text_hidden, audio, video, audio_mask, video_mask)
+        if self.fusion_gate is None:
+            return x_k, x_k
+        return x_k, text_hidden + self.fusion_gate * (x_k - text_hidden)
 
     def param_groups(self, lr_backbone: float, lr_head: float) -> list[dict]:
         """Adam parameter groups: LM (when trainable) + TCMF at ``lr_backbone``, heads at ``lr_head``

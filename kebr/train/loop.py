@@ -170,8 +170,9 @@ class Objective:
     disabled, so runs with and without it can be compared. ``mcc.text_positions`` (module
     docstring) says whether padded text positions enter the cosines; where they cannot enter the
     result, batches are trimmed (``self.trim``; fine-tuning also needs ``masked_mean``).
-    ``mcc.sequence`` says which fused sequence they take under ``model.fusion_gate``: TCMF's X_K or
-    the gated sequence the head reads (the schema says why X_K).
+    ``mcc.sequence`` says which fused sequence they take under ``model.fusion_gate`` (TCMF's X_K or
+    the gated sequence the head reads), ``mcc.trains_lm`` whether the MCC's gradient reaches a
+    trainable LM (KEBR.forward; the schema says why not by default).
     """
 
     def __init__(self, stage: str, mcc: MCCSettings, masked_mean: bool = True) -> None:
@@ -179,7 +180,7 @@ class Objective:
         self.enabled = mcc.enabled
         self.mcc = MCCLoss(g=mcc.g, variant=mcc.variant, stage=stage, weight=mcc.weight, scale=mcc.scale)
         self.real_positions = mcc.text_positions == "real"
-        self.sequence = "x_k" if mcc.sequence == "tcmf" else "fused"  # the model output the cosines take
+        self.model_options = {"mcc_sequence": mcc.sequence, "mcc_trains_lm": mcc.trains_lm}
         self.trim = self.real_positions and (stage == "pretrain" or masked_mean)
 
     def inputs(self, batch: dict[str, torch.Tensor], device: torch.device
@@ -214,10 +215,10 @@ class Objective:
     def _terms(self, model: nn.Module, inputs: dict[str, Any], target: torch.Tensor, length: int,
                runtime: Runtime) -> dict[str, Any]:
         with runtime.autocast():
-            out = model(**inputs)
+            out = model(**inputs, **self.model_options)
         l_task = F.l1_loss(out["prediction"].float(), target)
         with torch.set_grad_enabled(self.enabled and torch.is_grad_enabled()):
-            cos_a, cos_v = self.cosines(out[self.sequence], inputs, length)
+            cos_a, cos_v = self.cosines(out["mcc_input"], inputs, length)
             l_mcc = self.mcc.per_sample(cos_a, cos_v).mean()
         loss = l_task + self.mcc.weight * l_mcc if self.enabled else l_task
         return {"loss": loss, "l_task": l_task, "l_mcc": l_mcc, "cos_a": cos_a.mean(), "cos_v": cos_v.mean(),
@@ -260,8 +261,8 @@ def predict(model: nn.Module, loader: Iterable[dict[str, torch.Tensor]], objecti
     for batch in loader:
         inputs, target, length = objective.inputs(batch, runtime.device)
         with runtime.autocast(amp):
-            result = model(**inputs)
-        cos_a, cos_v = objective.cosines(result[objective.sequence], inputs, length)
+            result = model(**inputs, **objective.model_options)
+        cos_a, cos_v = objective.cosines(result["mcc_input"], inputs, length)
         for key, value in (("prediction", result["prediction"]), ("target", target), ("cos_a", cos_a),
                            ("cos_v", cos_v)):
             out[key].append(value.float().cpu())

@@ -36,6 +36,7 @@ class MCCSettings:
     scale: float
     text_positions: str  # real | all
     sequence: str  # tcmf | gated
+    trains_lm: bool
 
 
 def _from_schema(section: str) -> Callable[[type], type]:
