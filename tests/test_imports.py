@@ -1,6 +1,6 @@
 """Imports run one way: pyproject.toml's [tool.importlinter] contracts hold (`lint-imports`), and a
 contract of each kind catches its violation (a cycle, an import of a protected module, an import
-from the bottom module) in a package built for the test."""
+from the bottom module, an import up the layers) in a package built for the test."""
 
 import ast
 import os
@@ -33,7 +33,7 @@ def test_kebr_keeps_its_import_contracts():
     assert f"Contracts: {len(contracts)} kept, 0 broken." in result.stdout
 
 
-def test_contracts_catch_a_cycle_an_import_of_the_demo_and_one_from_config(tmp_path):
+def test_contracts_catch_a_cycle_an_import_of_the_demo_one_from_config_and_one_up_the_layers(tmp_path):
     package = tmp_path / "pkg"
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -62,6 +62,12 @@ def test_contracts_catch_a_cycle_an_import_of_the_demo_and_one_from_config(tmp_p
         type = "forbidden"
         source_modules = ["pkg.config"]
         forbidden_modules = ["pkg.*"]
+
+        [[tool.importlinter.contracts]]
+        name = "Layers"
+        type = "layers"
+        containers = ["pkg"]
+        layers = ["cli", "stages", "config"]
         """))
     result = lint_imports(tmp_path, extra_path=tmp_path, config=config)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -70,14 +76,15 @@ def test_contracts_catch_a_cycle_an_import_of_the_demo_and_one_from_config(tmp_p
     assert "No import cycle BROKEN" in result.stdout
     assert "config is at the bottom BROKEN" in result.stdout
     assert "pkg.stages -> pkg.demo" in result.stdout and "pkg.config -> pkg.stages" in result.stdout
-    assert "Contracts: 0 kept, 3 broken." in result.stdout
+    assert "Layers BROKEN" in result.stdout
+    assert "Contracts: 0 kept, 4 broken." in result.stdout
 
     # Without the offending imports both contracts hold.
     (package / "stages.py").write_text("from pkg import config\n")
     (package / "config.py").write_text("")
     result = lint_imports(tmp_path, extra_path=tmp_path, config=config)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 3 kept, 0 broken." in result.stdout
+    assert "Contracts: 4 kept, 0 broken." in result.stdout
 
 
 def function_level_kebr_imports(source: str) -> list[tuple[int, str]]:
