@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import librosa
 import numpy as np
 import opensmile
@@ -250,13 +254,10 @@ def test_after_compile_kernels_no_process_writes_the_numba_cache(tmp_path):
     """scripts/setup.sh fills librosa's numba cache in one process (``compile_kernels``); extracting
     real speech afterwards, straight and through 16 kHz, loads every kernel and writes none (a process
     that compiles kernels of its own can break the cache for every later one: numba #10128)."""
-    import subprocess
-    import sys
-
     wav = tmp_path / "speech.wav"
     samples, sr = synthesize("the movie was wonderful and the cast was great")
     soundfile.write(wav, samples, sr)
-    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     compile_step = "from kebr.features.audio import compile_kernels; compile_kernels()"
     subprocess.run([sys.executable, "-c", compile_step], env=env, check=True, timeout=300)
     cached = {p: p.stat().st_mtime_ns for p in (tmp_path / "numba").rglob("*.nb*")}

@@ -125,10 +125,10 @@ class KEBR(nn.Module):
         if text_hidden is None:
             text_hidden = self.text(input_ids, attention_mask)
         x_k, fused = self._fuse(text_hidden, audio, video, audio_mask, video_mask)
-        mcc_input = x_k if mcc_sequence == "tcmf" else fused
+        mcc_x_k, mcc_fused = x_k, fused
         if not mcc_trains_lm and self.tcmf is not None and text_hidden.requires_grad:
-            x_k_fixed_text, fused_fixed_text = self._fuse(text_hidden.detach(), audio, video, audio_mask, video_mask)
-            mcc_input = x_k_fixed_text if mcc_sequence == "tcmf" else fused_fixed_text
+            mcc_x_k, mcc_fused = self._fuse(text_hidden.detach(), audio, video, audio_mask, video_mask)
+        mcc_input = mcc_x_k if mcc_sequence == "tcmf" else mcc_fused
         if mask_index is not None:
             pooled = gather_at(fused, mask_index)
             prediction = self.pretrain_head(pooled)
