@@ -48,3 +48,13 @@ def test_evaluation_autocast_switch(train_shards):
         plain = model(**objective.inputs(next(iter(loader)), CPU.device)[0])["prediction"].numpy()
     np.testing.assert_array_equal(fp32, plain)
     assert np.abs(mixed - fp32).max() > 1e-4
+
+
+def test_the_mcc_trains_the_fusion_alone_by_default_and_costs_no_second_pass_when_off():
+    """mcc.trains_lm false (the default) asks the model for the MCC's own TCMF pass over stopped LM
+    states; with MCC off its cosines are only logged, so the objective asks for none."""
+    finetune_mcc = replace(MCC, trains_lm=False)
+    assert Objective("finetune", finetune_mcc).model_options == {"mcc_sequence": "tcmf", "mcc_trains_lm": False}
+    off = Objective("finetune", replace(finetune_mcc, enabled=False))
+    assert off.model_options == {"mcc_sequence": "tcmf", "mcc_trains_lm": True}
+    assert Objective("finetune", replace(MCC, trains_lm=True)).model_options["mcc_trains_lm"] is True

@@ -180,7 +180,8 @@ class Objective:
         self.enabled = mcc.enabled
         self.mcc = MCCLoss(g=mcc.g, variant=mcc.variant, stage=stage, weight=mcc.weight, scale=mcc.scale)
         self.real_positions = mcc.text_positions == "real"
-        self.model_options = {"mcc_sequence": mcc.sequence, "mcc_trains_lm": mcc.trains_lm}
+        # With MCC off its cosines are only logged: no second TCMF pass over stopped LM states for them.
+        self.model_options = {"mcc_sequence": mcc.sequence, "mcc_trains_lm": mcc.trains_lm or not mcc.enabled}
         self.trim = self.real_positions and (stage == "pretrain" or masked_mean)
 
     def inputs(self, batch: dict[str, torch.Tensor], device: torch.device
