@@ -61,8 +61,9 @@ def mosi_lengths(n: int, seed: int = 0) -> np.ndarray:
     return np.clip(np.round(np.random.default_rng(seed).gamma(2.0, 6.0, n)) + 3, 3, L).astype(int)
 
 
-def write_bench_shard(folder: Path, n: int, seed: int = 0) -> Path:
-    """A real shard of ``n`` clips with MOSI-shaped text lengths (all in the train split)."""
+def write_bench_shard(folder: Path, n: int, seed: int = 0, splits: tuple[str, ...] = ("train",)) -> Path:
+    """A real shard of ``n`` clips with MOSI-shaped text lengths, clip i in ``splits[i % len(splits)]``
+    (by default all in the train split)."""
     tokenizer = load_tokenizer("bundled")
     words = sorted(w for w in tokenizer.get_vocab() if w.isalpha() and w.islower() and len(w) >= 3)
     rng = np.random.default_rng(seed)
@@ -75,7 +76,7 @@ def write_bench_shard(folder: Path, n: int, seed: int = 0) -> Path:
                       "language": "en", "words": []}
         audio = rng.standard_normal((T_A, D_A), dtype=np.float32)
         video = rng.standard_normal((T_V, D_V), dtype=np.float32)
-        rows.append(ShardRow(clip_id, "train", f"spk{i % 16}", float(rng.uniform(-3, 3)), transcript,
+        rows.append(ShardRow(clip_id, splits[i % len(splits)], f"spk{i % 16}", float(rng.uniform(-3, 3)), transcript,
                              masker(text, clip_id), audio, video))
     return write_shard(folder / "00000.h5", rows, audio_columns=[f"a{j}" for j in range(D_A)],
                        visual_columns=[f"v{j}" for j in range(D_V)], audio_frames=T_A, visual_frames=T_V,
