@@ -36,7 +36,8 @@ def planned(root: Path, edit: str, target: str = "out/tables/demo.md") -> dict[s
 def test_edits_that_change_no_result_rerun_nothing(demo):
     configs = sorted((demo / "out" / "config").iterdir())
     stamps = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in configs]
-    edit = "finetune: {num_workers: 3, device: cpu}\npretrain: {save_epochs: [2]}\n"
+    edit = ("finetune: {num_workers: 3, device: cpu, checkpoint_minutes: 0}\n"
+            "pretrain: {save_epochs: [2], checkpoint_minutes: 1}\nresources: {threads: {finetune: 1, pretrain: 1}}\n")
     assert planned(demo, edit) == {}
     # The demo target's figures: only the page that shows the whole config is redrawn.
     assert planned(demo, edit, target="demo") == {"plot_config": 1, "demo": 1}
