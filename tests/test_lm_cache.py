@@ -38,9 +38,9 @@ def test_lm_cache_runs_match_the_uncached_run(train_shards, tmp_path, caplog):
     sidecars = sorted(p.name for p in (tmp_path / "lm_cache").iterdir())
     assert len(sidecars) == 4 and sidecars[0].startswith("00000-")  # 2 train_shards x 2 dtypes
     # Progress: one line per step (log_every_steps=1); their losses average to the epoch's (3 full batches).
-    lines = [r.getMessage() for r in caplog.records if str(tmp_path / "float32") in r.getMessage() and " step " in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if str(tmp_path / "float32") in r.getMessage() and " steps | " in r.getMessage()]
     assert len(lines) == 6 and all(re.search(r"samples/s \| ETA epoch \d+:\d\d:\d\d, run \d+:\d\d:\d\d", x) for x in lines)
-    steps = [float(re.search(r": loss (\S+)", x).group(1)) for x in lines]
+    steps = [float(re.search(r"steps \| loss (\S+)", x).group(1)) for x in lines]
     for epoch, row in enumerate(logs["float32"]):
         assert np.mean(steps[3 * epoch: 3 * epoch + 3]) == pytest.approx(row["loss"], rel=1e-3)
     # The reference's frozen LM in train mode: dropout on, so the run differs (no cache possible).

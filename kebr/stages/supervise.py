@@ -4,7 +4,6 @@ progress (docs/ARCHITECTURE.md "How a media stage runs")."""
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,11 +14,12 @@ from kebr.clips import Clip, SkipKind, input_digest
 from kebr.fingerprints import stage_fingerprint
 from kebr.journal import STRIKES_TO_SKIP, TRANSIENT_RUNS_TO_SKIP, Journal, write_stage_output
 from kebr.model_cache import stage_model_revisions
+from kebr.progress import Progress
 from kebr.resources import configured_mem_mb
+from kebr.stages.work import WORK
 from kebr.worker import Interrupted, StopSignals, Worker, job_memory_limit_mb
 
 log = logging.getLogger("kebr")
-from kebr.stages.work import WORK
 
 MEDIA_STAGES = ("asr", "audio", "visual")
 RULES = {"asr": "asr", "audio": "audio_features", "visual": "visual_features"}  # each stage's Snakemake rule
@@ -40,47 +40,6 @@ def journal_path(out: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # The parent: journal, worker supervision, retries, progress
-
-class ClipProgress:
-    """A stage's clips done / skipped / clips per second / ETA, logged every N clips or M seconds; a
-    tqdm bar instead when stderr is a terminal. (A training run's steps and losses: kebr/train/progress.py.)"""
-
-    def __init__(self, label: str, total: int, done: int, every_clips: int, every_s: float) -> None:
-        self.label, self.total, self.done = label, total, done
-        self.every_clips, self.every_s = every_clips, every_s
-        self.skipped = 0
-        self.started = self.last_time = time.monotonic()
-        self.done_at_start = self.last_done = done
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=done, desc=label, unit="clip", file=sys.stderr)
-
-    def add(self, record: dict[str, Any]) -> None:
-        self.done += 1
-        self.skipped += "error" in record
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(skipped=self.skipped, refresh=False)
-            return
-        now = time.monotonic()
-        if self.done - self.last_done >= self.every_clips or now - self.last_time >= self.every_s:
-            self.log()
-
-    def log(self) -> None:
-        now = time.monotonic()
-        rate = (self.done - self.done_at_start) / max(now - self.started, 1e-9)
-        left = self.total - self.done
-        eta = f"{left / rate:.0f} s" if rate > 0 else "unknown"
-        log.info("%s: %d/%d clips done (%d skipped this run), %.2f clips/s, ETA %s", self.label, self.done,
-                 self.total, self.skipped, rate, eta)
-        self.last_time, self.last_done = now, self.done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
 
 def _files(clips: list[Clip]) -> str:
     """Clips named with their media files, for messages that must say which file failed."""
@@ -121,8 +80,8 @@ class _ShardRun:
         log.info("%s: %d clips, %d already journaled%s%s", self.label, len(clips), done,
                  f" ({sum(self.journal.strikes.values())} whole-job deaths on record)" if self.journal.strikes else "",
                  f"; {stale} journaled from an input that has changed since (plan row or media): redone" if stale else "")
-        self.progress = ClipProgress(self.label, len(clips), done, settings["progress_every_clips"],
-                                 settings["progress_every_s"])
+        self.progress = Progress(self.label, len(clips), unit="clip", done=done,
+                                 every=settings["progress_every_clips"], every_s=settings["progress_every_s"])
         self.in_flight: list[str] = []
 
     def groups(self) -> tuple[list[list[Clip]], list[Clip]]:
@@ -191,7 +150,7 @@ class _ShardRun:
             self.journal.append_batch(records)
         self.in_flight = []
         for record in records:
-            self.progress.add(record)
+            self.progress.advance(skipped=int("error" in record))
 
     def _task(self, task: list[Clip], upcoming: list[Clip] | None = None) -> None:
         ids = [c.clip_id for c in task]

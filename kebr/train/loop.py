@@ -1,6 +1,6 @@
 """What pretraining and fine-tuning share: device/DDP setup and seeding, the objective (L1 task loss +
 MCC), one training epoch, prediction, and ``fit``: the epoch loop with checkpoints, automatic resume,
-logs and progress (kebr/train/progress.py). Batches: kebr/train/data.py (length buckets, trimming).
+logs and progress (kebr/progress.py). Batches: kebr/train/data.py (length buckets, trimming).
 
 The two stages differ only in what they read from a shard batch (``batch_inputs``):
 - "pretrain": the MASKED text (or its cached LM states, kebr/train/lm_cache.py), the fused vector at
@@ -52,7 +52,7 @@ from kebr.model import KEBRConfig
 from kebr.shards import vocab_sha1
 from kebr.train.checkpoint import latest_state, link, load_state, prune, read_configs, save_state, save_weights
 from kebr.train.data import Batches, text_keys, trim_text
-from kebr.train.progress import Progress
+from kebr.progress import Progress
 from kebr.train.settings import MCCSettings
 
 log = logging.getLogger("kebr")
@@ -243,7 +243,7 @@ def train_epoch(model: nn.Module, loader: Iterable[dict[str, torch.Tensor]], opt
         totals += torch.cat([values * n, totals.new_tensor([n])])
         steps += 1
         if progress is not None:
-            progress.step(values, n)
+            progress.advance(items=n, terms=values)
     if runtime.distributed:
         dist.all_reduce(totals)
     samples = int(totals[-1].item())
@@ -359,7 +359,7 @@ def fit(run_dir: Path, *, model: nn.Module, train_loader: Batches, optimizer: to
     epoch once ``checkpoint_minutes`` have passed since the last write (0: every epoch); until then
     the best epoch's weights wait in a CPU copy of the model and are written with the next state. A
     resumed run rewrites ``log.csv`` from its state's history, so it matches what the run trained.
-    ``log_every_steps``: progress lines within an epoch (kebr/train/progress.py).
+    ``log_every_steps``: progress lines within an epoch (kebr/progress.py).
 
     ``generator`` must be the one ``train_loader`` draws its order from. Returns the final state
     (epoch, global_step, history, extra = {"best_epoch", "best_valid_<key>" for every key of
@@ -383,20 +383,21 @@ def fit(run_dir: Path, *, model: nn.Module, train_loader: Batches, optimizer: to
         objective.compile(mode)
     writer = _summary_writer(run_dir) if runtime.is_main else None
     steps_per_epoch = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)
-    progress = Progress(str(run_dir), terms=LOSS_TERMS, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                        every=log_every_steps, world_size=runtime.world_size, enabled=runtime.is_main)
+    progress = Progress(str(run_dir), epochs * steps_per_epoch, unit="step", done=state["epoch"] * steps_per_epoch,
+                        every=log_every_steps, terms=LOSS_TERMS, rate_unit="sample", rate_scale=runtime.world_size,
+                        sections=epochs, enabled=runtime.is_main)
     checkpoints = _Checkpoints(run_dir, model, checkpoint_minutes, save_epochs, epochs)
     if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(state["epoch"] + 1, epochs + 1):
         lrs = {f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups}
         started = time.perf_counter()
-        progress.start_epoch(epoch)
+        progress.start_section(epoch, steps_per_epoch)
         try:
             means, steps, samples = train_epoch(forward, train_loader, optimizer, objective, runtime,
                                                 max_steps_per_epoch, progress)
         finally:
-            progress.end_epoch()
+            progress.end_section()
         seconds = time.perf_counter() - started
         row: dict[str, Any] = {"epoch": epoch, **means, **lrs, "seconds": round(seconds, 3),
                                "samples_per_s": round(samples / seconds, 3)}
