@@ -55,7 +55,7 @@ def run_and_kill(command: list[str], cwd: Path, after_lines: int, delay_s: float
     proc = subprocess.Popen(command, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = 0
     for line in proc.stderr:
-        seen += " step " in line
+        seen += " steps | " in line
         if seen == after_lines:
             time.sleep(delay_s)
             proc.send_signal(signal.SIGKILL)
