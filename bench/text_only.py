@@ -3,6 +3,7 @@ carry no sentiment (issue 15, item 6).
 
     python bench/text_only.py [--seeds 0 1 2] [--epochs N] [--videos 30] [--clips-per-video 4]
                               [--set model.dropout=0.1 ...] [--out bench/results/text_only.json]
+    python bench/text_only.py --merge A.json B.json [--out C.json]   # other seeds' runs, compared as one
 
 The corpus. Every clip shows ONE face video (the demo's photograph with the demo's head motion, one
 fixed take; kebr/demo/corpus.py) and speaks one sentence with eSpeak NG (kebr/demo/tts.py, offline), one
@@ -31,8 +32,10 @@ then fine-tuning with TCMF and MCC; ``text_only`` the same LM and head with no T
 pretraining. ``--set key=value`` changes a config key for both (the study of what makes KEBR lose).
 
 Prints per variant the mean±std over seeds of MAE, Acc-7, Acc-2 and F1 (Has0/Non0) and Corr, the
-ratio full / text_only of each, whether full ties or beats text_only on each (within one std), and
-one final JSON line; writes the same JSON to ``--out``.
+ratio full / text_only of each, whether full ties or beats text_only on each (within one std), the
+paired difference over the seeds both ran (mean ± standard error), and one final JSON line; writes
+the same JSON to ``--out``. Each seed's runs depend on the seed alone, so runs of other seeds made
+by separate invocations merge (``--merge``) into the comparison one invocation would have printed.
 """
 
 from __future__ import annotations
@@ -181,6 +184,60 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
     return {k: [float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs]))] for k in METRICS}
 
 
+def compare(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per variant the mean±std of each metric over its seeds (``summary``); against text_only, the
+    verdict (``wins``: the better mean; ``ties``: the worse mean within the larger std; else ``loses``)
+    and the paired difference over the seeds both ran (variant minus text_only, mean and its standard
+    error): the seed fixes the split-independent draws both share, so the pairs are the finer test.
+    Prints the same."""
+    stats = {v: summary(rs) for v, rs in runs.items()}
+    for variant, s in stats.items():
+        print(f"{variant:>10}: " + " ".join(f"{k} {m:.3f}±{sd:.3f}" for k, (m, sd) in s.items()))
+    base = stats.get("text_only")
+    verdicts: dict[str, dict[str, str]] = {}
+    paired: dict[str, dict[str, list[float]]] = {}
+    for variant, s in stats.items():
+        if base is None or variant == "text_only":
+            continue
+        verdicts[variant] = {}
+        for k in METRICS:
+            better = s[k][0] < base[k][0] if k in LOWER_IS_BETTER else s[k][0] > base[k][0]
+            tie = abs(s[k][0] - base[k][0]) <= max(s[k][1], base[k][1])
+            verdicts[variant][k] = "wins" if better else "ties" if tie else "loses"
+        by_seed = {r["seed"]: r for r in runs["text_only"]}
+        pairs = [(r, by_seed[r["seed"]]) for r in runs[variant] if r["seed"] in by_seed]
+        if len(pairs) > 1:
+            diffs = {k: np.array([a[k] - b[k] for a, b in pairs]) for k in METRICS}
+            paired[variant] = {k: [float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))] for k, d in diffs.items()}
+        ratio = {k: s[k][0] / base[k][0] if base[k][0] else float("nan") for k in METRICS}
+        print(f"{'ratio':>10}: " + " ".join(f"{k} {r:.3f}" for k, r in ratio.items()) + f"  ({variant} / text_only)")
+        print(f"{'verdict':>10}: " + " ".join(f"{k} {v}" for k, v in verdicts[variant].items()))
+        if variant in paired:
+            print(f"{'paired':>10}: " + " ".join(f"{k} {m:+.3f}±{se:.3f}" for k, (m, se) in paired[variant].items())
+                  + f"  ({variant} - text_only over {len(pairs)} seeds, ± its standard error)")
+    return {"summary": stats, "verdicts": verdicts, "paired": paired}
+
+
+def merge(files: list[Path]) -> dict[str, Any]:
+    """One record of the runs of several earlier ``--out`` files (other seeds of the same corpus and
+    changes), compared as one run would be."""
+    records = [json.loads(f.read_text()) for f in files]
+    keys = ("epochs", "videos", "clips_per_video", "changes")
+    if any(tuple(r[k] for k in keys) != tuple(records[0][k] for k in keys) for r in records):
+        raise SystemExit(f"--merge: the files differ in {', '.join(keys)}; only other seeds of one setting merge")
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        for variant, rs in r["runs"].items():
+            seen = {x["seed"] for x in runs.get(variant, [])}
+            if seen & {x["seed"] for x in rs}:
+                raise SystemExit(f"--merge: {variant} has seed(s) {sorted(seen & {x['seed'] for x in rs})} twice")
+            runs.setdefault(variant, []).extend(rs)
+    seeds = sorted({x["seed"] for rs in runs.values() for x in rs})
+    print(f"merged {len(files)} files: seeds {seeds}; changes {records[0]['changes'] or 'none'}")
+    return {"seeds": seeds, **{k: records[0][k] for k in keys}, **compare(runs), "runs": runs,
+            "merged_from": [str(f) for f in files]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -193,7 +250,15 @@ def main() -> None:
                         help="a config key for every variant, dotted, the value as YAML (model.dropout=0.1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "text_only.json")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="train nothing: compare the runs of these earlier --out files (other seeds) as one")
     args = parser.parse_args()
+    if args.merge:
+        record = merge(args.merge)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        print(json.dumps(record))
+        return
 
     import torch
 
@@ -215,29 +280,11 @@ def main() -> None:
         corpus_s = time.perf_counter() - start
         results = {v: run_variant(config, v, labelled, unlabelled, args.seeds, work, args.epochs)
                    for v in args.variants}
-    stats = {v: summary(runs) for v, runs in results.items()}
-    base = stats.get("text_only")
     print(f"corpus: {args.videos} videos x {args.clips_per_video} clips (one face take, TTS speech), "
           f"built in {corpus_s:.0f} s; seeds {args.seeds}; changes {args.set or 'none'}")
-    verdicts: dict[str, dict[str, str]] = {}
-    for variant, s in stats.items():
-        print(f"{variant:>10}: " + " ".join(f"{k} {m:.3f}±{sd:.3f}" for k, (m, sd) in s.items()))
-    for variant, s in stats.items():
-        if base is not None and variant != "text_only":
-            ratio = {k: s[k][0] / base[k][0] if base[k][0] else float("nan") for k in METRICS}
-            verdicts[variant] = {}
-            for k in METRICS:
-                better = s[k][0] < base[k][0] if k in LOWER_IS_BETTER else s[k][0] > base[k][0]
-                tie = abs(s[k][0] - base[k][0]) <= max(s[k][1], base[k][1])
-                verdicts[variant][k] = "wins" if better else "ties" if tie else "loses"
-            print(f"{'ratio':>10}: " + " ".join(f"{k} {r:.3f}" for k, r in ratio.items())
-                  + f"  ({variant} / text_only)")
-            print(f"{'verdict':>10}: " + " ".join(f"{k} {v}" for k, v in verdicts[variant].items()))
+    runs = {v: [{k: r[k] for k in (*METRICS, "best_epoch", "seed", "n_test")} for r in rs] for v, rs in results.items()}
     record = {"seeds": args.seeds, "epochs": args.epochs, "videos": args.videos, "clips_per_video": args.clips_per_video,
-              "changes": args.set, "summary": stats, "verdicts": verdicts,
-              "runs": {v: [{k: r[k] for k in (*METRICS, "best_epoch", "seed", "n_test")} for r in runs]
-                       for v, runs in results.items()},
-              "seconds": round(time.perf_counter() - start, 1)}
+              "changes": args.set, **compare(runs), "runs": runs, "seconds": round(time.perf_counter() - start, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record))
