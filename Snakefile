@@ -8,7 +8,7 @@ import sys
 from snakemake.utils import min_version
 
 from kebr.config import check_yaml, validate_config, write_resolved_config
-from kebr.model_cache import models_fingerprint
+from kebr.model_cache import lock_path, models_fingerprint
 from kebr.resources import (
     PICKLE_MB_PER_MB,
     asr_gpu_slots,

@@ -85,6 +85,11 @@ def cache_dir(config: dict[str, Any]) -> Path:
     return Path(config["models"]["dir"]).absolute()
 
 
+def lock_path(config: dict[str, Any]) -> Path:
+    """The lock file ``fetch_models`` writes (``rules/models.smk``'s output)."""
+    return cache_dir(config) / LOCK
+
+
 def required_models(config: dict[str, Any]) -> list[Model]:
     """Every model the config names that the cache serves (not the assets libraries ship), with
     where it comes from."""
@@ -207,7 +212,7 @@ def _bundled_path(model: Model) -> Path:
 
 
 def read_lock(config: dict[str, Any]) -> dict[str, Any]:
-    return _read_json(cache_dir(config) / LOCK)
+    return _read_json(lock_path(config))
 
 
 def fetch_models(config: dict[str, Any], out: Path | None = None) -> dict[str, Any]:
@@ -234,7 +239,7 @@ def fetch_models(config: dict[str, Any], out: Path | None = None) -> dict[str, A
             # What the config pinned when this was fetched: a later edit of the pin makes this entry stale.
             entry["pinned"] = revisions.get(model.name)
         lock[model.key] = entry
-    path = out or root / LOCK
+    path = out or lock_path(config)
     path.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
     return lock
 

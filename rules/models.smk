@@ -4,7 +4,7 @@
 
 rule models:
     output:
-        f"{config['models']['dir']}/kebr-models.json",
+        str(lock_path(config)),
     log:
         paths.log(RESULTS, "models"),
     benchmark:
