@@ -39,15 +39,13 @@ def duration(seconds: float) -> str:
 class Progress:
     def __init__(self, label: str, total: int, *, unit: str, done: int = 0, every: int = 0, every_s: float = 0.0,
                  terms: Sequence[str] = (), rate_unit: str | None = None, rate_scale: int = 1,
-                 sections: int = 0, section: str = "epoch", whole: str = "run", stream: TextIO | None = None,
-                 enabled: bool = True) -> None:
+                 sections: int = 0, stream: TextIO | None = None, enabled: bool = True) -> None:
         """``total`` units in the whole job, ``done`` of them before this process started; ``sections``
-        parts of it named ``section`` (epochs), if any, the whole then named ``whole`` in the ETA."""
-        self.label, self.total, self.unit = label, total, unit
-        self.sections, self.section_name = sections, section
+        epochs of it, if any (the ETA is then the epoch's and the run's)."""
+        self.label, self.total, self.unit, self.sections = label, total, unit, sections
         self.every, self.every_s = every, every_s
         self.terms, self.rate_unit, self.rate_scale = tuple(terms), rate_unit or unit, rate_scale
-        self.whole, self.enabled = whole, enabled
+        self.enabled = enabled
         self.stream = sys.stderr if stream is None else stream
         self.bar_enabled = enabled and self.stream.isatty()
         self.done = done
@@ -83,7 +81,7 @@ class Progress:
         self._stack, self.bar = None, None
 
     def _section_label(self) -> str:
-        return f"{self.section_name} {self.section[0]}/{self.sections}" if self.section else ""
+        return f"epoch {self.section[0]}/{self.sections}" if self.section else ""
 
     def start_section(self, index: int, units: int) -> None:
         """Section ``index`` (from 1) of ``sections``, of ``units`` units: its own count, ETA and bar."""
@@ -148,8 +146,7 @@ class Progress:
         if per_unit is None:
             eta = "unknown"
         elif self.section:
-            eta = (f"{self.section_name} {duration(max(units - self.in_section, 0) * per_unit)}, "
-                   f"{self.whole} {duration(left * per_unit)}")
+            eta = f"epoch {duration(max(units - self.in_section, 0) * per_unit)}, run {duration(left * per_unit)}"
         else:
             eta = duration(left * per_unit)
         parts.append(f"ETA {eta}")
