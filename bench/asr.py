@@ -14,7 +14,8 @@ language ID; the multilingual base alone, ASR and language ID from one encoder p
   batches of ``asr.batch_size`` with the next batch decoded ahead): decode, log-mel, language ID,
   ASR, word alignment; process CPU time (all threads), model loading apart;
 - bare: the same clips' CTranslate2 calls alone (language-ID encoder + detection, ASR encoder,
-  beam search, word alignment), on log-mels computed beforehand, in the same batches;
+  beam search, word alignment), on log-mels computed beforehand, in the same batches, in all and
+  call by call (``bare_by_call``; ``language_id_share_of_stage``: the language ID's calls over the stage);
 - the ratio (``asr_cost_vs_bare``) and the word error rate against the sentences read.
 - the stage once more with the ASR encoder padded to 30 s (``asr_window_30s``: CPU, word error rate,
   transcripts unchanged), the window it read before it followed the clip's length.
@@ -125,8 +126,9 @@ def run_stage(work: Any, clips: list, batch_size: int) -> tuple[list[dict], floa
     return records, cpu_s() - cpu, time.perf_counter() - wall
 
 
-def run_bare(transcriber: Any, audios: list[np.ndarray], batch_size: int) -> float:
-    """CPU-s of the model calls alone for these clips, in the stage's batches (log-mels made beforehand)."""
+def run_bare(transcriber: Any, audios: list[np.ndarray], batch_size: int) -> tuple[float, dict[str, float]]:
+    """CPU-s of the model calls alone for these clips, in the stage's batches (log-mels made beforehand),
+    in all and per call: the language ID's encoder and scores, the ASR encoder, decoding, word alignment."""
     from faster_whisper.audio import pad_or_trim
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import get_suppressed_tokens
@@ -139,7 +141,14 @@ def run_bare(transcriber: Any, audios: list[np.ndarray], batch_size: int) -> flo
     prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
     suppress = list(get_suppressed_tokens(tokenizer, [-1]))
     identifier = transcriber.language_id
-    cpu = cpu_s()
+    parts = dict.fromkeys(("language_id", "asr_encoder", "decode", "align"), 0.0)
+    clock = [cpu_s()]
+
+    def spent(part: str) -> None:
+        now = cpu_s()
+        parts[part] += now - clock[0]
+        clock[0] = now
+
     for first in range(0, len(mels), batch_size):
         batch = mels[first : first + batch_size]
         if identifier is not None:  # its own encoder, in its own batches (1 on CPU)
@@ -148,17 +157,22 @@ def run_bare(transcriber: Any, audios: list[np.ndarray], batch_size: int) -> flo
                 frames = max(encoder_frames(m.shape[-1]) for m in group)  # its window, as the stage's
                 lid = np.stack([pad_or_trim(m, frames) for m in group])
                 identifier.model.model.detect_language(identifier.model.encode(lid))
+            spent("language_id")
         asr_frames = max(encoder_frames(m.shape[-1]) for m in batch)  # the stage's: the bench's clips all read 20 s
         encoded = model.encode(np.stack([pad_or_trim(m[..., :-1], asr_frames) for m in batch]))
+        spent("asr_encoder")
         if transcriber.multilingual:
             model.model.detect_language(encoded)
+            spent("language_id")
         results = model.model.generate(encoded, [prompt] * len(batch), beam_size=transcriber.beam_size,
                                        max_length=model.max_length, suppress_blank=True, suppress_tokens=suppress,
                                        return_scores=True, return_no_speech_prob=True)
+        spent("decode")
         tokens = [[t for t in r.sequences_ids[0] if t < tokenizer.eot] for r in results]
         frames = [math.ceil(len(a) / 16000) * model.frames_per_second for a in audios[first : first + batch_size]]
         model.model.align(encoded, tokenizer.sot_sequence, tokens, frames, median_filter_width=7)
-    return cpu_s() - cpu
+        spent("align")
+    return sum(parts.values()), parts
 
 
 def cpu_mode(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,8 +195,9 @@ def cpu_mode(args: argparse.Namespace) -> dict[str, Any]:
             run_bare(work.transcriber, audios[: args.batch_size], args.batch_size)
             # stage, bare, bare, stage: a shared machine's load drifts; this order cancels a linear drift.
             records, stage_cpu, stage_wall = run_stage(work, clips, args.batch_size)
-            bare_cpu = run_bare(work.transcriber, audios, args.batch_size)
-            bare_cpu += run_bare(work.transcriber, audios, args.batch_size)
+            bare_cpu, parts = run_bare(work.transcriber, audios, args.batch_size)
+            again, parts_again = run_bare(work.transcriber, audios, args.batch_size)
+            bare_cpu += again
             _, cpu, wall = run_stage(work, clips, args.batch_size)
             passes = [round(x / len(clips), 3) for x in (stage_cpu, bare_cpu - bare_cpu / 2, cpu)]
             print(setup, "CPU-s per clip: stage, bare (mean of 2), stage again:", passes, file=sys.stderr)
@@ -200,6 +215,8 @@ def cpu_mode(args: argparse.Namespace) -> dict[str, Any]:
             setups[setup] = {
                 "cpu_s_per_clip": round(stage_cpu / len(clips), 3),
                 "bare_cpu_s_per_clip": round(bare_cpu / len(clips), 3),
+                # the model calls' CPU-s per clip, call by call (mean of the two bare passes)
+                "bare_by_call": {k: round((parts[k] + parts_again[k]) / 2 / len(clips), 3) for k in parts},
                 "asr_cost_vs_bare": round(stage_cpu / bare_cpu, 3),
                 "wall_s_per_clip": round(stage_wall / len(clips), 3),
                 "cpu_s_per_media_s": round(stage_cpu / media_s, 3),
@@ -225,7 +242,8 @@ def cpu_mode(args: argparse.Namespace) -> dict[str, Any]:
         "media_s_per_clip": round(media_s / len(clips), 2), "sentences_per_clip": args.sentences, "batch_size": args.batch_size, "device": "cpu",
         "default_setup": default_setup, "asr_cost_vs_bare": chosen["asr_cost_vs_bare"],
         "cpu_s_per_clip": chosen["cpu_s_per_clip"], "cpu_s_per_media_s": chosen["cpu_s_per_media_s"],
-        "bare_cpu_s_per_clip": chosen["bare_cpu_s_per_clip"],
+        "bare_cpu_s_per_clip": chosen["bare_cpu_s_per_clip"], "bare_by_call": chosen["bare_by_call"],
+        "language_id_share_of_stage": round(chosen["bare_by_call"]["language_id"] / chosen["cpu_s_per_clip"], 3),
         "wer": {name: s["wer"] for name, s in setups.items()},
         "base_alone_vs_tiny_en_plus_base": {"cpu": round(base["cpu_s_per_clip"] / tiny["cpu_s_per_clip"], 3),
                                             "wer": [base["wer"], tiny["wer"]]},
