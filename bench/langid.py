@@ -1,23 +1,26 @@
 """The English filter on a spoken test set of 11 languages: tiny.en's confidence vs language ID.
 
-    python bench/langid.py [--id-model bundled-base] [--compute-type auto] [--cpu-threads 0]
-                           [--compare-30s] [--rows clips.jsonl] [--from-rows clips.jsonl]
+    python bench/langid.py [--asr-model bundled] [--id-model bundled-base] [--compute-type auto]
+                           [--cpu-threads 0] [--compare-30s] [--rows clips.jsonl] [--from-rows clips.jsonl]
 
 eSpeak NG (kebr.demo.tts) speaks 4 sentences in each of 10 languages with 3 voices each (120 clips),
 8 English sentences of the demo corpus with the 7 English voices (56 clips), and the same English
 with white noise at 10 and 5 dB SNR (2 voices, 32 clips). Every clip goes through the pipeline's
-media path (AAC in MP4, decoded and resampled to 16 kHz) and is transcribed once by the ASR default
-(tiny.en), and the language ID (``id_model``) reads it as the stage does (its window, one clip at a
-time on CPU) and, with ``--compare-30s``, both models once more padded to 30 s. The English filter then judges
-each clip three ways: the transcript rules alone (``language.id_model: none``), the default
+media path (AAC in MP4, decoded and resampled to 16 kHz) and is transcribed once by the ASR model
+(``--asr-model``; default the config's tiny.en), and the language ID (``id_model``) reads it as the
+stage does (its window, one clip at a time on CPU); a multilingual ASR model (``--asr-model
+bundled-base``) is its own language ID, from the same encoder pass, as in the stage. With
+``--compare-30s``, both models read every clip once more padded to 30 s. The English filter then
+judges each clip three ways: the transcript rules alone (``language.id_model: none``), the default
 (language model first, then the transcript rules: ``english_decision``, with the language model's
 no-speech probability and the clip's level; with ``--compare-30s`` also in the 30 s window), and the
-language ID alone (English most probable at p >= 0.5, as a language-ID service would pick). Prints one JSON object, also written to
-bench/results/langid.json: language-ID accuracy, non-English clips kept and English clips dropped
-by each rule, the clips whose decision the stage's window changes against 30 s (``window_vs_30s``),
-and the cost per clip (wall and process CPU seconds, model loading apart). ``--rows`` keeps each
-clip's transcript and language scores; ``--from-rows`` judges such a file again without the models
-(the rules only, no timing).
+language ID alone (English most probable at p >= 0.5, as a language-ID service would pick). Prints
+one JSON object, also written to bench/results/langid.json (langid-<asr-model>.json for another ASR
+model): language-ID accuracy, non-English clips kept and English clips dropped by each rule, the
+clips whose decision the stage's window changes against 30 s (``window_vs_30s``), and the cost per
+clip (wall and process CPU seconds, model loading apart). ``--rows`` keeps each clip's transcript
+and language scores; ``--from-rows`` judges such a file again without the models (the rules only,
+no timing).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ VARIANTS = (("", 160), ("+f3", 150), ("+m3", 175))  # (eSpeak voice variant, wor
 ENGLISH = tuple(SENTENCES[i][0] for i in (0, 5, 10, 15, 20, 25, 30, 35))
 NOISY_VOICES, SNRS_DB = ("en-us", "en-gb-x-rp"), (10, 5)
 RESULTS = Path(__file__).resolve().parent / "results"
+SWEEP_MIN_AVG_LOGPROB = (-0.5, -0.6, -0.7, -0.8, -0.9, -1.0)
 
 
 @dataclasses.dataclass
@@ -131,7 +135,8 @@ def batched(fn, items: list, size: int) -> list:  # type: ignore[type-arg]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--id-model", default="bundled-base")
+    parser.add_argument("--asr-model", default="bundled", help="asr.model: bundled (tiny.en) or bundled-base")
+    parser.add_argument("--id-model", default="bundled-base", help="language.id_model (an English-only ASR model's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compute-type", default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -160,14 +165,24 @@ def main() -> None:
             clips = make_test_set(Path(work))
         groups = [(c.group, c.language) for c in clips]
         audios = [c.audio for c in clips]
-        asr, asr_load_s, _ = timed(make_transcriber, "faster-whisper", "bundled", args.device, args.compute_type,
+        asr, asr_load_s, _ = timed(make_transcriber, "faster-whisper", args.asr_model, args.device, args.compute_type,
                                    args.batch_size, 5, args.cpu_threads)
         transcripts, asr_wall, asr_cpu = timed(batched, asr.transcribe_batch, audios, args.batch_size)
-        identifier, id_load_s, _ = timed(make_language_identifier, args.id_model, args.device, args.compute_type,
-                                         args.batch_size, args.cpu_threads)
-        # As the stage runs it: the identifier's own batches (one clip at a time on CPU) and window.
-        mels = [log_mel(identifier.model.feature_extractor, a[:WINDOW_SAMPLES]) for a in audios]
-        scores, id_wall, id_cpu = timed(identifier.scores_from_features, mels)
+        if asr.multilingual:  # its own language scores, from the encoder pass of its first window
+            if args.compare_30s:
+                parser.error("--compare-30s compares the language ID's windows: an English-only --asr-model")
+            args.id_model = args.asr_model
+            scores = [({t.language: t.language_prob, "en": t.english_prob or 0.0}, t.language_no_speech_prob or 0.0)
+                      for t in transcripts]
+            id_load_s = id_wall = id_cpu = 0.0
+            id_batch = args.batch_size
+        else:
+            identifier, id_load_s, _ = timed(make_language_identifier, args.id_model, args.device, args.compute_type,
+                                             args.batch_size, args.cpu_threads)
+            # As the stage runs it: the identifier's own batches (one clip at a time on CPU) and window.
+            mels = [log_mel(identifier.model.feature_extractor, a[:WINDOW_SAMPLES]) for a in audios]
+            scores, id_wall, id_cpu = timed(identifier.scores_from_features, mels)
+            id_batch = identifier.batch_size
         # The same with both models' encoders padded to Whisper's 30 s (faster-whisper's detect_language
         # and transcribe), as the stage ran before their windows followed the clip's length
         # (kebr.langid.encoder_frames): what the shorter windows change.
@@ -183,7 +198,7 @@ def main() -> None:
             "asr_load": round(asr_load_s, 2), "language_id_load": round(id_load_s, 2),
             "asr_per_clip": {"wall": round(asr_wall / n, 3), "cpu": round(asr_cpu / n, 3)},
             "language_id_per_clip": {"wall": round(id_wall / n, 3), "cpu": round(id_cpu / n, 3),
-                                     "batch_size": identifier.batch_size},
+                                     "batch_size": id_batch},
         }
         if scores_30s is not None:
             seconds["language_id_per_clip_30s_window"] = {"cpu": round(id_cpu_30s / n, 3)}
@@ -208,7 +223,9 @@ def main() -> None:
     with_id = with_language(transcripts, scores, args.id_model)
     reasons = {
         # language.id_model: none -- tiny.en's confidence and the English-word share
-        "old_rule": [english_filter(t) for t in transcripts],
+        "old_rule": [english_filter(dataclasses.replace(t, language="en", language_prob=1.0, language_model=None,
+                                                        english_prob=None, language_no_speech_prob=None))
+                     for t in transcripts],
         # the default: the language ID vetoes unlikely English, then the same transcript rules
         "language_id_and_transcript": [english_filter(t) for t in with_id],
         # what a language-ID service alone would keep: English the most probable, p >= 0.5
@@ -220,7 +237,7 @@ def main() -> None:
         reasons["language_id_30s_and_transcript"] = [english_filter(t) for t in with_id_30s]
     totals = Counter(g for g, _ in groups)
     non_english = [g for g in totals if g not in ("en", "en_noisy")]
-    results: dict[str, object] = {"clips": dict(totals), "id_model": args.id_model,
+    results: dict[str, object] = {"clips": dict(totals), "asr_model": args.asr_model, "id_model": args.id_model,
                                   "compute_type": args.compute_type, "batch_size": args.batch_size}
     for rule, rule_reasons in reasons.items():
         kept, why = Counter(), defaultdict(Counter)  # type: ignore[var-annotated]
@@ -250,6 +267,17 @@ def main() -> None:
             g: [round(float(np.quantile(v, q)), 3) for q in (0, 0.1, 0.5, 0.9, 1)] for g, v in p_en.items()},
     }
     results["max_no_speech_on_speech"] = round(max(ns for _, ns in scores), 3)
+    # The default rule at other ASR-confidence thresholds (language.min_avg_logprob; -0.8 is the
+    # config's): how far the ASR model's confidence separates foreign speech that passes the language
+    # ID's veto from noisy English, whatever the threshold.
+    results["min_avg_logprob_sweep"] = {}
+    for threshold in SWEEP_MIN_AVG_LOGPROB:
+        keep = [english_decision(t, min_avg_logprob=threshold) is None for t in with_id]
+        results["min_avg_logprob_sweep"][str(threshold)] = {
+            "non_english_kept": sum(k for k, (g, _) in zip(keep, groups) if g not in ("en", "en_noisy")),
+            "english_dropped": sum(not k for k, (g, _) in zip(keep, groups) if g == "en"),
+            "english_noisy_dropped": sum(not k for k, (g, _) in zip(keep, groups) if g == "en_noisy"),
+        }
     if scores_30s is not None:
         kinds, kinds_30s = ([None if d is None else d.kind for d in map(english_decision, ts)]
                             for ts in (with_id, with_id_30s))
@@ -272,7 +300,8 @@ def main() -> None:
     print(json.dumps(results, indent=2, ensure_ascii=False))
     if not args.from_rows:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "langid.json").write_text(json.dumps({
+        name = "langid.json" if args.asr_model == "bundled" else f"langid-{args.asr_model}.json"
+        (RESULTS / name).write_text(json.dumps({
             "bench": "langid", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", **results}, ensure_ascii=False) + "\n")
 

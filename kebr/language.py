@@ -37,14 +37,16 @@ Why both signals (bench/langid.py: eSpeak NG, 4 sentences x 3 voices in 10 langu
 
 | rule | non-English kept | clean English dropped | noisy English dropped |
 |---|---|---|---|
-| transcript rules alone (``id_model: none``; tiny.en's confidence) | 9 / 120 | 0 / 56 | 0 / 32 |
-| language ID alone (English the most probable, p >= 0.5) | 2 / 120 | 5 / 56 | 14 / 32 |
-| both (the default) | 4 / 120 | 0 / 56 | 0 / 32 |
+| transcript rules alone (``id_model: none``; tiny.en's confidence) | 9 / 120 (10) | 0 / 56 (0) | 0 / 32 (2) |
+| language ID alone (English the most probable, p >= 0.5) | 2 / 120 (2) | 5 / 56 (5) | 14 / 32 (14) |
+| both (the default) | 4 / 120 (2) | 0 / 56 (0) | 0 / 32 (2) |
 
-(2026-12-05, the language ID in its 20 s window; with every clip padded to 30 s, as before, "both"
-keeps and drops exactly the same clips: 7 of the 208 change kind between not_english and
-low_confidence. The 5, 4 and 2 non-English clips kept that an earlier run of this bench gave came
-from other tiny.en transcripts, the 30 s window gives this run's 4 too; the cause is not traced.)
+(2026-12-05 on an Intel Xeon, in brackets 2026-12-06 on an AMD EPYC, both 2 cores; both models in
+their 20 s windows. On the Intel run, with every clip padded to 30 s as before, "both" kept and
+dropped the same clips; on the AMD run 5 of 208 change: at 30 s 2 more noisy English clips are kept,
+and 3 non-English clips against 2. The runs differ in tiny.en's transcripts of the same audio,
+most likely from CTranslate2's int8 kernels, which differ by CPU (not traced further). The 5, 4 and 2 non-English clips kept that earlier runs
+gave came from other tiny.en transcripts too.)
 
 tiny.en writes fluent-looking English for any speech ("Thank you very much for watching!" for
 Portuguese) but its confidence gives most of it away; the language ID names German, Spanish and
@@ -58,12 +60,28 @@ that is not measured here (no real multilingual corpus offline).
 
 Cost: the language ID adds one Whisper base encoder pass per clip over the clip padded to 20 s
 (kebr.langid.encoder_frames), on the log-mel the ASR computes anyway; on a GPU it is batched like the
-ASR (``asr.batch_size`` windows per encoder pass, one decoder step for all). Why tiny.en + base and
-not the multilingual base alone (``asr.model: bundled-base``, one encoder pass for both): these
-rules, tuned on tiny.en's scores, kept 8 of the 120 non-English clips above and dropped 3 of the 32
-noisy English clips with the base alone (0 with tiny.en + base): the base decodes accented or noisy
-speech with lower confidence, and foreign speech it misidentifies as English in English. The costs
-and word error rates of both: docs/corpora.md "What each stage does".
+ASR (``asr.batch_size`` windows per encoder pass, one decoder step for all).
+
+Why tiny.en + base and not the multilingual base alone (``asr.model: bundled-base``, one encoder
+pass for both), although the base alone costs less CPU (0.93x: 0.633 CPU-s per clip against 0.282 +
+0.401 on bench/langid.py's 208 clips) and writes fewer word errors (docs/corpora.md "What each stage
+does"): the English filter needs the ASR's confidence to part foreign speech from noisy English,
+and the base's does not. Forced to decode English, the base writes fluent English for foreign
+speech with more confidence than tiny.en (avg_logprob median -0.76 against -1.08 on the 120
+non-English clips) and is less sure of noisy English (lowest -0.99 against -0.81). The language ID's
+veto is the same with either (the same base encoder on the same window). At every threshold of
+``language.min_avg_logprob`` that drops less foreign speech than the transcript rules alone do
+(-0.5 to -0.9 here), the base alone keeps more foreign speech or drops more noisy English than
+tiny.en + base (``python bench/langid.py --asr-model bundled-base``, its
+``min_avg_logprob_sweep``; 2026-12-06, AMD EPYC, 2 cores):
+
+| min_avg_logprob | -0.5 | -0.6 | -0.7 | -0.8 (default) | -0.9 | -1.0 |
+|---|---|---|---|---|---|---|
+| tiny.en + base: non-English kept / noisy English dropped | 0 / 13 | 0 / 9 | 0 / 7 | 2 / 2 | 3 / 0 | 10 / 0 |
+| base alone | 1 / 12 | 1 / 8 | 4 / 6 | 7 / 5 | 7 / 3 | 10 / 0 |
+
+(of 120 non-English and 32 noisy English clips; no clean English clip is dropped at any of them.)
+With the transcript rules alone, the base keeps 20 of the 120 non-English clips, tiny.en 10.
 """
 
 from __future__ import annotations
