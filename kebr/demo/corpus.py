@@ -261,8 +261,9 @@ def write_demo_corpora(out_dir: Path, seed: int = 0, n_unlabelled: int = 24, n_l
                        clips_per_video: int = 4, dirty: bool = True) -> dict[str, Path]:
     """Write both demo corpora and a README under ``out_dir``.
 
-    The same seed gives the same sentences, ids, splits, voices and motion; the audio is identical
-    run to run from a fresh process (see ``kebr.demo.tts.synthesize``). Needs ``n_labelled_videos >= 5``
+    The same seed gives the same sentences, ids, splits, voices and motion; from a fresh process
+    (``kebr demo-corpus``) the same bytes, audio (see ``kebr.demo.tts.synthesize``) and video
+    (``kebr.media.write_clip``) alike. Needs ``n_labelled_videos >= 5``
     (at least 2 valid, 2 test and 1 train video).
 
     Returns the corpus roots as the config's ``datasets.<name>.root`` expects them:
