@@ -44,9 +44,9 @@ Why both signals (bench/langid.py: eSpeak NG, 4 sentences x 3 voices in 10 langu
 (2026-12-05 on an Intel Xeon, in brackets 2026-12-06 on an AMD EPYC, both 2 cores; both models in
 their 20 s windows. On the Intel run, with every clip padded to 30 s as before, "both" kept and
 dropped the same clips; on the AMD run 5 of 208 change: at 30 s 2 more noisy English clips are kept,
-and 3 non-English clips against 2. The runs differ in tiny.en's transcripts of the same audio,
-most likely from CTranslate2's int8 kernels, which differ by CPU (not traced further). The 5, 4 and 2 non-English clips kept that earlier runs
-gave came from other tiny.en transcripts too.)
+and 3 non-English clips against 2. The runs differ in tiny.en's transcripts of the same
+audio, most likely from CTranslate2's int8 kernels, which differ by CPU (not traced further). The
+5, 4 and 2 non-English clips kept that earlier runs gave came from other tiny.en transcripts too.)
 
 tiny.en writes fluent-looking English for any speech ("Thank you very much for watching!" for
 Portuguese) but its confidence gives most of it away; the language ID names German, Spanish and
@@ -69,10 +69,10 @@ does"): the English filter needs the ASR's confidence to part foreign speech fro
 and the base's does not. Forced to decode English, the base writes fluent English for foreign
 speech with more confidence than tiny.en (avg_logprob median -0.76 against -1.08 on the 120
 non-English clips) and is less sure of noisy English (lowest -0.99 against -0.81). The language ID's
-veto is the same with either (the same base encoder on the same window). At every threshold of
-``language.min_avg_logprob`` that drops less foreign speech than the transcript rules alone do
-(-0.5 to -0.9 here), the base alone keeps more foreign speech or drops more noisy English than
-tiny.en + base (``python bench/langid.py --asr-model bundled-base``, its
+veto is the same with either (the same base encoder on the same window). With
+``language.min_avg_logprob`` anywhere from -0.5 to -0.9, the base alone keeps more foreign speech or
+drops more noisy English than tiny.en + base; at -1.0 both keep 10 and drop none, what the
+transcript rules alone keep (``python bench/langid.py --asr-model bundled-base``, its
 ``min_avg_logprob_sweep``; 2026-12-06, AMD EPYC, 2 cores):
 
 | min_avg_logprob | -0.5 | -0.6 | -0.7 | -0.8 (default) | -0.9 | -1.0 |
