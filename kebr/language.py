@@ -71,9 +71,9 @@ speech with more confidence than tiny.en (avg_logprob median -0.76 against -1.08
 non-English clips) and is less sure of noisy English (lowest -0.99 against -0.81). The language ID's
 veto is the same with either (the same base encoder on the same window). With
 ``language.min_avg_logprob`` anywhere from -0.5 to -0.9, the base alone keeps more foreign speech or
-drops more noisy English than tiny.en + base; at -1.0 both keep 10 and drop none, what the
-transcript rules alone keep (``python bench/langid.py --asr-model bundled-base``, its
-``min_avg_logprob_sweep``; 2026-12-06, AMD EPYC, 2 cores):
+drops more noisy English than tiny.en + base; at -1.0 both keep 10 non-English clips and drop no
+noisy English (``python bench/langid.py --asr-model bundled-base``, its ``min_avg_logprob_sweep``;
+2026-12-06, AMD EPYC, 2 cores):
 
 | min_avg_logprob | -0.5 | -0.6 | -0.7 | -0.8 (default) | -0.9 | -1.0 |
 |---|---|---|---|---|---|---|
