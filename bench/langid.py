@@ -239,19 +239,24 @@ def main() -> None:
     non_english = [g for g in totals if g not in ("en", "en_noisy")]
     results: dict[str, object] = {"clips": dict(totals), "asr_model": args.asr_model, "id_model": args.id_model,
                                   "compute_type": args.compute_type, "batch_size": args.batch_size}
-    for rule, rule_reasons in reasons.items():
+
+    def tally(rule_reasons: list[str | None]) -> dict[str, object]:
+        """What a rule (each clip's drop reason, None to keep) keeps and drops, by group."""
         kept, why = Counter(), defaultdict(Counter)  # type: ignore[var-annotated]
         for (group, _), reason in zip(groups, rule_reasons):
             kept[group] += reason is None
             if reason:
                 why[group][reason.split(" (")[0]] += 1
-        results[rule] = {
+        return {
             "non_english_kept": sum(kept[g] for g in non_english),
             "non_english_kept_by_language": {g: f"{kept[g]}/{totals[g]}" for g in non_english if kept[g]},
             "english_dropped": totals["en"] - kept["en"],
             "english_noisy_dropped": totals["en_noisy"] - kept["en_noisy"],
             "drop_reasons": {g: dict(r) for g, r in sorted(why.items())},
         }
+
+    for rule, rule_reasons in reasons.items():
+        results[rule] = tally(rule_reasons)
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
     for (group, _), lang in zip(groups, detected):
         confusion[group][lang] += 1
@@ -270,14 +275,11 @@ def main() -> None:
     # The default rule at other ASR-confidence thresholds (language.min_avg_logprob; -0.8 is the
     # config's): how far the ASR model's confidence separates foreign speech that passes the language
     # ID's veto from noisy English, whatever the threshold.
-    results["min_avg_logprob_sweep"] = {}
-    for threshold in SWEEP_MIN_AVG_LOGPROB:
-        keep = [english_decision(t, min_avg_logprob=threshold) is None for t in with_id]
-        results["min_avg_logprob_sweep"][str(threshold)] = {
-            "non_english_kept": sum(k for k, (g, _) in zip(keep, groups) if g not in ("en", "en_noisy")),
-            "english_dropped": sum(not k for k, (g, _) in zip(keep, groups) if g == "en"),
-            "english_noisy_dropped": sum(not k for k, (g, _) in zip(keep, groups) if g == "en_noisy"),
-        }
+    sweep = {threshold: tally([english_filter(t, min_avg_logprob=threshold) for t in with_id])
+             for threshold in SWEEP_MIN_AVG_LOGPROB}
+    results["min_avg_logprob_sweep"] = {
+        str(threshold): {k: counts[k] for k in ("non_english_kept", "english_dropped", "english_noisy_dropped")}
+        for threshold, counts in sweep.items()}
     if scores_30s is not None:
         kinds, kinds_30s = ([None if d is None else d.kind for d in map(english_decision, ts)]
                             for ts in (with_id, with_id_30s))

@@ -372,6 +372,15 @@ def _read_frame_folder(folder: Path, max_frames: int) -> tuple[np.ndarray, np.nd
     return np.arange(len(frames), dtype=np.float64), np.stack(frames)
 
 
+_M_PERTURB = -6  # malloc.h
+_PERTURB_BYTE = 0x55  # any byte but 0 (0 turns it off)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None)
+
+
 @contextlib.contextmanager
 def _filled_allocations() -> Iterator[None]:
     """While encoding, glibc fills every block it hands out from its heap with one byte (mallopt
@@ -383,22 +392,12 @@ def _filled_allocations() -> Iterator[None]:
     this, 42 of the demo corpus's 65 files differed between two runs; with it, none (2026-12-06). The
     decoded clips were valid either way. Other C libraries: no-op, and the bytes may differ."""
     mallopt = getattr(_libc(), "mallopt", None)
-    if mallopt is None or mallopt(_M_PERTURB, _PERTURB_BYTE) != 1:
-        yield
-        return
+    filling = mallopt is not None and mallopt(_M_PERTURB, _PERTURB_BYTE) == 1
     try:
         yield
     finally:
-        mallopt(_M_PERTURB, 0)
-
-
-_M_PERTURB = -6  # malloc.h
-_PERTURB_BYTE = 0x55  # any byte but 0 (0 turns it off)
-
-
-@functools.lru_cache(maxsize=1)
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None)
+        if filling:
+            mallopt(_M_PERTURB, 0)
 
 
 def write_clip(

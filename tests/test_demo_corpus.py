@@ -136,7 +136,6 @@ def test_same_seed_writes_the_same_corpora(tmp_path: Path) -> None:
         assert abs(len(load_audio(clip_a, 16000)) - len(load_audio(clip_b, 16000))) < 0.1 * 16000
 
 
-
 def test_the_same_clip_is_written_as_the_same_bytes(tmp_path: Path) -> None:
     """write_clip gives the same bytes for the same frames and audio, whatever ran before it.
 
